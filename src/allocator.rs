@@ -1,0 +1,563 @@
+//! The allocator: dispatch by size on allocation and by pointer kind on free, the global
+//! context, thread start and exit, and fork.
+//!
+//! Fast paths (what they cost, x86-64):
+//! - `alloc` of a small size: read the TLS heap pointer (2 loads), the class from a table,
+//!   the current slab, pop its free list: about 15 instructions, no atomic, no call.
+//! - `free` of a small block by its owner: one region-map byte, the segment's owner, the
+//!   slab's count and free head, a push: about 20 instructions, no atomic, no call.
+//!
+//! Everything else (`*_slow`) is `#[cold]` and out of line.
+//!
+//! [`Context`] holds the global structures, generic over the OS layer so that tests run a
+//! separate context over [`crate::os::fake::FakeOs`]; the process uses [`CTX`] over the
+//! real OS and the calling thread's TLS heap.
+
+use crate::buddy::{self, BuddyArena};
+use crate::fatal;
+use crate::heap::{Heap, HeapPtr};
+use crate::heap_pool::HeapPool;
+use crate::large::Large;
+use crate::os::{Os, RealOs};
+use crate::region_map::{self, Kind};
+use crate::segment::{SegmentHeader, SegmentPool};
+use crate::size_class::{self, SizeClass, SMALL_MAX_BYTES};
+use crate::slab::{Block, FULL_FLAG};
+use crate::sync::Mutex;
+use crate::tls;
+use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+
+/// Every block is aligned at least this much (`max_align_t`).
+pub const MIN_ALIGN: usize = 16;
+
+/// The allocator's global structures.
+pub struct Context<O: Os> {
+    /// The OS layer.
+    pub os: O,
+    /// Unused segments.
+    pub segments: Mutex<SegmentPool>,
+    /// Medium blocks.
+    pub buddy: Mutex<BuddyArena>,
+    /// Huge blocks.
+    pub large: Mutex<Large>,
+    /// Heaps without a thread.
+    pub heaps: Mutex<HeapPool>,
+    /// The heap used, under its lock, by threads whose own heap was handed back at exit.
+    pub global_heap: Mutex<HeapPtr>,
+}
+
+/// The process's allocator.
+pub static CTX: Context<RealOs> = Context::new(RealOs);
+
+impl<O: Os> Context<O> {
+    /// A context with nothing mapped yet.
+    pub const fn new(os: O) -> Self {
+        Context {
+            os,
+            segments: Mutex::new(SegmentPool::new()),
+            buddy: Mutex::new(BuddyArena::new()),
+            large: Mutex::new(Large::new()),
+            heaps: Mutex::new(HeapPool::new()),
+            global_heap: Mutex::new(HeapPtr(ptr::null_mut())),
+        }
+    }
+
+    /// Allocates a small block of `class` from `heap`.
+    ///
+    /// # Safety
+    /// The caller must own `heap`.
+    #[inline(always)]
+    pub unsafe fn alloc_small(&self, heap: *mut Heap, class: SizeClass) -> *mut u8 {
+        // SAFETY: the caller owns the heap; `current` slots always hold a valid slab (the
+        // sentinel when none), whose free list holds free blocks of that slab.
+        unsafe {
+            let slab = *(*heap).current.get_unchecked(class.index());
+            let block = (*slab).free;
+            if block.is_null() {
+                return Heap::alloc_slow(heap, class, &self.os, &self.segments);
+            }
+            (*slab).free = (*block).next;
+            (*slab).used += 1;
+            block.cast()
+        }
+    }
+
+    /// Allocates a medium or huge block. Returns it and whether it reads as zeros.
+    #[cold]
+    #[inline(never)]
+    pub fn alloc_big(&self, size: usize, align_bytes: usize) -> Option<(NonNull<u8>, bool)> {
+        if let Some(order) = buddy::order_for(size, align_bytes) {
+            return self.buddy.lock().alloc(&self.os, order);
+        }
+        if size > isize::MAX as usize || align_bytes > isize::MAX as usize / 2 {
+            return None;
+        }
+        self.large.lock().alloc(&self.os, size, align_bytes)
+    }
+
+    /// Allocates `size` bytes aligned to `align_bytes` (a power of two) from `heap` or the
+    /// medium and huge allocators. Returns the block and whether it reads as zeros.
+    ///
+    /// # Safety
+    /// The caller must own `heap`.
+    pub unsafe fn alloc_with(
+        &self,
+        heap: *mut Heap,
+        size: usize,
+        align_bytes: usize,
+    ) -> Option<(NonNull<u8>, bool)> {
+        if let Some(class) = size_class::class_for_aligned(size, align_bytes) {
+            // SAFETY: the caller owns the heap.
+            return NonNull::new(unsafe { self.alloc_small(heap, class) }).map(|p| (p, false));
+        }
+        self.alloc_big(size, align_bytes)
+    }
+
+    /// Frees `ptr` on behalf of the owner of `heap` (which may be null: no heap).
+    ///
+    /// # Safety
+    /// The caller must own `heap` if it is not null; `ptr` must be null or a pointer the
+    /// program got from this context (anything else is detected where possible and
+    /// reported as fatal).
+    #[inline(always)]
+    pub unsafe fn free_with(&self, heap: *mut Heap, ptr: *mut u8, call: &str) {
+        let addr = ptr as usize;
+        if region_map::raw_kind_of(addr) != Kind::Slab as u8 {
+            if !ptr.is_null() {
+                self.free_big(addr, call);
+            }
+            return;
+        }
+        let seg = SegmentHeader::of(addr);
+        let slab = SegmentHeader::slab_of(seg, addr);
+        if SegmentHeader::owner(seg) != heap {
+            // SAFETY: the region map says `seg` is a live segment.
+            unsafe { free_remote(seg, slab, ptr, call) };
+            return;
+        }
+        // SAFETY: `heap` owns the segment, so the slab metadata is ours to update. One
+        // compare catches "slab full", "slab about to be empty" and "slab not in use"
+        // (see FULL_FLAG); a second catches the most common double free.
+        unsafe {
+            let used = (*slab).used;
+            if used.wrapping_sub(2) >= FULL_FLAG - 2 || (*slab).free == ptr.cast() {
+                return Heap::free_local_slow(heap, slab, ptr, call, &self.os);
+            }
+            let block = ptr.cast::<Block>();
+            (*block).next = (*slab).free;
+            (*slab).free = block;
+            (*slab).used = used - 1;
+        }
+    }
+
+    /// Frees a medium or huge block, or reports a pointer that is not ours.
+    #[cold]
+    #[inline(never)]
+    fn free_big(&self, addr: usize, call: &str) {
+        let ok = match region_map::kind_of(addr) {
+            Kind::Buddy => self.buddy.lock().free(&self.os, addr).is_ok(),
+            Kind::Huge | Kind::HugeFar => self.large.lock().free(&self.os, addr).is_ok(),
+            Kind::Slab | Kind::None => false,
+        };
+        if !ok {
+            fatal::bad_pointer(call, "invalid pointer", addr);
+        }
+    }
+
+    /// Usable size of the block at `ptr` (0 for null); fatal for a pointer that is not a
+    /// live block of ours.
+    pub fn usable_size(&self, ptr: *const u8, call: &str) -> usize {
+        let addr = ptr as usize;
+        if ptr.is_null() {
+            return 0;
+        }
+        let found = match region_map::kind_of(addr) {
+            Kind::Slab => {
+                let slab = SegmentHeader::slab_of(SegmentHeader::of(addr), addr);
+                // SAFETY: the region map says the segment is live; `block_bytes` is atomic.
+                let slab = unsafe { &*slab };
+                slab.is_block_start(addr)
+                    .then(|| slab.block_bytes.load(Ordering::Relaxed) as usize)
+            }
+            Kind::Buddy => BuddyArena::usable_size(addr),
+            Kind::Huge | Kind::HugeFar => Large::usable_size(addr),
+            Kind::None => None,
+        };
+        match found {
+            Some(n) => n,
+            None => fatal::bad_pointer(call, "invalid pointer", addr),
+        }
+    }
+
+    /// True when `ptr` is a block of ours (start of a block in use or free; for medium and
+    /// huge blocks, allocated).
+    pub fn owns(&self, ptr: *const u8) -> bool {
+        let addr = ptr as usize;
+        match region_map::kind_of(addr) {
+            Kind::Slab => {
+                let slab = SegmentHeader::slab_of(SegmentHeader::of(addr), addr);
+                // SAFETY: the region map says the segment is live.
+                unsafe { (*slab).is_block_start(addr) }
+            }
+            Kind::Buddy => BuddyArena::usable_size(addr).is_some(),
+            Kind::Huge | Kind::HugeFar => Large::owns(addr),
+            Kind::None => false,
+        }
+    }
+
+    /// Resizes the block at `ptr` (not null) to `new_size` (> 0) bytes, keeping
+    /// `align_bytes`; null (and the old block untouched) when memory is short.
+    ///
+    /// # Safety
+    /// The caller must own `heap`; `ptr` must be a live block of this context.
+    pub unsafe fn realloc_with(
+        &self,
+        heap: *mut Heap,
+        ptr: *mut u8,
+        new_size: usize,
+        align_bytes: usize,
+        call: &str,
+    ) -> *mut u8 {
+        let addr = ptr as usize;
+        let old_usable = self.usable_size(ptr, call);
+        let kind = region_map::kind_of(addr);
+        let keep = match kind {
+            Kind::Slab => {
+                new_size <= old_usable
+                    && (new_size * 2 >= old_usable
+                        || (new_size <= SMALL_MAX_BYTES
+                            && size_class::class_of(new_size).block_bytes() == old_usable))
+            }
+            Kind::Buddy => {
+                new_size <= old_usable
+                    && buddy::order_for(new_size, align_bytes)
+                        == buddy::order_for(old_usable, align_bytes)
+            }
+            Kind::Huge | Kind::HugeFar if new_size > buddy::MEDIUM_MAX_BYTES => {
+                match self.large.lock().resize(&self.os, addr, new_size) {
+                    Ok(Some(p)) => return p.as_ptr(),
+                    Ok(None) => false,
+                    Err(_) => fatal::bad_pointer(call, "invalid pointer", addr),
+                }
+            }
+            _ => false,
+        };
+        if keep {
+            return ptr;
+        }
+        // SAFETY: the caller owns the heap.
+        let Some((new, _)) = (unsafe { self.alloc_with(heap, new_size, align_bytes) }) else {
+            return ptr::null_mut();
+        };
+        // SAFETY: both blocks are live, distinct, and at least this long.
+        unsafe {
+            ptr::copy_nonoverlapping(ptr, new.as_ptr(), old_usable.min(new_size));
+            self.free_with(heap, ptr, call);
+        }
+        new.as_ptr()
+    }
+
+    /// Returns what can be returned to the OS from the global structures and `heap` (may be
+    /// null). Returns the bytes released or purged.
+    ///
+    /// # Safety
+    /// The caller must own `heap` if it is not null.
+    pub unsafe fn trim(&self, heap: *mut Heap) -> usize {
+        let mut released = 0;
+        if !heap.is_null() {
+            // SAFETY: the caller owns the heap.
+            released += unsafe { (*heap).collect(&self.os, &self.segments, true) };
+        }
+        {
+            let global = self.global_heap.lock();
+            let h = global.0;
+            if !h.is_null() {
+                // SAFETY: the global heap is ours while its lock is held.
+                released += unsafe { (*h).collect(&self.os, &self.segments, true) };
+            }
+        }
+        // Clean up abandoned heaps one at a time, outside the pool lock.
+        let count = self.heaps.lock().abandoned_count();
+        for _ in 0..count {
+            let Some(h) = self.heaps.lock().take_abandoned() else { break };
+            // SAFETY: taken from the pool, the heap is ours until released.
+            unsafe {
+                released += (*h).collect(&self.os, &self.segments, false);
+                self.heaps.lock().release(h);
+            }
+        }
+        released += self.buddy.lock().trim(&self.os);
+        released += self.large.lock().trim(&self.os);
+        released += self.segments.lock().drain(&self.os);
+        released
+    }
+
+    /// Hands back a thread's heap at thread exit.
+    ///
+    /// # Safety
+    /// The caller must own `heap` and never use it again.
+    pub unsafe fn retire_heap(&self, heap: *mut Heap) {
+        // SAFETY: the caller owns the heap.
+        unsafe {
+            (*heap).collect(&self.os, &self.segments, false);
+            self.heaps.lock().release(heap);
+        }
+    }
+}
+
+/// A free by a thread that does not own the block's segment.
+///
+/// # Safety
+/// `seg` must be a live segment (region map), `slab` the metadata of the slab holding `ptr`.
+#[cold]
+#[inline(never)]
+unsafe fn free_remote(seg: *mut SegmentHeader, slab: *mut crate::slab::Slab, ptr: *mut u8, call: &str) {
+    // SAFETY: the slab metadata lives in a live segment header; `is_block_start` and
+    // `push_remote` use only its atomic fields.
+    unsafe {
+        if !(*slab).is_block_start(ptr as usize) {
+            fatal::bad_pointer(call, "invalid pointer", ptr as usize);
+        }
+        if (*slab).push_remote(ptr) {
+            Heap::push_pending(SegmentHeader::owner(seg), slab);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The process allocator: CTX with the calling thread's heap.
+// ---------------------------------------------------------------------------------------
+
+/// Which heap the calling thread allocates from.
+enum ThreadHeap {
+    /// Its own heap.
+    Own(*mut Heap),
+    /// The shared global heap (after the thread's exit cleanup).
+    Global,
+    /// No memory for a heap.
+    Unavailable,
+}
+
+/// The calling thread's heap, created (or adopted) on first use.
+#[inline]
+fn thread_heap() -> ThreadHeap {
+    let heap = tls::heap();
+    if !heap.is_null() {
+        return ThreadHeap::Own(heap);
+    }
+    if tls::state() == tls::STATE_EXITED {
+        return ThreadHeap::Global;
+    }
+    thread_start_slow()
+}
+
+#[cold]
+#[inline(never)]
+fn thread_start_slow() -> ThreadHeap {
+    let Some(heap) = CTX.heaps.lock().acquire(&CTX.os) else {
+        return ThreadHeap::Unavailable;
+    };
+    // Publish the heap before anything that may call malloc (pthread_key_create,
+    // pthread_atfork, pthread_setspecific): nested calls then find it.
+    tls::set_heap(heap);
+    tls::set_state(tls::STATE_ACTIVE);
+    process_start();
+    // SAFETY: the key exists (process_start) and the value is only read by our destructor.
+    unsafe { libc::pthread_setspecific(THREAD_KEY.load(Ordering::Acquire), heap.cast()) };
+    ThreadHeap::Own(heap)
+}
+
+/// Runs `f` with a heap the calling thread may use: its own, or the global one under its
+/// lock. Null when no heap can be had.
+#[inline]
+fn with_heap(f: impl FnOnce(*mut Heap) -> *mut u8) -> *mut u8 {
+    match thread_heap() {
+        ThreadHeap::Own(heap) => f(heap),
+        ThreadHeap::Global => {
+            let mut global = CTX.global_heap.lock();
+            if global.0.is_null() {
+                match CTX.heaps.lock().acquire(&CTX.os) {
+                    Some(h) => global.0 = h,
+                    None => return ptr::null_mut(),
+                }
+            }
+            f(global.0)
+        }
+        ThreadHeap::Unavailable => ptr::null_mut(),
+    }
+}
+
+const START_NONE: u8 = 0;
+const START_RUNNING: u8 = 1;
+const START_DONE: u8 = 2;
+static START: AtomicU8 = AtomicU8::new(START_NONE);
+static THREAD_KEY: AtomicU32 = AtomicU32::new(0);
+
+/// One-time process set-up, run by the first thread that gets a heap (lazily: the loader
+/// and libc call malloc before any constructor of ours could run).
+fn process_start() {
+    if START.load(Ordering::Acquire) == START_DONE {
+        return;
+    }
+    if START
+        .compare_exchange(START_NONE, START_RUNNING, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        // Another thread is setting up; it does not wait on us, so waiting is safe.
+        while START.load(Ordering::Acquire) != START_DONE {
+            core::hint::spin_loop();
+            // SAFETY: sched_yield has no preconditions.
+            unsafe { libc::sched_yield() };
+        }
+        return;
+    }
+    crate::config::load();
+    let mut key: libc::pthread_key_t = 0;
+    // SAFETY: `thread_exit` has the destructor signature; the key lives for the process.
+    if unsafe { libc::pthread_key_create(&mut key, Some(thread_exit)) } != 0 {
+        fatal::fatal("pthread_key_create failed");
+    }
+    THREAD_KEY.store(key, Ordering::Release);
+    // SAFETY: the handlers are plain functions that only take and release our locks.
+    unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child)) };
+    START.store(START_DONE, Ordering::Release);
+}
+
+/// The thread-exit destructor (pthread key): hands the heap back. Later allocations by
+/// this thread (other libraries' destructors run after ours) use the global heap.
+extern "C" fn thread_exit(_value: *mut libc::c_void) {
+    let heap = tls::heap();
+    if heap.is_null() {
+        return;
+    }
+    tls::set_heap(ptr::null_mut());
+    tls::set_state(tls::STATE_EXITED);
+    // SAFETY: the thread owned the heap and no longer points to it.
+    unsafe { CTX.retire_heap(heap) };
+}
+
+extern "C" fn fork_prepare() {
+    // The same order as everywhere else: heaps, global heap, segments, buddy, large.
+    CTX.heaps.lock_for_fork();
+    CTX.global_heap.lock_for_fork();
+    CTX.segments.lock_for_fork();
+    CTX.buddy.lock_for_fork();
+    CTX.large.lock_for_fork();
+}
+
+extern "C" fn fork_parent() {
+    // SAFETY: fork_prepare took every lock in this thread.
+    unsafe {
+        CTX.large.unlock_after_fork();
+        CTX.buddy.unlock_after_fork();
+        CTX.segments.unlock_after_fork();
+        CTX.global_heap.unlock_after_fork();
+        CTX.heaps.unlock_after_fork();
+    }
+}
+
+extern "C" fn fork_child() {
+    // SAFETY: we are the only thread of the child, and we took every lock before fork.
+    unsafe {
+        CTX.large.reset_after_fork();
+        CTX.buddy.reset_after_fork();
+        CTX.segments.reset_after_fork();
+        CTX.global_heap.reset_after_fork();
+        CTX.heaps.reset_after_fork();
+    }
+}
+
+/// `malloc`: at least `size` bytes, 16-byte aligned; null when memory is short.
+#[inline(always)]
+pub fn alloc(size: usize) -> *mut u8 {
+    let heap = tls::heap();
+    if size <= SMALL_MAX_BYTES && !heap.is_null() {
+        // SAFETY: the TLS heap is the calling thread's own.
+        return unsafe { CTX.alloc_small(heap, size_class::class_of(size)) };
+    }
+    alloc_slow(size)
+}
+
+#[cold]
+#[inline(never)]
+fn alloc_slow(size: usize) -> *mut u8 {
+    if size <= SMALL_MAX_BYTES {
+        // SAFETY: `with_heap` gives a heap the thread may use for the call.
+        return with_heap(|heap| unsafe { CTX.alloc_small(heap, size_class::class_of(size)) });
+    }
+    CTX.alloc_big(size, MIN_ALIGN).map_or(ptr::null_mut(), |(p, _)| p.as_ptr())
+}
+
+/// Allocation at an alignment (a power of two); null when memory is short.
+pub fn alloc_aligned(size: usize, align_bytes: usize) -> *mut u8 {
+    if align_bytes <= MIN_ALIGN {
+        return alloc(size);
+    }
+    // SAFETY: `with_heap` gives a heap the thread may use for the call.
+    with_heap(|heap| unsafe {
+        CTX.alloc_with(heap, size, align_bytes).map_or(ptr::null_mut(), |(p, _)| p.as_ptr())
+    })
+}
+
+/// Zeroed allocation at an alignment (a power of two); null when memory is short.
+pub fn alloc_zeroed_aligned(size: usize, align_bytes: usize) -> *mut u8 {
+    // SAFETY: `with_heap` gives a heap the thread may use for the call.
+    with_heap(|heap| unsafe {
+        match CTX.alloc_with(heap, size, align_bytes.max(MIN_ALIGN)) {
+            Some((p, zeroed)) => {
+                if !zeroed {
+                    p.as_ptr().write_bytes(0, size);
+                }
+                p.as_ptr()
+            }
+            None => ptr::null_mut(),
+        }
+    })
+}
+
+/// `free`.
+///
+/// # Safety
+/// `ptr` must be null or a live block of ours (bad pointers are reported where detected).
+#[inline(always)]
+pub unsafe fn free(ptr: *mut u8, call: &str) {
+    // SAFETY: the TLS heap (or null) is the calling thread's own.
+    unsafe { CTX.free_with(tls::heap(), ptr, call) }
+}
+
+/// `realloc` for a live, non-null `ptr` and a non-zero size, keeping `align_bytes`.
+///
+/// # Safety
+/// `ptr` must be a live block of ours.
+pub unsafe fn realloc_aligned(ptr: *mut u8, new_size: usize, align_bytes: usize) -> *mut u8 {
+    if ptr.is_null() {
+        return alloc_aligned(new_size, align_bytes);
+    }
+    // SAFETY: `with_heap` gives a heap the thread may use; `ptr` is live (caller).
+    with_heap(|heap| unsafe {
+        CTX.realloc_with(heap, ptr, new_size.max(1), align_bytes.max(MIN_ALIGN), "realloc")
+    })
+}
+
+/// Usable size of a live block (0 for null).
+pub fn usable_size(ptr: *const u8, call: &str) -> usize {
+    CTX.usable_size(ptr, call)
+}
+
+/// True when `ptr` is a block of ours.
+pub fn owns(ptr: *const u8) -> bool {
+    CTX.owns(ptr)
+}
+
+/// Returns free memory to the OS; the bytes released or purged.
+pub fn trim() -> usize {
+    let heap = tls::heap();
+    // SAFETY: the TLS heap (or null) is the calling thread's own.
+    unsafe { CTX.trim(heap) }
+}
+
+/// The calling thread's heap, if it has one (for the heap checker and statistics).
+pub fn current_heap() -> *mut Heap {
+    tls::heap()
+}

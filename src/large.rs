@@ -1,0 +1,361 @@
+//! Huge blocks (above the buddy limit): one mapping per block.
+//!
+//! ```text
+//! mapping base (4 MiB aligned)                      user pointer
+//! ├── OS page: HugeHeader { magic, map_bytes, user_offset }
+//! ├── (padding up to the alignment)
+//! └── user block ...  ───────────────────────────── base + user_offset
+//! ```
+//! The mapping is 4 MiB-aligned so the header of a block is found from the user pointer in
+//! O(1): at the chunk base when the user pointer lies in the first chunk (`Kind::Huge`), or
+//! in the OS page just below it when the alignment is 4 MiB or more (`Kind::HugeFar`). Only
+//! the chunk holding the user pointer is marked in the region map.
+//!
+//! `realloc` grows a block in place with `mremap` when the address space after it is free,
+//! and otherwise moves the pages (no copy) to a new aligned mapping with
+//! `mremap(MREMAP_FIXED)`.
+//!
+//! A small cache keeps recently freed mappings (bounded in count and bytes), because
+//! programs that free and re-allocate big buffers in a loop would otherwise pay a map, an
+//! unmap and a page fault per OS page every time.
+
+use crate::os::{Os, OS_PAGE_BYTES};
+use crate::region_map::{self, Kind, CHUNK_BYTES};
+use core::ptr::NonNull;
+
+const MAGIC: usize = 0x6f78_6875_6765_2121; // "oxhuge!!"
+/// Mappings the cache keeps.
+const CACHE_SLOTS: usize = 8;
+/// Bytes the cache keeps.
+const CACHE_MAX_BYTES: usize = 64 << 20;
+/// Largest mapping the cache keeps.
+const CACHE_MAX_BLOCK_BYTES: usize = 32 << 20;
+
+#[repr(C)]
+struct HugeHeader {
+    magic: usize,
+    map_bytes: usize,
+    user_offset: usize,
+}
+
+/// Why a huge-block operation was refused.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum HugeError {
+    /// The pointer is not the user pointer of a live huge block.
+    InvalidPointer,
+}
+
+/// Offset of the user block from the mapping base for `align_bytes`.
+fn user_offset(align_bytes: usize) -> usize {
+    align_bytes.max(OS_PAGE_BYTES)
+}
+
+/// The header of the live huge block at `ptr`, if `ptr` is one.
+fn header_of(ptr: usize) -> Option<*mut HugeHeader> {
+    let kind = region_map::kind_of(ptr);
+    let header = match kind {
+        Kind::Huge => region_map::chunk_base(ptr),
+        Kind::HugeFar if ptr & (CHUNK_BYTES - 1) == 0 => ptr - OS_PAGE_BYTES,
+        _ => return None,
+    } as *mut HugeHeader;
+    // SAFETY: the region map says a huge mapping of ours holds `header` (the base of its
+    // first chunk, or the OS page below a far user pointer), so it is mapped and readable.
+    let (magic, offset) = unsafe { ((*header).magic, (*header).user_offset) };
+    let far = offset >= CHUNK_BYTES;
+    let user = if far { header as usize + OS_PAGE_BYTES } else { header as usize + offset };
+    (magic == MAGIC && user == ptr && far == (kind == Kind::HugeFar)).then_some(header)
+}
+
+/// Mapping base of the block whose header is `header`.
+///
+/// # Safety
+/// `header` must be the header of a live huge block.
+unsafe fn base_of(header: *mut HugeHeader) -> usize {
+    // SAFETY: the caller guarantees a live header.
+    let offset = unsafe { (*header).user_offset };
+    if offset >= CHUNK_BYTES {
+        header as usize + OS_PAGE_BYTES - offset
+    } else {
+        header as usize
+    }
+}
+
+fn mark(user: usize, offset: usize) {
+    let kind = if offset >= CHUNK_BYTES { Kind::HugeFar } else { Kind::Huge };
+    region_map::set(user, kind);
+}
+
+/// Writes a header for a block at `base` with `offset` and returns the user pointer.
+///
+/// # Safety
+/// `base` must be the start of a mapping of ours of `map_bytes`, with no live block.
+unsafe fn install(base: usize, map_bytes: usize, offset: usize) -> NonNull<u8> {
+    let user = base + offset;
+    let header = if offset >= CHUNK_BYTES { user - OS_PAGE_BYTES } else { base } as *mut HugeHeader;
+    // SAFETY: the header page lies inside the mapping (offset >= one OS page).
+    unsafe { header.write(HugeHeader { magic: MAGIC, map_bytes, user_offset: offset }) };
+    mark(user, offset);
+    // SAFETY: `user` is inside a live mapping, so it is not null.
+    unsafe { NonNull::new_unchecked(user as *mut u8) }
+}
+
+#[derive(Clone, Copy)]
+struct CachedMapping {
+    base: usize,
+    map_bytes: usize,
+}
+
+/// Huge-block bookkeeping: the cache of freed mappings and counters.
+pub struct Large {
+    cache: [CachedMapping; CACHE_SLOTS],
+    cache_len: usize,
+    cache_bytes: usize,
+    live_bytes: usize,
+}
+
+impl Default for Large {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Large {
+    /// No huge block yet.
+    pub const fn new() -> Self {
+        Large {
+            cache: [CachedMapping { base: 0, map_bytes: 0 }; CACHE_SLOTS],
+            cache_len: 0,
+            cache_bytes: 0,
+            live_bytes: 0,
+        }
+    }
+
+    /// Bytes mapped for live huge blocks.
+    pub fn live_bytes(&self) -> usize {
+        self.live_bytes
+    }
+
+    /// Bytes held by the cache of freed mappings.
+    pub fn cached_bytes(&self) -> usize {
+        self.cache_bytes
+    }
+
+    /// Mapping size for `size` bytes at `align_bytes`.
+    fn map_bytes_for(size: usize, align_bytes: usize) -> Option<usize> {
+        crate::os::round_up(size.checked_add(user_offset(align_bytes))?, OS_PAGE_BYTES)
+    }
+
+    /// Takes a cached mapping of at least `need` bytes (and not much more), if any.
+    fn take_cached(&mut self, need: usize) -> Option<CachedMapping> {
+        let mut best: Option<usize> = None;
+        for i in 0..self.cache_len {
+            let m = self.cache[i].map_bytes;
+            // Reuse only mappings within 1.5x of the need: a bigger one wastes resident memory.
+            if m >= need && m - need <= need / 2 && best.is_none_or(|b| m < self.cache[b].map_bytes) {
+                best = Some(i);
+            }
+        }
+        let i = best?;
+        let found = self.cache[i];
+        self.cache_len -= 1;
+        self.cache[i] = self.cache[self.cache_len];
+        self.cache_bytes -= found.map_bytes;
+        Some(found)
+    }
+
+    /// Allocates a huge block. Returns the user pointer and whether it reads as zeros.
+    pub fn alloc<O: Os>(
+        &mut self,
+        os: &O,
+        size: usize,
+        align_bytes: usize,
+    ) -> Option<(NonNull<u8>, bool)> {
+        let offset = user_offset(align_bytes);
+        let need = Self::map_bytes_for(size, align_bytes)?;
+        if need > isize::MAX as usize {
+            return None;
+        }
+        if offset < CHUNK_BYTES {
+            if let Some(m) = self.take_cached(need) {
+                self.live_bytes += m.map_bytes;
+                // SAFETY: a cached mapping is ours, unused and large enough.
+                return Some((unsafe { install(m.base, m.map_bytes, offset) }, false));
+            }
+        }
+        // Aligning the mapping to the alignment (when above a chunk) keeps `base + offset`
+        // aligned.
+        let base = os.map(need, CHUNK_BYTES.max(align_bytes))?;
+        self.live_bytes += need;
+        // SAFETY: a fresh mapping of `need` bytes.
+        Some((unsafe { install(base.as_ptr() as usize, need, offset) }, true))
+    }
+
+    /// Usable bytes of the huge block at `ptr`.
+    pub fn usable_size(ptr: usize) -> Option<usize> {
+        let header = header_of(ptr)?;
+        // SAFETY: a live header.
+        unsafe { Some((*header).map_bytes - (*header).user_offset) }
+    }
+
+    /// True when `ptr` is the user pointer of a live huge block.
+    pub fn owns(ptr: usize) -> bool {
+        header_of(ptr).is_some()
+    }
+
+    /// Frees the huge block at `ptr`.
+    pub fn free<O: Os>(&mut self, os: &O, ptr: usize) -> Result<(), HugeError> {
+        let header = header_of(ptr).ok_or(HugeError::InvalidPointer)?;
+        // SAFETY: a live header.
+        let (base, map_bytes, offset) =
+            unsafe { (base_of(header), (*header).map_bytes, (*header).user_offset) };
+        // SAFETY: as above; clearing the magic makes a second free of `ptr` fail cleanly.
+        unsafe { (*header).magic = 0 };
+        region_map::clear(ptr);
+        self.live_bytes -= map_bytes;
+        if offset < CHUNK_BYTES
+            && map_bytes <= CACHE_MAX_BLOCK_BYTES
+            && self.cache_len < CACHE_SLOTS
+            && self.cache_bytes + map_bytes <= CACHE_MAX_BYTES
+        {
+            self.cache[self.cache_len] = CachedMapping { base, map_bytes };
+            self.cache_len += 1;
+            self.cache_bytes += map_bytes;
+            return Ok(());
+        }
+        // SAFETY: the whole mapping is ours and no longer used.
+        unsafe { os.unmap(NonNull::new_unchecked(base as *mut u8), map_bytes) };
+        Ok(())
+    }
+
+    /// Resizes the huge block at `ptr` to `new_size` bytes without copying, if possible:
+    /// in place, or by moving its pages to a new mapping. `Ok(None)` means "allocate, copy
+    /// and free instead".
+    pub fn resize<O: Os>(
+        &mut self,
+        os: &O,
+        ptr: usize,
+        new_size: usize,
+    ) -> Result<Option<NonNull<u8>>, HugeError> {
+        let header = header_of(ptr).ok_or(HugeError::InvalidPointer)?;
+        // SAFETY: a live header.
+        let (base, map_bytes, offset) =
+            unsafe { (base_of(header), (*header).map_bytes, (*header).user_offset) };
+        let Some(need) = new_size
+            .checked_add(offset)
+            .and_then(|n| crate::os::round_up(n, OS_PAGE_BYTES))
+            .filter(|&n| n <= isize::MAX as usize)
+        else {
+            return Ok(None);
+        };
+        if need == map_bytes {
+            // SAFETY: `ptr` is a live user pointer.
+            return Ok(Some(unsafe { NonNull::new_unchecked(ptr as *mut u8) }));
+        }
+        // SAFETY: `base` starts the block's whole mapping of `map_bytes`.
+        let base_ptr = unsafe { NonNull::new_unchecked(base as *mut u8) };
+        // SAFETY: as above.
+        if unsafe { os.resize_in_place(base_ptr, map_bytes, need) } {
+            // SAFETY: the header page is still mapped (need > offset).
+            unsafe { (*header).map_bytes = need };
+            self.live_bytes = self.live_bytes - map_bytes + need;
+            // SAFETY: `ptr` is still the live user pointer.
+            return Ok(Some(unsafe { NonNull::new_unchecked(ptr as *mut u8) }));
+        }
+        if need < map_bytes || offset >= CHUNK_BYTES {
+            return Ok(None);
+        }
+        // Move the pages to a fresh aligned reservation of the new size.
+        let Some(target) = os.map(need, CHUNK_BYTES) else {
+            return Ok(None);
+        };
+        // SAFETY: both ranges are ours; on success the old one is gone.
+        if !unsafe { os.move_mapping(base_ptr, map_bytes, target, need) } {
+            // SAFETY: the reservation is ours and unused.
+            unsafe { os.unmap(target, need) };
+            return Ok(None);
+        }
+        region_map::clear(ptr);
+        self.live_bytes = self.live_bytes - map_bytes + need;
+        let new_base = target.as_ptr() as usize;
+        // SAFETY: the moved mapping starts at `new_base` with the header (moved along).
+        unsafe { (*(new_base as *mut HugeHeader)).map_bytes = need };
+        mark(new_base + offset, offset);
+        // SAFETY: inside a live mapping.
+        Ok(Some(unsafe { NonNull::new_unchecked((new_base + offset) as *mut u8) }))
+    }
+
+    /// Unmaps every cached mapping; returns the bytes given back.
+    pub fn trim<O: Os>(&mut self, os: &O) -> usize {
+        let released = self.cache_bytes;
+        for i in 0..self.cache_len {
+            let m = self.cache[i];
+            // SAFETY: cached mappings are ours and unused.
+            unsafe { os.unmap(NonNull::new_unchecked(m.base as *mut u8), m.map_bytes) };
+        }
+        self.cache_len = 0;
+        self.cache_bytes = 0;
+        released
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::os::fake::FakeOs;
+
+    #[test]
+    fn alloc_free_and_lookup() {
+        let os = FakeOs::new();
+        let mut large = Large::new();
+        let (p, zeroed) = large.alloc(&os, 3 << 20, 16).unwrap();
+        assert!(zeroed);
+        let p = p.as_ptr() as usize;
+        assert_eq!(p % OS_PAGE_BYTES, 0);
+        assert!(Large::usable_size(p).unwrap() >= 3 << 20);
+        assert!(Large::owns(p));
+        assert!(!Large::owns(p + 16), "interior pointer");
+        assert_eq!(large.free(&os, p + 4096), Err(HugeError::InvalidPointer));
+        large.free(&os, p).unwrap();
+        assert_eq!(large.free(&os, p), Err(HugeError::InvalidPointer), "double free");
+        assert!(large.cached_bytes() > 0);
+        large.trim(&os);
+        assert_eq!(os.live_bytes(), 0);
+    }
+
+    #[test]
+    fn huge_alignments() {
+        let os = FakeOs::new();
+        let mut large = Large::new();
+        for align in [1 << 12, 1 << 16, 1 << 21, 1 << 22, 1 << 24] {
+            let (p, _) = large.alloc(&os, 2 << 20, align).unwrap();
+            let p = p.as_ptr() as usize;
+            assert_eq!(p % align, 0, "align {align}");
+            assert!(Large::usable_size(p).unwrap() >= 2 << 20);
+            // SAFETY: the block is ours and at least 2 MiB long.
+            unsafe { (p as *mut u8).write_bytes(7, 2 << 20) };
+            large.free(&os, p).unwrap();
+        }
+        large.trim(&os);
+        assert_eq!(os.live_bytes(), 0);
+    }
+
+    #[test]
+    fn resize_keeps_contents_and_map_failure_is_clean() {
+        let os = FakeOs::new();
+        let mut large = Large::new();
+        let (p, _) = large.alloc(&os, 2 << 20, 16).unwrap();
+        // SAFETY: the block is ours and at least 2 MiB long.
+        unsafe { p.as_ptr().write_bytes(0x5A, 2 << 20) };
+        let q = large.resize(&os, p.as_ptr() as usize, 40 << 20).unwrap().unwrap();
+        // SAFETY: the resized block is ours and at least 40 MiB long.
+        let bytes = unsafe { core::slice::from_raw_parts(q.as_ptr(), 40 << 20) };
+        assert!(bytes[..2 << 20].iter().all(|&b| b == 0x5A));
+        assert!(bytes[2 << 20..].iter().all(|&b| b == 0));
+        os.set_exhausted(true);
+        assert!(large.alloc(&os, 8 << 20, 16).is_none());
+        os.set_exhausted(false);
+        large.free(&os, q.as_ptr() as usize).unwrap();
+        large.trim(&os);
+        assert_eq!(os.live_bytes(), 0);
+    }
+}

@@ -1,0 +1,194 @@
+//! Segments: 4 MiB, 4 MiB-aligned mappings cut into 64 slabs of 64 KiB, owned by one heap.
+//!
+//! ```text
+//! segment base (4 MiB aligned)
+//! ├── slab 0: SegmentHeader { heap, slabs[64] ... }   (metadata; never holds blocks)
+//! ├── slab 1: blocks of one size class
+//! ├── ...
+//! └── slab 63
+//! ```
+//! `free(p)` finds the header at `p & !(4 MiB - 1)` and the slab's metadata at
+//! `slabs[(p >> 16) & 63]`. Only the header's first OS pages are ever touched in slab 0.
+//!
+//! The [`SegmentPool`] keeps a few unused segments (already purged) for reuse by any heap
+//! and returns the rest to the OS.
+
+use crate::heap::Heap;
+use crate::os::{Os, OS_PAGE_BYTES};
+use crate::region_map::{self, Kind, CHUNK_BYTES};
+use crate::slab::{Slab, State, SLAB_BYTES, SLAB_SHIFT};
+use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicPtr, Ordering};
+
+/// Bytes in a segment (= the region-map chunk).
+pub const SEGMENT_BYTES: usize = CHUNK_BYTES;
+/// Slabs per segment, including the metadata slab 0.
+pub const SLABS_PER_SEGMENT: usize = SEGMENT_BYTES / SLAB_BYTES;
+/// Unused segments the pool keeps mapped for reuse.
+const POOL_KEEP: usize = 4;
+
+/// The header at the base of a segment.
+#[repr(C)]
+pub struct SegmentHeader {
+    /// The owning heap (never freed, so always safe to follow).
+    pub heap: AtomicPtr<Heap>,
+    /// Slabs assigned to a size class (not spare, not metadata).
+    pub assigned_slabs: u32,
+    /// Links in the owning heap's segment list, or in the pool.
+    pub next: *mut SegmentHeader,
+    /// Links in the owning heap's segment list.
+    pub prev: *mut SegmentHeader,
+    /// Slab metadata; `slabs[0]` describes the header slab itself.
+    pub slabs: [Slab; SLABS_PER_SEGMENT],
+}
+
+const _: () = assert!(core::mem::size_of::<SegmentHeader>() <= SLAB_BYTES);
+
+impl SegmentHeader {
+    /// The header of the segment holding `addr` (not checked against the region map).
+    #[inline(always)]
+    pub fn of(addr: usize) -> *mut SegmentHeader {
+        region_map::chunk_base(addr) as *mut SegmentHeader
+    }
+
+    /// The metadata of the slab holding `addr`, in the segment `segment`.
+    #[inline(always)]
+    pub fn slab_of(segment: *mut SegmentHeader, addr: usize) -> *mut Slab {
+        let index = (addr >> SLAB_SHIFT) & (SLABS_PER_SEGMENT - 1);
+        // SAFETY of the arithmetic: index < SLABS_PER_SEGMENT, so the place is inside the
+        // header's slab array; no reference is created here.
+        // (`addr_of_mut!` on a raw pointer field projection does not dereference.)
+        unsafe { ptr::addr_of_mut!((*segment).slabs).cast::<Slab>().add(index) }
+    }
+
+    /// Writes a fresh header for a segment at `base` owned by `heap`: slab 0 is metadata,
+    /// the rest spare. `zeroed` says whether the slabs' memory reads as zeros.
+    ///
+    /// # Safety
+    /// `base` must be a segment mapping of ours that holds no live block.
+    pub unsafe fn init(base: NonNull<u8>, heap: *mut Heap) -> *mut SegmentHeader {
+        let seg = base.as_ptr().cast::<SegmentHeader>();
+        // SAFETY: the header fits in slab 0 of the mapping (checked at compile time) and
+        // nothing else uses the mapping yet.
+        unsafe {
+            ptr::addr_of_mut!((*seg).heap).write(AtomicPtr::new(heap));
+            ptr::addr_of_mut!((*seg).assigned_slabs).write(0);
+            ptr::addr_of_mut!((*seg).next).write(ptr::null_mut());
+            ptr::addr_of_mut!((*seg).prev).write(ptr::null_mut());
+            for i in 0..SLABS_PER_SEGMENT {
+                let slab = Self::slab_of(seg, base.as_ptr() as usize + i * SLAB_BYTES);
+                slab.write(Slab::new_unassigned(base.as_ptr().add(i * SLAB_BYTES)));
+                if i == 0 {
+                    (*slab).state = State::Metadata;
+                }
+            }
+        }
+        seg
+    }
+
+    /// The owning heap.
+    #[inline(always)]
+    pub fn owner(segment: *mut SegmentHeader) -> *mut Heap {
+        // SAFETY: `segment` is a live segment header (callers checked the region map).
+        unsafe { (*segment).heap.load(Ordering::Relaxed) }
+    }
+}
+
+/// Unused segments kept for reuse (global, under a lock).
+pub struct SegmentPool {
+    head: *mut SegmentHeader,
+    count: usize,
+}
+
+// SAFETY: the pool only holds addresses of segments no thread uses; it is always accessed
+// under its Mutex.
+unsafe impl Send for SegmentPool {}
+
+impl Default for SegmentPool {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SegmentPool {
+    /// An empty pool.
+    pub const fn new() -> Self {
+        SegmentPool { head: ptr::null_mut(), count: 0 }
+    }
+
+    /// Segments in the pool.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// True when the pool is empty.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// A segment for `heap`: a pooled one or a new mapping. Its header is fresh; its slabs
+    /// read as zeros.
+    pub fn acquire<O: Os>(&mut self, os: &O, heap: *mut Heap) -> Option<*mut SegmentHeader> {
+        let base = if self.head.is_null() {
+            let base = os.map(SEGMENT_BYTES, SEGMENT_BYTES)?;
+            region_map::set(base.as_ptr() as usize, Kind::Slab);
+            base
+        } else {
+            let seg = self.head;
+            // SAFETY: pooled segments are valid headers linked through `next`.
+            self.head = unsafe { (*seg).next };
+            self.count -= 1;
+            NonNull::new(seg.cast::<u8>())?
+        };
+        // SAFETY: a new or pooled segment holds no live block. The header is written before
+        // the heap hands out any block, and the map kind was set before any pointer into
+        // the segment exists.
+        Some(unsafe { SegmentHeader::init(base, heap) })
+    }
+
+    /// Takes back a segment none of whose slabs is assigned. Its memory is purged; beyond
+    /// [`POOL_KEEP`] segments it is unmapped.
+    ///
+    /// # Safety
+    /// `seg` must be a segment of ours with no live block, not on any list, and not used
+    /// again by the caller.
+    pub unsafe fn release<O: Os>(&mut self, os: &O, seg: *mut SegmentHeader) {
+        let base = seg as usize;
+        if self.count >= POOL_KEEP {
+            region_map::clear(base);
+            // SAFETY: the caller gives up the whole segment mapping.
+            unsafe { os.unmap(NonNull::new_unchecked(seg.cast()), SEGMENT_BYTES) };
+            return;
+        }
+        // Purge everything but the header's first OS page(s); slabs that were purged before
+        // cost the kernel little to purge again.
+        let header_bytes = core::mem::size_of::<SegmentHeader>().next_multiple_of(OS_PAGE_BYTES);
+        // SAFETY: the range lies in our segment and holds no live block.
+        unsafe {
+            os.purge(
+                NonNull::new_unchecked((base + header_bytes) as *mut u8),
+                SEGMENT_BYTES - header_bytes,
+            );
+            (*seg).next = self.head;
+        }
+        self.head = seg;
+        self.count += 1;
+    }
+
+    /// Unmaps every pooled segment (for trim). Returns the bytes given back.
+    pub fn drain<O: Os>(&mut self, os: &O) -> usize {
+        let mut released = 0;
+        while !self.head.is_null() {
+            let seg = self.head;
+            // SAFETY: pooled segments are valid, unused, and ours to unmap.
+            unsafe {
+                self.head = (*seg).next;
+                region_map::clear(seg as usize);
+                os.unmap(NonNull::new_unchecked(seg.cast()), SEGMENT_BYTES);
+            }
+            self.count -= 1;
+            released += SEGMENT_BYTES;
+        }
+        released
+    }
+}

@@ -1,0 +1,167 @@
+//! Size classes: the block sizes slabs are cut into, and the O(1) map from a request size
+//! to its class.
+//!
+//! Spacing: 16-byte steps up to 128 bytes, then eight classes per power of two
+//! (step = 2^k / 8 between 2^k and 2^(k+1)), so a block wastes at most 1/9 of its size
+//! (< 12.5%) to rounding. Every class size is a multiple of 16 (`max_align_t`), and every
+//! power of two from 16 to [`SMALL_MAX_BYTES`] is itself a class, which is what aligned
+//! requests use (see [`class_for_aligned`]).
+//!
+//! Classes run from 16 bytes to 16 KiB: 64 classes. Requests of up to 1024 bytes are looked
+//! up in a table indexed by `(size + 15) / 16`; larger ones by a leading-zero count.
+#![forbid(unsafe_code)]
+
+/// Largest request served by slabs; larger ones go to the buddy allocator.
+pub const SMALL_MAX_BYTES: usize = 16 * 1024;
+/// Number of size classes.
+pub const CLASS_COUNT: usize = 64;
+/// The smallest block.
+pub const MIN_BLOCK_BYTES: usize = 16;
+
+/// A validated size-class index (`< CLASS_COUNT`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct SizeClass(u8);
+
+impl SizeClass {
+    /// The class with index `index`, if there is one.
+    pub const fn from_index(index: usize) -> Option<SizeClass> {
+        if index < CLASS_COUNT {
+            Some(SizeClass(index as u8))
+        } else {
+            None
+        }
+    }
+
+    /// The class index, `< CLASS_COUNT`.
+    #[inline(always)]
+    pub const fn index(self) -> usize {
+        self.0 as usize
+    }
+
+    /// The block size of this class.
+    #[inline(always)]
+    pub const fn block_bytes(self) -> usize {
+        class_block_bytes(self.0 as usize)
+    }
+}
+
+/// Block size of class `index` (computed, valid for `index < CLASS_COUNT`).
+const fn class_block_bytes(index: usize) -> usize {
+    if index < 8 {
+        (index + 1) * 16
+    } else {
+        let group = (index - 8) / 8; // 0 for (128, 256], 1 for (256, 512], ...
+        let step_shift = group + 4; // step 16 for (128, 256]
+        let base = 128usize << group;
+        base + ((index - 8) % 8 + 1) * (1 << step_shift)
+    }
+}
+
+/// The class of a request of `size` bytes, computed without the table.
+const fn class_of_computed(size: usize) -> usize {
+    if size <= 128 {
+        if size == 0 {
+            0
+        } else {
+            (size + 15) / 16 - 1
+        }
+    } else {
+        let s = size - 1;
+        let k = (usize::BITS - 1 - s.leading_zeros()) as usize; // 2^k <= s < 2^(k+1), k >= 7
+        8 + (k - 7) * 8 + ((s >> (k - 3)) - 8)
+    }
+}
+
+const TABLE_LIMIT: usize = 1024;
+const TABLE: [u8; TABLE_LIMIT / 16 + 1] = {
+    let mut t = [0u8; TABLE_LIMIT / 16 + 1];
+    let mut i = 0;
+    while i < t.len() {
+        t[i] = class_of_computed(i * 16) as u8;
+        i += 1;
+    }
+    t
+};
+
+/// The class serving `size` bytes, for `size <= SMALL_MAX_BYTES`.
+#[inline(always)]
+pub fn class_of(size: usize) -> SizeClass {
+    debug_assert!(size <= SMALL_MAX_BYTES);
+    let index = match TABLE.get((size + 15) >> 4) {
+        Some(&c) => c as usize,
+        None => class_of_computed(size),
+    };
+    SizeClass(index as u8)
+}
+
+/// The class serving `size` bytes at alignment `align_bytes` (a power of two), if slabs can:
+/// a power-of-two class is used, since slabs start 64 KiB-aligned and a power-of-two block
+/// size then keeps every block aligned to its size.
+pub fn class_for_aligned(size: usize, align_bytes: usize) -> Option<SizeClass> {
+    if align_bytes <= MIN_BLOCK_BYTES {
+        return if size <= SMALL_MAX_BYTES { Some(class_of(size)) } else { None };
+    }
+    let need = if size > align_bytes { size.checked_next_power_of_two()? } else { align_bytes };
+    if need > SMALL_MAX_BYTES {
+        return None;
+    }
+    Some(class_of(need))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_are_increasing_multiples_of_16_up_to_the_limit() {
+        let mut prev = 0;
+        for i in 0..CLASS_COUNT {
+            let b = class_block_bytes(i);
+            assert!(b > prev, "class {i} = {b} not above {prev}");
+            assert_eq!(b % 16, 0, "class {i} = {b}");
+            prev = b;
+        }
+        assert_eq!(prev, SMALL_MAX_BYTES);
+    }
+
+    #[test]
+    fn every_size_maps_to_the_smallest_class_that_fits() {
+        for size in 0..=SMALL_MAX_BYTES {
+            let c = class_of(size);
+            assert_eq!(c.index(), class_of_computed(size));
+            assert!(c.block_bytes() >= size.max(1), "size {size}");
+            if c.index() > 0 {
+                let below = SizeClass::from_index(c.index() - 1).unwrap();
+                assert!(below.block_bytes() < size, "size {size} could use a smaller class");
+            }
+        }
+    }
+
+    #[test]
+    fn rounding_waste_stays_under_an_eighth() {
+        for size in 129..=SMALL_MAX_BYTES {
+            let b = class_of(size).block_bytes();
+            assert!((b - size) * 8 < b, "size {size} -> {b}");
+        }
+    }
+
+    #[test]
+    fn powers_of_two_are_classes() {
+        let mut p = 16;
+        while p <= SMALL_MAX_BYTES {
+            assert_eq!(class_of(p).block_bytes(), p);
+            p *= 2;
+        }
+    }
+
+    #[test]
+    fn aligned_requests_get_power_of_two_blocks() {
+        assert_eq!(class_for_aligned(10, 64).unwrap().block_bytes(), 64);
+        assert_eq!(class_for_aligned(100, 64).unwrap().block_bytes(), 128);
+        assert_eq!(class_for_aligned(4096, 4096).unwrap().block_bytes(), 4096);
+        assert_eq!(class_for_aligned(1, 16384).unwrap().block_bytes(), 16384);
+        assert!(class_for_aligned(1, 32768).is_none());
+        assert!(class_for_aligned(16385, 16).is_none());
+        assert_eq!(class_for_aligned(24, 8).unwrap().block_bytes(), 32);
+    }
+}

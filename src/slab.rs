@@ -1,0 +1,564 @@
+//! Slabs: 64 KiB runs of equal blocks of one size class, and the intrusive lists that hold
+//! them.
+//!
+//! A slab's metadata ([`Slab`]) lives in its segment's header, not in the slab, so user
+//! memory holds nothing of ours but the free-list link of a free block.
+//!
+//! Invariants (for a slab assigned to a class, in its owner's view):
+//! - `used` (without [`FULL_FLAG`]) = live blocks + blocks on the remote list not yet
+//!   collected; `used + blocks on free list + (capacity - built) = capacity`.
+//! - A slab is in exactly one place: its heap's `current` slot for its class, or one of its
+//!   class's lists (partial, full, empty), or a spare list of its heap, as `state` says.
+//! - [`FULL_FLAG`] is set in `used` exactly while `state == State::Full`, so the free fast
+//!   path detects "full or about to be empty" with a single compare.
+//!
+//! Remote frees push onto `remote_free`, an atomic stack whose two low bits are flags:
+//! [`NOTIFY`] (the owner parked the slab on its full list and asks the next remote freer to
+//! tell it) and [`QUEUED`] (the slab is on its heap's pending stack, or going onto it).
+
+use core::ptr;
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
+
+/// Bytes in a slab.
+pub const SLAB_BYTES: usize = 64 * 1024;
+/// log2 of [`SLAB_BYTES`].
+pub const SLAB_SHIFT: u32 = 16;
+/// Set in `Slab::used` while the slab is on its class's full list.
+pub const FULL_FLAG: u32 = 1 << 31;
+/// `remote_free` flag: the owner wants to hear of the next remote free.
+pub const NOTIFY: usize = 1;
+/// `remote_free` flag: the slab is on (or going onto) its heap's pending stack.
+pub const QUEUED: usize = 2;
+const FLAG_MASK: usize = NOTIFY | QUEUED;
+
+/// Blocks carved per extension of a slab's free list: enough to cover one OS page of small
+/// blocks, so a fresh slab touches memory only as fast as it is used.
+const EXTEND_BYTES: usize = 4096;
+const EXTEND_MIN_BLOCKS: u32 = 4;
+
+/// Where a slab is.
+#[repr(u8)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum State {
+    /// Holds the segment header; never handed out.
+    Metadata = 0,
+    /// Not assigned to a class; on a spare list of its heap.
+    Spare = 1,
+    /// Its heap's current slab for its class (allocations pop from it).
+    Current = 2,
+    /// On its class's partial list: has free or unbuilt blocks.
+    Partial = 3,
+    /// On its class's full list: no free blocks when it was parked.
+    Full = 4,
+    /// On its class's empty list: no live blocks, class kept.
+    Empty = 5,
+}
+
+/// A free block: the link is stored in the block itself.
+#[repr(C)]
+pub struct Block {
+    /// Next free block, or null.
+    pub next: *mut Block,
+}
+
+/// Metadata of one slab.
+#[repr(C)]
+pub struct Slab {
+    /// Free list that allocation pops and owner frees push (offset 0: the fast path).
+    pub free: *mut Block,
+    /// Blocks not free, with [`FULL_FLAG`] while full (owner only).
+    pub used: u32,
+    /// Blocks in the slab.
+    pub capacity: u32,
+    /// Blocks carved into the free list so far (lazy building).
+    pub built: u32,
+    /// Block size; 0 when the slab holds no class. Read by remote freers to validate.
+    pub block_bytes: AtomicU32,
+    /// Size class index (valid while `block_bytes != 0`).
+    pub class: u8,
+    /// Where the slab is (owner only).
+    pub state: State,
+    /// The unbuilt part of the slab reads as zeros (fresh or purged memory).
+    pub zeroed: bool,
+    /// Remote frees: an atomic stack of blocks, flags in the low bits.
+    pub remote_free: AtomicUsize,
+    /// List links (owner only).
+    pub next: *mut Slab,
+    /// List links (owner only).
+    pub prev: *mut Slab,
+    /// Link on the heap's pending stack.
+    pub next_pending: AtomicPtr<Slab>,
+    /// First byte of the slab's memory.
+    pub start: *mut u8,
+}
+
+/// A slab with no free block: heaps point their `current` slots here until a real slab is
+/// needed, so the fast path needs no null check. Never written.
+pub struct SentinelSlab(Slab);
+
+// SAFETY: the sentinel is never written: the fast path only reads `free` (null) and falls
+// to the slow path, which recognises the sentinel by address before touching it.
+unsafe impl Sync for SentinelSlab {}
+
+/// The shared never-written empty slab.
+pub static SENTINEL: SentinelSlab = SentinelSlab(Slab::new_unassigned(ptr::null_mut()));
+
+impl SentinelSlab {
+    /// Its address, as the `*mut Slab` the heaps store (never written through).
+    #[inline(always)]
+    pub fn as_ptr(&'static self) -> *mut Slab {
+        ptr::addr_of!(self.0).cast_mut()
+    }
+}
+
+impl Slab {
+    /// Metadata for a slab at `start` that holds no class yet.
+    pub const fn new_unassigned(start: *mut u8) -> Slab {
+        Slab {
+            free: ptr::null_mut(),
+            used: 0,
+            capacity: 0,
+            built: 0,
+            block_bytes: AtomicU32::new(0),
+            class: 0,
+            state: State::Spare,
+            zeroed: true,
+            remote_free: AtomicUsize::new(0),
+            next: ptr::null_mut(),
+            prev: ptr::null_mut(),
+            next_pending: AtomicPtr::new(ptr::null_mut()),
+            start,
+        }
+    }
+
+    /// Assigns the slab to a class with blocks of `block_bytes`; all blocks unbuilt.
+    pub fn assign(&mut self, class: u8, block_bytes: usize) {
+        self.free = ptr::null_mut();
+        self.used = 0;
+        self.capacity = (SLAB_BYTES / block_bytes) as u32;
+        self.built = 0;
+        self.class = class;
+        self.block_bytes.store(block_bytes as u32, Ordering::Relaxed);
+        self.remote_free.store(0, Ordering::Relaxed);
+    }
+
+    /// Takes the slab out of its class (it must hold no live block).
+    pub fn unassign(&mut self) {
+        self.block_bytes.store(0, Ordering::Relaxed);
+        self.free = ptr::null_mut();
+        self.used = 0;
+        self.built = 0;
+        self.capacity = 0;
+    }
+
+    /// Live blocks (plus uncollected remote frees), without the full flag.
+    #[inline]
+    pub fn live_count(&self) -> u32 {
+        self.used & !FULL_FLAG
+    }
+
+    /// Carves up to one OS page worth of unbuilt blocks onto the free list. Returns false
+    /// when every block is already built.
+    pub fn extend(&mut self) -> bool {
+        if self.built >= self.capacity {
+            return false;
+        }
+        let block_bytes = self.block_bytes.load(Ordering::Relaxed) as usize;
+        let per_page = (EXTEND_BYTES / block_bytes) as u32;
+        let count = per_page.max(EXTEND_MIN_BLOCKS).min(self.capacity - self.built);
+        let first = self.built as usize;
+        // Link the new blocks in address order, ahead of the existing free list.
+        let mut next = self.free;
+        let mut i = first + count as usize;
+        while i > first {
+            i -= 1;
+            let block = self.start.wrapping_add(i * block_bytes).cast::<Block>();
+            // SAFETY: block `i < capacity` lies inside this slab's memory, which belongs to
+            // the slab and holds no live block (it was never handed out).
+            unsafe { (*block).next = next };
+            next = block;
+        }
+        self.free = next;
+        self.built += count;
+        true
+    }
+
+    /// Pops a free block, carving more if the free list is empty. Null when the slab has no
+    /// room left (remote frees are not collected here).
+    #[inline]
+    pub fn pop(&mut self) -> *mut u8 {
+        if self.free.is_null() && !self.extend() {
+            return ptr::null_mut();
+        }
+        let block = self.free;
+        // SAFETY: `block` is a free block of this slab: its first word is its link.
+        self.free = unsafe { (*block).next };
+        self.used += 1;
+        block.cast()
+    }
+
+    /// Pushes a block freed by its owner.
+    ///
+    /// # Safety
+    /// `block` must be a live block of this slab, freed by the owning thread.
+    #[inline]
+    pub unsafe fn push_local(&mut self, block: *mut u8) {
+        let block = block.cast::<Block>();
+        // SAFETY: the block is ours and no longer live; its first word becomes the link.
+        unsafe { (*block).next = self.free };
+        self.free = block;
+        self.used -= 1;
+    }
+
+    /// Pushes a block freed by a thread that does not own the slab. Returns true when the
+    /// owner asked to be told ([`NOTIFY`] was set): the caller must then queue the slab on
+    /// its heap's pending stack.
+    ///
+    /// # Safety
+    /// `block` must be a live block of this slab.
+    pub unsafe fn push_remote(&self, block: *mut u8) -> bool {
+        let block = block.cast::<Block>();
+        let mut old = self.remote_free.load(Ordering::Relaxed);
+        loop {
+            // SAFETY: the block is live and being freed: we own its first word now.
+            unsafe { (*block).next = (old & !FLAG_MASK) as *mut Block };
+            let notify = old & NOTIFY != 0;
+            let new = block as usize | (old & QUEUED) | if notify { QUEUED } else { 0 };
+            match self.remote_free.compare_exchange_weak(
+                old,
+                new,
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return notify,
+                Err(now) => old = now,
+            }
+        }
+    }
+
+    /// Moves every remotely freed block onto the local free list (owner only). Returns how
+    /// many were collected. The flags are kept.
+    pub fn collect_remote(&mut self) -> u32 {
+        let mut old = self.remote_free.load(Ordering::Relaxed);
+        if old & !FLAG_MASK == 0 {
+            return 0;
+        }
+        loop {
+            match self.remote_free.compare_exchange_weak(
+                old,
+                old & FLAG_MASK,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break,
+                Err(now) => old = now,
+            }
+        }
+        let head = (old & !FLAG_MASK) as *mut Block;
+        let mut tail = head;
+        let mut count = 1u32;
+        // SAFETY: the stack holds blocks of this slab pushed by `push_remote` (Release),
+        // which our Acquire exchange synchronised with; we now own them all.
+        unsafe {
+            while !(*tail).next.is_null() {
+                tail = (*tail).next;
+                count += 1;
+            }
+            (*tail).next = self.free;
+        }
+        self.free = head;
+        self.used -= count;
+        count
+    }
+
+    /// Asks the next remote freer to notify the owner. Returns false (and sets nothing) when
+    /// remote frees are already waiting or the slab is already queued: the caller should
+    /// then collect instead of parking the slab.
+    pub fn request_notify(&self) -> bool {
+        self.remote_free
+            .compare_exchange(0, NOTIFY, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// Clears [`NOTIFY`] (the owner took the slab off its full list by itself).
+    pub fn cancel_notify(&self) {
+        self.remote_free.fetch_and(!NOTIFY, Ordering::AcqRel);
+    }
+
+    /// Clears [`QUEUED`] (the owner took the slab off its pending stack).
+    pub fn clear_queued(&self) {
+        self.remote_free.fetch_and(!QUEUED, Ordering::AcqRel);
+    }
+
+    /// True when `ptr` (an address inside this slab) is the start of a block: not inside
+    /// one, not in the slab's unusable tail. Reads only the atomic `block_bytes`, so remote
+    /// freers may call it.
+    pub fn is_block_start(&self, ptr: usize) -> bool {
+        let block_bytes = self.block_bytes.load(Ordering::Relaxed) as usize;
+        if block_bytes == 0 {
+            return false;
+        }
+        let offset = ptr & (SLAB_BYTES - 1);
+        offset % block_bytes == 0 && offset + block_bytes <= SLAB_BYTES
+    }
+}
+
+/// An intrusive doubly-linked list of slabs, through `Slab::next`/`prev` (owner only).
+pub struct SlabList {
+    head: *mut Slab,
+    tail: *mut Slab,
+    len: usize,
+}
+
+impl Default for SlabList {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SlabList {
+    /// An empty list.
+    pub const fn new() -> Self {
+        SlabList { head: ptr::null_mut(), tail: ptr::null_mut(), len: 0 }
+    }
+
+    /// Number of slabs on the list.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when the list is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The first slab, or null.
+    pub fn head(&self) -> *mut Slab {
+        self.head
+    }
+
+    /// Pushes `slab` at the front.
+    ///
+    /// # Safety
+    /// `slab` must be valid and on no list.
+    pub unsafe fn push_front(&mut self, slab: *mut Slab) {
+        // SAFETY: `slab` is valid (caller) and the list's slabs are valid (invariant).
+        unsafe {
+            (*slab).prev = ptr::null_mut();
+            (*slab).next = self.head;
+            if self.head.is_null() {
+                self.tail = slab;
+            } else {
+                (*self.head).prev = slab;
+            }
+        }
+        self.head = slab;
+        self.len += 1;
+    }
+
+    /// Pushes `slab` at the back.
+    ///
+    /// # Safety
+    /// `slab` must be valid and on no list.
+    pub unsafe fn push_back(&mut self, slab: *mut Slab) {
+        // SAFETY: as in `push_front`.
+        unsafe {
+            (*slab).next = ptr::null_mut();
+            (*slab).prev = self.tail;
+            if self.tail.is_null() {
+                self.head = slab;
+            } else {
+                (*self.tail).next = slab;
+            }
+        }
+        self.tail = slab;
+        self.len += 1;
+    }
+
+    /// Unlinks `slab`.
+    ///
+    /// # Safety
+    /// `slab` must be on this list.
+    pub unsafe fn remove(&mut self, slab: *mut Slab) {
+        // SAFETY: `slab` and its neighbours are on this list, hence valid.
+        unsafe {
+            let (prev, next) = ((*slab).prev, (*slab).next);
+            if prev.is_null() {
+                self.head = next;
+            } else {
+                (*prev).next = next;
+            }
+            if next.is_null() {
+                self.tail = prev;
+            } else {
+                (*next).prev = prev;
+            }
+            (*slab).next = ptr::null_mut();
+            (*slab).prev = ptr::null_mut();
+        }
+        self.len -= 1;
+    }
+
+    /// Unlinks and returns the first slab, or null.
+    pub fn pop_front(&mut self) -> *mut Slab {
+        let slab = self.head;
+        if !slab.is_null() {
+            // SAFETY: the head is on this list.
+            unsafe { self.remove(slab) };
+        }
+        slab
+    }
+
+    /// Unlinks and returns the last slab, or null.
+    pub fn pop_back(&mut self) -> *mut Slab {
+        let slab = self.tail;
+        if !slab.is_null() {
+            // SAFETY: the tail is on this list.
+            unsafe { self.remove(slab) };
+        }
+        slab
+    }
+
+    /// Calls `f` on every slab; `f` may unlink the slab it is given (the next one is read
+    /// before the call) but no other.
+    pub fn for_each(&self, mut f: impl FnMut(*mut Slab)) {
+        let mut cur = self.head;
+        while !cur.is_null() {
+            // SAFETY: slabs on the list are valid.
+            let next = unsafe { (*cur).next };
+            f(cur);
+            cur = next;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec::Vec;
+
+    /// A slab over a heap buffer aligned to the slab size.
+    fn with_slab(block_bytes: usize, f: impl FnOnce(&mut Slab)) {
+        let layout = std::alloc::Layout::from_size_align(SLAB_BYTES, SLAB_BYTES).unwrap();
+        // SAFETY: non-zero size.
+        let mem = unsafe { std::alloc::alloc(layout) };
+        assert!(!mem.is_null());
+        let mut slab = Slab::new_unassigned(mem);
+        slab.assign(3, block_bytes);
+        f(&mut slab);
+        // SAFETY: allocated above with this layout.
+        unsafe { std::alloc::dealloc(mem, layout) };
+    }
+
+    #[test]
+    fn pops_every_block_once_then_reports_full() {
+        with_slab(48, |slab| {
+            let mut seen = Vec::new();
+            loop {
+                let p = slab.pop();
+                if p.is_null() {
+                    break;
+                }
+                assert!(slab.is_block_start(p as usize));
+                seen.push(p as usize);
+            }
+            assert_eq!(seen.len(), SLAB_BYTES / 48);
+            assert_eq!(slab.live_count() as usize, seen.len());
+            seen.sort();
+            seen.dedup();
+            assert_eq!(seen.len(), SLAB_BYTES / 48);
+        });
+    }
+
+    #[test]
+    fn extension_is_lazy() {
+        with_slab(16, |slab| {
+            let p = slab.pop();
+            assert!(!p.is_null());
+            assert_eq!(slab.built as usize, 4096 / 16);
+        });
+    }
+
+    #[test]
+    fn local_and_remote_frees_keep_counts() {
+        with_slab(256, |slab| {
+            let a = slab.pop();
+            let b = slab.pop();
+            let c = slab.pop();
+            assert_eq!(slab.live_count(), 3);
+            // SAFETY: a is a live block of this slab.
+            unsafe { slab.push_local(a) };
+            assert_eq!(slab.live_count(), 2);
+            // SAFETY: b and c are live blocks of this slab.
+            unsafe {
+                assert!(!slab.push_remote(b));
+                assert!(!slab.push_remote(c));
+            }
+            assert_eq!(slab.live_count(), 2, "remote frees count until collected");
+            assert_eq!(slab.collect_remote(), 2);
+            assert_eq!(slab.live_count(), 0);
+            assert_eq!(slab.collect_remote(), 0);
+        });
+    }
+
+    #[test]
+    fn notify_goes_to_the_first_remote_freer_only() {
+        with_slab(1024, |slab| {
+            let a = slab.pop();
+            let b = slab.pop();
+            assert!(slab.request_notify());
+            // SAFETY: a and b are live blocks of this slab.
+            unsafe {
+                assert!(slab.push_remote(a), "first remote free must notify");
+                assert!(!slab.push_remote(b), "second must not");
+            }
+            assert!(!slab.request_notify(), "queued slab cannot be parked again");
+            assert_eq!(slab.collect_remote(), 2);
+            slab.clear_queued();
+            assert!(slab.request_notify());
+            slab.cancel_notify();
+            assert_eq!(slab.remote_free.load(Ordering::Relaxed), 0);
+        });
+    }
+
+    #[test]
+    fn block_start_check_rejects_interior_and_foreign_pointers() {
+        with_slab(96, |slab| {
+            let p = slab.pop() as usize;
+            assert!(slab.is_block_start(p));
+            assert!(!slab.is_block_start(p + 8));
+            // The tail past the last whole block is not a block.
+            let last = (SLAB_BYTES / 96) * 96;
+            assert!(!slab.is_block_start(slab.start as usize + last));
+            assert!(slab.is_block_start(slab.start as usize + last - 96));
+        });
+    }
+
+    #[test]
+    fn list_moves() {
+        let mut slabs: Vec<Slab> =
+            (0..4).map(|_| Slab::new_unassigned(ptr::null_mut())).collect();
+        let p: Vec<*mut Slab> = slabs.iter_mut().map(|s| s as *mut Slab).collect();
+        let mut a = SlabList::new();
+        let mut b = SlabList::new();
+        // SAFETY: the slabs live in `slabs` for the whole test and are on at most one list.
+        unsafe {
+            a.push_back(p[0]);
+            a.push_back(p[1]);
+            a.push_front(p[2]);
+            assert_eq!(a.len(), 3);
+            assert_eq!(a.head(), p[2]);
+            a.remove(p[0]);
+            b.push_front(p[0]);
+            assert_eq!(a.pop_back(), p[1]);
+            assert_eq!(a.pop_front(), p[2]);
+            assert!(a.is_empty());
+            assert!(a.pop_front().is_null());
+            assert_eq!(b.len(), 1);
+            b.push_back(p[3]);
+            let mut seen = Vec::new();
+            b.for_each(|s| seen.push(s));
+            assert_eq!(seen, [p[0], p[3]]);
+        }
+    }
+}

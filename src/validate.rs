@@ -1,0 +1,171 @@
+//! The heap checker behind `ox_heap_check`: walks a heap's segments and slab lists and the
+//! buddy arena, and reports the first broken invariant.
+//!
+//! What it verifies for a heap:
+//! - every segment names the heap as owner; its `assigned_slabs` matches its slabs;
+//! - every assigned slab: free-list links stay inside the slab at block starts, without a
+//!   cycle; `live + free + unbuilt = capacity`; the full flag matches the state;
+//!   remote-free links are block starts of the slab and no more than the live count;
+//! - every list holds slabs of the right state and class, and its length is right; every
+//!   slab of the heap is in exactly one place (current, a class list, or a spare list).
+
+use crate::heap::Heap;
+use crate::segment::{SegmentHeader, SLABS_PER_SEGMENT};
+use crate::size_class::CLASS_COUNT;
+use crate::slab::{Slab, SlabList, State, FULL_FLAG, QUEUED, NOTIFY, SENTINEL, SLAB_BYTES};
+use core::sync::atomic::Ordering;
+
+/// Result of a check: the first violation found.
+pub type CheckResult = Result<(), &'static str>;
+
+/// Checks the calling thread's heap, the global heap and the buddy arena.
+pub fn check_current() -> CheckResult {
+    let ctx = &crate::allocator::CTX;
+    let heap = crate::allocator::current_heap();
+    if !heap.is_null() {
+        // SAFETY: the calling thread owns its heap.
+        unsafe { check_heap(heap)? };
+    }
+    {
+        let global = ctx.global_heap.lock();
+        if !global.0.is_null() {
+            // SAFETY: the global heap is ours while its lock is held.
+            unsafe { check_heap(global.0)? };
+        }
+    }
+    ctx.buddy.lock().check()
+}
+
+/// Checks one slab's counts and links.
+///
+/// # Safety
+/// The caller must own the slab's heap.
+unsafe fn check_slab(slab: &Slab) -> CheckResult {
+    let block_bytes = slab.block_bytes.load(Ordering::Relaxed) as usize;
+    if block_bytes == 0 {
+        return if slab.state == State::Spare || slab.state == State::Metadata {
+            Ok(())
+        } else {
+            Err("slab: in use but has no block size")
+        };
+    }
+    if slab.capacity as usize != SLAB_BYTES / block_bytes || slab.built > slab.capacity {
+        return Err("slab: capacity or built count is wrong");
+    }
+    if (slab.used & FULL_FLAG != 0) != (slab.state == State::Full) {
+        return Err("slab: full flag does not match the slab's state");
+    }
+    let mut free_count = 0u32;
+    let mut cur = slab.free;
+    while !cur.is_null() {
+        if !slab.is_block_start(cur as usize) || (cur as usize) & !(SLAB_BYTES - 1) != slab.start as usize {
+            return Err("slab: free-list link outside the slab or inside a block");
+        }
+        free_count += 1;
+        if free_count > slab.built {
+            return Err("slab: free list longer than the built blocks (cycle or double free)");
+        }
+        // SAFETY: a free block of this slab holds its link in its first word.
+        cur = unsafe { (*cur).next };
+    }
+    if slab.live_count() + free_count + (slab.capacity - slab.built) != slab.capacity {
+        return Err("slab: live + free + unbuilt blocks do not add up to the capacity");
+    }
+    // Remote frees: pushed blocks are immutable below the head, so walking a snapshot is
+    // safe while other threads push.
+    let mut remote = (slab.remote_free.load(Ordering::Acquire) & !(NOTIFY | QUEUED)) as *mut crate::slab::Block;
+    let mut remote_count = 0u32;
+    while !remote.is_null() {
+        if !slab.is_block_start(remote as usize) {
+            return Err("slab: remote-free link outside the slab or inside a block");
+        }
+        remote_count += 1;
+        if remote_count > slab.live_count() {
+            return Err("slab: more remote frees than live blocks (double free)");
+        }
+        // SAFETY: a remotely freed block holds its link in its first word.
+        remote = unsafe { (*remote).next };
+    }
+    Ok(())
+}
+
+fn check_list(list: &SlabList, state: State, class: Option<usize>) -> Result<usize, &'static str> {
+    let mut count = 0;
+    let mut bad = None;
+    list.for_each(|slab| {
+        count += 1;
+        // SAFETY: slabs on a heap's list are valid.
+        let s = unsafe { &*slab };
+        if s.state != state {
+            bad = Some("list: slab state does not match its list");
+        } else if class.is_some_and(|c| s.class as usize != c) {
+            bad = Some("list: slab of another size class");
+        }
+    });
+    if let Some(b) = bad {
+        return Err(b);
+    }
+    if count != list.len() {
+        return Err("list: length is wrong");
+    }
+    Ok(count)
+}
+
+/// Checks one heap.
+///
+/// # Safety
+/// The caller must own `heap`.
+pub unsafe fn check_heap(heap: *mut Heap) -> CheckResult {
+    // SAFETY: the caller owns the heap.
+    let h = unsafe { &*heap };
+    let mut placed = 0;
+    for c in 0..CLASS_COUNT {
+        let cur = h.current[c];
+        if cur != SENTINEL.as_ptr() {
+            // SAFETY: a current slab is a valid slab of this heap.
+            let s = unsafe { &*cur };
+            if s.state != State::Current || s.class as usize != c {
+                return Err("heap: current slab has the wrong state or class");
+            }
+            placed += 1;
+        }
+        let lists = &h.classes[c];
+        placed += check_list(&lists.partial, State::Partial, Some(c))?;
+        placed += check_list(&lists.full, State::Full, Some(c))?;
+        placed += check_list(&lists.empty, State::Empty, Some(c))?;
+    }
+    placed += check_list(&h.dirty_spare, State::Spare, None)?;
+    placed += check_list(&h.clean_spare, State::Spare, None)?;
+    let mut seg = h.segments;
+    let mut segments = 0;
+    while !seg.is_null() {
+        segments += 1;
+        if SegmentHeader::owner(seg) != heap {
+            return Err("segment: owner is not the heap that lists it");
+        }
+        let mut assigned = 0;
+        for i in 1..SLABS_PER_SEGMENT {
+            let slab = SegmentHeader::slab_of(seg, seg as usize + i * SLAB_BYTES);
+            // SAFETY: slab metadata inside a live segment header of ours.
+            let s = unsafe { &*slab };
+            if s.block_bytes.load(Ordering::Relaxed) != 0 {
+                assigned += 1;
+            }
+            // SAFETY: we own the heap.
+            unsafe { check_slab(s)? };
+        }
+        // SAFETY: a live segment header.
+        if assigned != unsafe { (*seg).assigned_slabs } {
+            return Err("segment: assigned slab count is wrong");
+        }
+        // SAFETY: as above.
+        seg = unsafe { (*seg).next };
+    }
+    if segments != h.segment_count {
+        return Err("heap: segment count is wrong");
+    }
+    if placed != segments * (SLABS_PER_SEGMENT - 1) {
+        return Err("heap: a slab is on no list or on two");
+    }
+    Ok(())
+}
