@@ -37,7 +37,7 @@ int main(void)
                   sizes[i], errs[e], errno);
         }
     }
-    /* Blocks from the aligned calls and calloc/realloc too, and many frees in
+    /* Blocks from calloc and the aligned calls too, and many frees in
      * a row (the ones that give memory back to the OS are the risky ones). */
     for (int round = 0; round < 3; round++) {
         enum { M = 300 };

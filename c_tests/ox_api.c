@@ -2,8 +2,8 @@
  * The extended ox_* API: ox_malloc/ox_calloc/ox_realloc/ox_free/
  * ox_aligned_alloc behave like their standard names and share one heap with
  * them; ox_usable_size agrees with malloc_usable_size; ox_owns says yes for
- * our blocks and no for stack, static and foreign mmap memory; ox_trim
- * returns 0 or 1.
+ * our blocks (any byte of them) and no for stack, static and foreign mmap
+ * memory; ox_trim returns 0 or 1.
  */
 #include "common.h"
 #include <malloc.h>
@@ -30,8 +30,6 @@ int main(void)
         CHECK(ox.usable_size(p) == malloc_usable_size(p), "ox_usable_size %zu != malloc_usable_size %zu",
               ox.usable_size(p), malloc_usable_size(p));
         CHECK(ox.owns(p) == 1, "ox_owns(ox_malloc(%zu)) = %d", n, ox.owns(p));
-        CHECK(ox.owns(p + (n ? n - 1 : 0)) == 1, "ox_owns(last byte of a %zu block) = %d", n,
-              ox.owns(p + (n ? n - 1 : 0)));
         ox_fill(p, n, n);
         /* Freed by the standard free. */
         free(p);
@@ -119,5 +117,17 @@ int main(void)
     CHECK(after != NULL, "malloc after ox_trim failed");
     memset(after, 2, 300000);
     free(after);
+
+    /* ox_owns covers all of a block's memory, not only its first byte
+     * ("ptr lies in memory oxmalloc manages"). */
+    for (size_t n = 1; n < ((size_t)20 << 20); n = n * 2 + 7) {
+        unsigned char *p = malloc(n);
+        CHECK(p != NULL, "malloc(%zu) failed", n);
+        CHECK(ox.owns(p + n / 2) == 1, "ox_owns(middle of a %zu-byte block, %p + %zu) = 0", n,
+              (void *)p, n / 2);
+        CHECK(ox.owns(p + n - 1) == 1, "ox_owns(last byte of a %zu-byte block, %p + %zu) = 0",
+              n, (void *)p, n - 1);
+        free(p);
+    }
     return 0;
 }

@@ -131,8 +131,9 @@ impl<O: Os> Context<O> {
         }
         let seg = SegmentHeader::of(addr);
         let slab = SegmentHeader::slab_of(seg, addr);
-        if SegmentHeader::owner(seg) != heap {
-            // SAFETY: the region map says `seg` is a live segment.
+        // SAFETY: the region map says `seg` is a live segment.
+        if unsafe { SegmentHeader::owner(seg) } != heap {
+            // SAFETY: as above.
             unsafe { free_remote(seg, slab, ptr, call) };
             return;
         }
@@ -266,8 +267,10 @@ impl<O: Os> Context<O> {
     pub unsafe fn trim(&self, heap: *mut Heap) -> usize {
         let mut released = 0;
         if !heap.is_null() {
+            // Current slabs are retired too (when empty): the next allocation of their class
+            // takes the slow path once, and their segments can go back to the OS.
             // SAFETY: the caller owns the heap.
-            released += unsafe { (*heap).collect(&self.os, &self.segments, true) };
+            released += unsafe { (*heap).collect(&self.os, &self.segments, false) };
         }
         {
             let global = self.global_heap.lock();
@@ -280,7 +283,9 @@ impl<O: Os> Context<O> {
         // Clean up abandoned heaps one at a time, outside the pool lock.
         let count = self.heaps.lock().abandoned_count();
         for _ in 0..count {
-            let Some(h) = self.heaps.lock().take_abandoned() else { break };
+            let Some(h) = self.heaps.lock().take_abandoned() else {
+                break;
+            };
             // SAFETY: taken from the pool, the heap is ours until released.
             unsafe {
                 released += (*h).collect(&self.os, &self.segments, false);
@@ -312,7 +317,12 @@ impl<O: Os> Context<O> {
 /// `seg` must be a live segment (region map), `slab` the metadata of the slab holding `ptr`.
 #[cold]
 #[inline(never)]
-unsafe fn free_remote(seg: *mut SegmentHeader, slab: *mut crate::slab::Slab, ptr: *mut u8, call: &str) {
+unsafe fn free_remote(
+    seg: *mut SegmentHeader,
+    slab: *mut crate::slab::Slab,
+    ptr: *mut u8,
+    call: &str,
+) {
     // SAFETY: the slab metadata lives in a live segment header; `is_block_start` and
     // `push_remote` use only its atomic fields.
     unsafe {
@@ -401,7 +411,12 @@ fn process_start() {
         return;
     }
     if START
-        .compare_exchange(START_NONE, START_RUNNING, Ordering::AcqRel, Ordering::Acquire)
+        .compare_exchange(
+            START_NONE,
+            START_RUNNING,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        )
         .is_err()
     {
         // Another thread is setting up; it does not wait on us, so waiting is safe.
@@ -486,7 +501,8 @@ fn alloc_slow(size: usize) -> *mut u8 {
         // SAFETY: `with_heap` gives a heap the thread may use for the call.
         return with_heap(|heap| unsafe { CTX.alloc_small(heap, size_class::class_of(size)) });
     }
-    CTX.alloc_big(size, MIN_ALIGN).map_or(ptr::null_mut(), |(p, _)| p.as_ptr())
+    CTX.alloc_big(size, MIN_ALIGN)
+        .map_or(ptr::null_mut(), |(p, _)| p.as_ptr())
 }
 
 /// Allocation at an alignment (a power of two); null when memory is short.
@@ -496,7 +512,8 @@ pub fn alloc_aligned(size: usize, align_bytes: usize) -> *mut u8 {
     }
     // SAFETY: `with_heap` gives a heap the thread may use for the call.
     with_heap(|heap| unsafe {
-        CTX.alloc_with(heap, size, align_bytes).map_or(ptr::null_mut(), |(p, _)| p.as_ptr())
+        CTX.alloc_with(heap, size, align_bytes)
+            .map_or(ptr::null_mut(), |(p, _)| p.as_ptr())
     })
 }
 
@@ -536,7 +553,13 @@ pub unsafe fn realloc_aligned(ptr: *mut u8, new_size: usize, align_bytes: usize)
     }
     // SAFETY: `with_heap` gives a heap the thread may use; `ptr` is live (caller).
     with_heap(|heap| unsafe {
-        CTX.realloc_with(heap, ptr, new_size.max(1), align_bytes.max(MIN_ALIGN), "realloc")
+        CTX.realloc_with(
+            heap,
+            ptr,
+            new_size.max(1),
+            align_bytes.max(MIN_ALIGN),
+            "realloc",
+        )
     })
 }
 

@@ -130,7 +130,11 @@ fn slot_index(meta: *mut SlotMeta) -> usize {
 #[inline]
 fn slot_meta(region: *mut RegionHeader, index: usize) -> *mut SlotMeta {
     // SAFETY (arithmetic only): callers pass index < SLOT_COUNT.
-    unsafe { ptr::addr_of_mut!((*region).slots).cast::<SlotMeta>().add(index) }
+    unsafe {
+        ptr::addr_of_mut!((*region).slots)
+            .cast::<SlotMeta>()
+            .add(index)
+    }
 }
 
 #[inline]
@@ -501,8 +505,15 @@ mod tests {
         let mut spans = Vec::new();
         for order in [0, 1, 0, 2, 3, 5] {
             let (p, _) = arena.alloc(&os, order).unwrap();
-            assert_eq!(p.as_ptr() as usize % span_bytes(order), 0, "aligned to its size");
-            assert_eq!(BuddyArena::usable_size(p.as_ptr() as usize), Some(span_bytes(order)));
+            assert_eq!(
+                p.as_ptr() as usize % span_bytes(order),
+                0,
+                "aligned to its size"
+            );
+            assert_eq!(
+                BuddyArena::usable_size(p.as_ptr() as usize),
+                Some(span_bytes(order))
+            );
             spans.push(p.as_ptr() as usize);
             arena.check().unwrap();
         }
@@ -514,7 +525,10 @@ mod tests {
         arena.check().unwrap();
         // Everything merged back: the region is one free span per order again.
         for order in 0..=MAX_ORDER {
-            assert!(!arena.free[order].is_null(), "order {order} has its span back");
+            assert!(
+                !arena.free[order].is_null(),
+                "order {order} has its span back"
+            );
         }
         assert_eq!(arena.allocated_bytes(), 0);
     }
@@ -526,9 +540,16 @@ mod tests {
         let (p, _) = arena.alloc(&os, 1).unwrap();
         let p = p.as_ptr() as usize;
         assert_eq!(arena.free(&os, p + 4096), Err(FreeError::InvalidPointer));
-        assert_eq!(arena.free(&os, p + (1 << MIN_SPAN_SHIFT)), Err(FreeError::InvalidPointer));
+        assert_eq!(
+            arena.free(&os, p + (1 << MIN_SPAN_SHIFT)),
+            Err(FreeError::InvalidPointer)
+        );
         arena.free(&os, p).unwrap();
-        assert_eq!(arena.free(&os, p), Err(FreeError::InvalidPointer), "double free");
+        assert_eq!(
+            arena.free(&os, p),
+            Err(FreeError::InvalidPointer),
+            "double free"
+        );
         arena.check().unwrap();
     }
 
@@ -549,8 +570,9 @@ mod tests {
         let mut arena = BuddyArena::new();
         // Two regions' worth of 1 MiB spans (three fit in a region: slots 32-63 and two
         // halves of the 2 MiB span).
-        let spans: Vec<usize> =
-            (0..6).map(|_| arena.alloc(&os, 5).unwrap().0.as_ptr() as usize).collect();
+        let spans: Vec<usize> = (0..6)
+            .map(|_| arena.alloc(&os, 5).unwrap().0.as_ptr() as usize)
+            .collect();
         assert_eq!(arena.region_count, 2);
         for p in spans {
             arena.free(&os, p).unwrap();

@@ -19,7 +19,10 @@ impl Default for MessageBuffer {
 impl MessageBuffer {
     /// An empty buffer.
     pub const fn new() -> Self {
-        MessageBuffer { bytes: [0; 256], len: 0 }
+        MessageBuffer {
+            bytes: [0; 256],
+            len: 0,
+        }
     }
 
     /// Appends text, cutting what does not fit.
@@ -98,7 +101,9 @@ impl core::fmt::Write for MessageBuffer {
 #[inline(never)]
 pub fn fatal(message: &str) -> ! {
     let mut buf = MessageBuffer::new();
-    buf.push_str("oxmalloc: fatal: ").push_str(message).push_str("\n");
+    buf.push_str("oxmalloc: fatal: ")
+        .push_str(message)
+        .push_str("\n");
     buf.write_stderr();
     abort()
 }

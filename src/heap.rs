@@ -40,7 +40,11 @@ pub struct ClassSlabs {
 
 impl ClassSlabs {
     const fn new() -> Self {
-        ClassSlabs { partial: SlabList::new(), full: SlabList::new(), empty: SlabList::new() }
+        ClassSlabs {
+            partial: SlabList::new(),
+            full: SlabList::new(),
+            empty: SlabList::new(),
+        }
     }
 }
 

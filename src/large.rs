@@ -62,7 +62,11 @@ fn header_of(ptr: usize) -> Option<*mut HugeHeader> {
     // first chunk, or the OS page below a far user pointer), so it is mapped and readable.
     let (magic, offset) = unsafe { ((*header).magic, (*header).user_offset) };
     let far = offset >= CHUNK_BYTES;
-    let user = if far { header as usize + OS_PAGE_BYTES } else { header as usize + offset };
+    let user = if far {
+        header as usize + OS_PAGE_BYTES
+    } else {
+        header as usize + offset
+    };
     (magic == MAGIC && user == ptr && far == (kind == Kind::HugeFar)).then_some(header)
 }
 
@@ -81,7 +85,11 @@ unsafe fn base_of(header: *mut HugeHeader) -> usize {
 }
 
 fn mark(user: usize, offset: usize) {
-    let kind = if offset >= CHUNK_BYTES { Kind::HugeFar } else { Kind::Huge };
+    let kind = if offset >= CHUNK_BYTES {
+        Kind::HugeFar
+    } else {
+        Kind::Huge
+    };
     region_map::set(user, kind);
 }
 
@@ -91,9 +99,19 @@ fn mark(user: usize, offset: usize) {
 /// `base` must be the start of a mapping of ours of `map_bytes`, with no live block.
 unsafe fn install(base: usize, map_bytes: usize, offset: usize) -> NonNull<u8> {
     let user = base + offset;
-    let header = if offset >= CHUNK_BYTES { user - OS_PAGE_BYTES } else { base } as *mut HugeHeader;
+    let header = if offset >= CHUNK_BYTES {
+        user - OS_PAGE_BYTES
+    } else {
+        base
+    } as *mut HugeHeader;
     // SAFETY: the header page lies inside the mapping (offset >= one OS page).
-    unsafe { header.write(HugeHeader { magic: MAGIC, map_bytes, user_offset: offset }) };
+    unsafe {
+        header.write(HugeHeader {
+            magic: MAGIC,
+            map_bytes,
+            user_offset: offset,
+        })
+    };
     mark(user, offset);
     // SAFETY: `user` is inside a live mapping, so it is not null.
     unsafe { NonNull::new_unchecked(user as *mut u8) }
@@ -123,7 +141,10 @@ impl Large {
     /// No huge block yet.
     pub const fn new() -> Self {
         Large {
-            cache: [CachedMapping { base: 0, map_bytes: 0 }; CACHE_SLOTS],
+            cache: [CachedMapping {
+                base: 0,
+                map_bytes: 0,
+            }; CACHE_SLOTS],
             cache_len: 0,
             cache_bytes: 0,
             live_bytes: 0,
@@ -151,7 +172,8 @@ impl Large {
         for i in 0..self.cache_len {
             let m = self.cache[i].map_bytes;
             // Reuse only mappings within 1.5x of the need: a bigger one wastes resident memory.
-            if m >= need && m - need <= need / 2 && best.is_none_or(|b| m < self.cache[b].map_bytes) {
+            if m >= need && m - need <= need / 2 && best.is_none_or(|b| m < self.cache[b].map_bytes)
+            {
                 best = Some(i);
             }
         }
@@ -187,7 +209,10 @@ impl Large {
         let base = os.map(need, CHUNK_BYTES.max(align_bytes))?;
         self.live_bytes += need;
         // SAFETY: a fresh mapping of `need` bytes.
-        Some((unsafe { install(base.as_ptr() as usize, need, offset) }, true))
+        Some((
+            unsafe { install(base.as_ptr() as usize, need, offset) },
+            true,
+        ))
     }
 
     /// Usable bytes of the huge block at `ptr`.
@@ -281,7 +306,9 @@ impl Large {
         unsafe { (*(new_base as *mut HugeHeader)).map_bytes = need };
         mark(new_base + offset, offset);
         // SAFETY: inside a live mapping.
-        Ok(Some(unsafe { NonNull::new_unchecked((new_base + offset) as *mut u8) }))
+        Ok(Some(unsafe {
+            NonNull::new_unchecked((new_base + offset) as *mut u8)
+        }))
     }
 
     /// Unmaps every cached mapping; returns the bytes given back.
@@ -316,7 +343,11 @@ mod tests {
         assert!(!Large::owns(p + 16), "interior pointer");
         assert_eq!(large.free(&os, p + 4096), Err(HugeError::InvalidPointer));
         large.free(&os, p).unwrap();
-        assert_eq!(large.free(&os, p), Err(HugeError::InvalidPointer), "double free");
+        assert_eq!(
+            large.free(&os, p),
+            Err(HugeError::InvalidPointer),
+            "double free"
+        );
         assert!(large.cached_bytes() > 0);
         large.trim(&os);
         assert_eq!(os.live_bytes(), 0);
@@ -346,7 +377,10 @@ mod tests {
         let (p, _) = large.alloc(&os, 2 << 20, 16).unwrap();
         // SAFETY: the block is ours and at least 2 MiB long.
         unsafe { p.as_ptr().write_bytes(0x5A, 2 << 20) };
-        let q = large.resize(&os, p.as_ptr() as usize, 40 << 20).unwrap().unwrap();
+        let q = large
+            .resize(&os, p.as_ptr() as usize, 40 << 20)
+            .unwrap()
+            .unwrap();
         // SAFETY: the resized block is ours and at least 40 MiB long.
         let bytes = unsafe { core::slice::from_raw_parts(q.as_ptr(), 40 << 20) };
         assert!(bytes[..2 << 20].iter().all(|&b| b == 0x5A));

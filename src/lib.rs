@@ -42,6 +42,9 @@ pub mod sync;
 pub mod tls;
 pub mod validate;
 
+#[cfg(test)]
+mod core_tests;
+
 pub use abi::extended::{
     ox_aligned_alloc, ox_calloc, ox_free, ox_heap_check, ox_malloc, ox_owns, ox_realloc,
     ox_stats_get, ox_trim, ox_usable_size, ox_version, OxStats,

@@ -51,27 +51,27 @@ impl SegmentHeader {
         region_map::chunk_base(addr) as *mut SegmentHeader
     }
 
-    /// The metadata of the slab holding `addr`, in the segment `segment`.
+    /// The metadata of the slab holding `addr`, in the segment `segment` (address
+    /// arithmetic only; nothing is read).
     #[inline(always)]
     pub fn slab_of(segment: *mut SegmentHeader, addr: usize) -> *mut Slab {
         let index = (addr >> SLAB_SHIFT) & (SLABS_PER_SEGMENT - 1);
-        // SAFETY of the arithmetic: index < SLABS_PER_SEGMENT, so the place is inside the
-        // header's slab array; no reference is created here.
-        // (`addr_of_mut!` on a raw pointer field projection does not dereference.)
-        unsafe { ptr::addr_of_mut!((*segment).slabs).cast::<Slab>().add(index) }
+        (segment as usize
+            + core::mem::offset_of!(SegmentHeader, slabs)
+            + index * core::mem::size_of::<Slab>()) as *mut Slab
     }
 
-    /// Writes a fresh header for a segment at `base` owned by `heap`: slab 0 is metadata,
-    /// the rest spare. `zeroed` says whether the slabs' memory reads as zeros.
+    /// Writes a fresh header for a segment at `base` with no owner yet: slab 0 is metadata,
+    /// the rest spare.
     ///
     /// # Safety
     /// `base` must be a segment mapping of ours that holds no live block.
-    pub unsafe fn init(base: NonNull<u8>, heap: *mut Heap) -> *mut SegmentHeader {
+    pub unsafe fn init(base: NonNull<u8>) -> *mut SegmentHeader {
         let seg = base.as_ptr().cast::<SegmentHeader>();
         // SAFETY: the header fits in slab 0 of the mapping (checked at compile time) and
         // nothing else uses the mapping yet.
         unsafe {
-            ptr::addr_of_mut!((*seg).heap).write(AtomicPtr::new(heap));
+            ptr::addr_of_mut!((*seg).heap).write(AtomicPtr::new(ptr::null_mut()));
             ptr::addr_of_mut!((*seg).assigned_slabs).write(0);
             ptr::addr_of_mut!((*seg).next).write(ptr::null_mut());
             ptr::addr_of_mut!((*seg).prev).write(ptr::null_mut());
@@ -87,9 +87,12 @@ impl SegmentHeader {
     }
 
     /// The owning heap.
+    ///
+    /// # Safety
+    /// `segment` must be a live segment header (the region map says so).
     #[inline(always)]
-    pub fn owner(segment: *mut SegmentHeader) -> *mut Heap {
-        // SAFETY: `segment` is a live segment header (callers checked the region map).
+    pub unsafe fn owner(segment: *mut SegmentHeader) -> *mut Heap {
+        // SAFETY: the caller guarantees a live segment header.
         unsafe { (*segment).heap.load(Ordering::Relaxed) }
     }
 }
@@ -113,7 +116,10 @@ impl Default for SegmentPool {
 impl SegmentPool {
     /// An empty pool.
     pub const fn new() -> Self {
-        SegmentPool { head: ptr::null_mut(), count: 0 }
+        SegmentPool {
+            head: ptr::null_mut(),
+            count: 0,
+        }
     }
 
     /// Segments in the pool.
@@ -143,7 +149,10 @@ impl SegmentPool {
         // SAFETY: a new or pooled segment holds no live block. The header is written before
         // the heap hands out any block, and the map kind was set before any pointer into
         // the segment exists.
-        Some(unsafe { SegmentHeader::init(base, heap) })
+        let seg = unsafe { SegmentHeader::init(base) };
+        // SAFETY: `seg` is the header just written.
+        unsafe { (*seg).heap.store(heap, Ordering::Release) };
+        Some(seg)
     }
 
     /// Takes back a segment none of whose slabs is assigned. Its memory is purged; beyond

@@ -63,7 +63,7 @@ const fn class_of_computed(size: usize) -> usize {
         if size == 0 {
             0
         } else {
-            (size + 15) / 16 - 1
+            size.div_ceil(16) - 1
         }
     } else {
         let s = size - 1;
@@ -99,9 +99,17 @@ pub fn class_of(size: usize) -> SizeClass {
 /// size then keeps every block aligned to its size.
 pub fn class_for_aligned(size: usize, align_bytes: usize) -> Option<SizeClass> {
     if align_bytes <= MIN_BLOCK_BYTES {
-        return if size <= SMALL_MAX_BYTES { Some(class_of(size)) } else { None };
+        return if size <= SMALL_MAX_BYTES {
+            Some(class_of(size))
+        } else {
+            None
+        };
     }
-    let need = if size > align_bytes { size.checked_next_power_of_two()? } else { align_bytes };
+    let need = if size > align_bytes {
+        size.checked_next_power_of_two()?
+    } else {
+        align_bytes
+    };
     if need > SMALL_MAX_BYTES {
         return None;
     }
@@ -132,7 +140,10 @@ mod tests {
             assert!(c.block_bytes() >= size.max(1), "size {size}");
             if c.index() > 0 {
                 let below = SizeClass::from_index(c.index() - 1).unwrap();
-                assert!(below.block_bytes() < size, "size {size} could use a smaller class");
+                assert!(
+                    below.block_bytes() < size,
+                    "size {size} could use a smaller class"
+                );
             }
         }
     }

@@ -138,7 +138,8 @@ impl Slab {
         self.capacity = (SLAB_BYTES / block_bytes) as u32;
         self.built = 0;
         self.class = class;
-        self.block_bytes.store(block_bytes as u32, Ordering::Relaxed);
+        self.block_bytes
+            .store(block_bytes as u32, Ordering::Relaxed);
         self.remote_free.store(0, Ordering::Relaxed);
     }
 
@@ -165,7 +166,9 @@ impl Slab {
         }
         let block_bytes = self.block_bytes.load(Ordering::Relaxed) as usize;
         let per_page = (EXTEND_BYTES / block_bytes) as u32;
-        let count = per_page.max(EXTEND_MIN_BLOCKS).min(self.capacity - self.built);
+        let count = per_page
+            .max(EXTEND_MIN_BLOCKS)
+            .min(self.capacity - self.built);
         let first = self.built as usize;
         // Link the new blocks in address order, ahead of the existing free list.
         let mut next = self.free;
@@ -319,7 +322,11 @@ impl Default for SlabList {
 impl SlabList {
     /// An empty list.
     pub const fn new() -> Self {
-        SlabList { head: ptr::null_mut(), tail: ptr::null_mut(), len: 0 }
+        SlabList {
+            head: ptr::null_mut(),
+            tail: ptr::null_mut(),
+            len: 0,
+        }
     }
 
     /// Number of slabs on the list.
@@ -536,8 +543,9 @@ mod tests {
 
     #[test]
     fn list_moves() {
-        let mut slabs: Vec<Slab> =
-            (0..4).map(|_| Slab::new_unassigned(ptr::null_mut())).collect();
+        let mut slabs: Vec<Slab> = (0..4)
+            .map(|_| Slab::new_unassigned(ptr::null_mut()))
+            .collect();
         let p: Vec<*mut Slab> = slabs.iter_mut().map(|s| s as *mut Slab).collect();
         let mut a = SlabList::new();
         let mut b = SlabList::new();

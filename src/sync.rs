@@ -37,7 +37,10 @@ pub struct MutexGuard<'a, T> {
 impl<T> Mutex<T> {
     /// A new, unlocked mutex.
     pub const fn new(value: T) -> Self {
-        Mutex { state: AtomicU32::new(UNLOCKED), value: UnsafeCell::new(value) }
+        Mutex {
+            state: AtomicU32::new(UNLOCKED),
+            value: UnsafeCell::new(value),
+        }
     }
 
     /// Takes the lock, sleeping while another thread holds it.
@@ -153,6 +156,11 @@ fn futex_wait(word: &AtomicU32, expected: u32) {
 fn futex_wake_one(word: &AtomicU32) {
     // SAFETY: FUTEX_WAKE only reads the address to find waiters.
     unsafe {
-        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG, 1);
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            1,
+        );
     }
 }

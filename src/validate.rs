@@ -12,7 +12,7 @@
 use crate::heap::Heap;
 use crate::segment::{SegmentHeader, SLABS_PER_SEGMENT};
 use crate::size_class::CLASS_COUNT;
-use crate::slab::{Slab, SlabList, State, FULL_FLAG, QUEUED, NOTIFY, SENTINEL, SLAB_BYTES};
+use crate::slab::{Slab, SlabList, State, FULL_FLAG, NOTIFY, QUEUED, SENTINEL, SLAB_BYTES};
 use core::sync::atomic::Ordering;
 
 /// Result of a check: the first violation found.
@@ -58,7 +58,9 @@ unsafe fn check_slab(slab: &Slab) -> CheckResult {
     let mut free_count = 0u32;
     let mut cur = slab.free;
     while !cur.is_null() {
-        if !slab.is_block_start(cur as usize) || (cur as usize) & !(SLAB_BYTES - 1) != slab.start as usize {
+        if !slab.is_block_start(cur as usize)
+            || (cur as usize) & !(SLAB_BYTES - 1) != slab.start as usize
+        {
             return Err("slab: free-list link outside the slab or inside a block");
         }
         free_count += 1;
@@ -73,7 +75,8 @@ unsafe fn check_slab(slab: &Slab) -> CheckResult {
     }
     // Remote frees: pushed blocks are immutable below the head, so walking a snapshot is
     // safe while other threads push.
-    let mut remote = (slab.remote_free.load(Ordering::Acquire) & !(NOTIFY | QUEUED)) as *mut crate::slab::Block;
+    let mut remote =
+        (slab.remote_free.load(Ordering::Acquire) & !(NOTIFY | QUEUED)) as *mut crate::slab::Block;
     let mut remote_count = 0u32;
     while !remote.is_null() {
         if !slab.is_block_start(remote as usize) {
@@ -140,7 +143,8 @@ pub unsafe fn check_heap(heap: *mut Heap) -> CheckResult {
     let mut segments = 0;
     while !seg.is_null() {
         segments += 1;
-        if SegmentHeader::owner(seg) != heap {
+        // SAFETY: a segment on the heap's list is live.
+        if unsafe { SegmentHeader::owner(seg) } != heap {
             return Err("segment: owner is not the heap that lists it");
         }
         let mut assigned = 0;

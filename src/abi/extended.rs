@@ -115,7 +115,9 @@ pub extern "C" fn ox_heap_check() -> c_int {
         Ok(()) => 0,
         Err(message) => {
             let mut buf = crate::fatal::MessageBuffer::new();
-            buf.push_str("oxmalloc: heap check failed: ").push_str(message).push_str("\n");
+            buf.push_str("oxmalloc: heap check failed: ")
+                .push_str(message)
+                .push_str("\n");
             buf.write_stderr();
             -1
         }

@@ -128,7 +128,9 @@ pub fn aligned_alloc(align: usize, size: usize) -> *mut c_void {
 /// alignment too large to round gives null + EINVAL.
 pub fn memalign(align: usize, size: usize) -> *mut c_void {
     let align = if align <= MIN_ALIGN { MIN_ALIGN } else { align };
-    let Some(align) = align.checked_next_power_of_two().filter(|&a| a <= isize::MAX as usize / 2 + 1)
+    let Some(align) = align
+        .checked_next_power_of_two()
+        .filter(|&a| a <= isize::MAX as usize / 2 + 1)
     else {
         set_errno(libc::EINVAL);
         return ptr::null_mut();

@@ -80,7 +80,8 @@ unsafe impl Os for FakeOs {
         }
         let ptr = RealOs.map(bytes, align_bytes)?;
         let rounded = super::round_up(bytes, super::OS_PAGE_BYTES)?;
-        self.live_bytes.fetch_add(rounded as isize, Ordering::SeqCst);
+        self.live_bytes
+            .fetch_add(rounded as isize, Ordering::SeqCst);
         Some(ptr)
     }
 
@@ -95,12 +96,7 @@ unsafe impl Os for FakeOs {
         unsafe { RealOs.purge(ptr, bytes) }
     }
 
-    unsafe fn resize_in_place(
-        &self,
-        ptr: NonNull<u8>,
-        old_bytes: usize,
-        new_bytes: usize,
-    ) -> bool {
+    unsafe fn resize_in_place(&self, ptr: NonNull<u8>, old_bytes: usize, new_bytes: usize) -> bool {
         if new_bytes > old_bytes && self.exhausted.load(Ordering::SeqCst) {
             return false;
         }
@@ -123,7 +119,8 @@ unsafe impl Os for FakeOs {
         // SAFETY: forwarded contract.
         let done = unsafe { RealOs.move_mapping(ptr, old_bytes, target, new_bytes) };
         if done {
-            self.live_bytes.fetch_sub(old_bytes as isize, Ordering::SeqCst);
+            self.live_bytes
+                .fetch_sub(old_bytes as isize, Ordering::SeqCst);
         }
         done
     }

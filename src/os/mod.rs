@@ -46,8 +46,7 @@ pub unsafe trait Os: Sync {
     ///
     /// # Safety
     /// `[ptr, ptr + old_bytes)` must be a whole live mapping of this `Os`.
-    unsafe fn resize_in_place(&self, ptr: NonNull<u8>, old_bytes: usize, new_bytes: usize)
-        -> bool;
+    unsafe fn resize_in_place(&self, ptr: NonNull<u8>, old_bytes: usize, new_bytes: usize) -> bool;
 
     /// Moves a mapping to `[target, target + new_bytes)`, which must be a mapping of this
     /// `Os` reserved for it (it is replaced); the contents move without copying.

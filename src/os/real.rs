@@ -102,12 +102,7 @@ unsafe impl Os for RealOs {
         });
     }
 
-    unsafe fn resize_in_place(
-        &self,
-        ptr: NonNull<u8>,
-        old_bytes: usize,
-        new_bytes: usize,
-    ) -> bool {
+    unsafe fn resize_in_place(&self, ptr: NonNull<u8>, old_bytes: usize, new_bytes: usize) -> bool {
         let done = keep_errno(|| {
             // SAFETY: the caller guarantees `[ptr, ptr + old_bytes)` is a whole mapping of
             // ours; without MREMAP_MAYMOVE the kernel either resizes in place or fails.

@@ -1,0 +1,255 @@
+//! Tests of the core (heaps, slab list moves, remote frees, adoption, failure injection)
+//! through a private [`Context`] over the failure-injecting [`FakeOs`].
+//!
+//! Each test makes its own context and heaps, so they do not touch the process allocator
+//! (which the test harness itself runs on).
+
+use crate::allocator::Context;
+use crate::heap::Heap;
+use crate::os::fake::FakeOs;
+use crate::segment::SegmentHeader;
+use crate::size_class::{class_of, SizeClass};
+use crate::slab::{State, SENTINEL};
+use crate::validate::check_heap;
+use std::boxed::Box;
+use std::vec::Vec;
+
+fn new_context() -> &'static Context<FakeOs> {
+    Box::leak(Box::new(Context::new(FakeOs::new())))
+}
+
+fn new_heap(ctx: &Context<FakeOs>) -> *mut Heap {
+    ctx.heaps.lock().acquire(&ctx.os).expect("heap")
+}
+
+fn slab_of(p: *mut u8) -> *mut crate::slab::Slab {
+    SegmentHeader::slab_of(SegmentHeader::of(p as usize), p as usize)
+}
+
+fn alloc(ctx: &Context<FakeOs>, heap: *mut Heap, size: usize) -> *mut u8 {
+    // SAFETY: each test owns the heaps it made.
+    unsafe {
+        ctx.alloc_with(heap, size, 16)
+            .map_or(std::ptr::null_mut(), |(p, _)| p.as_ptr())
+    }
+}
+
+fn free(ctx: &Context<FakeOs>, heap: *mut Heap, p: *mut u8) {
+    // SAFETY: `p` is a live block; `heap` is owned by the test (or null: remote free).
+    unsafe { ctx.free_with(heap, p, "free") }
+}
+
+fn check(heap: *mut Heap) {
+    // SAFETY: the test owns the heap.
+    if let Err(e) = unsafe { check_heap(heap) } {
+        panic!("heap check: {e}");
+    }
+}
+
+#[test]
+fn a_slab_moves_current_full_partial_empty() {
+    let ctx = new_context();
+    let heap = new_heap(ctx);
+    let class: SizeClass = class_of(1024);
+    let per_slab = crate::slab::SLAB_BYTES / 1024;
+    // Fill one slab and start a second: the first is parked on the full list.
+    let blocks: Vec<*mut u8> = (0..per_slab + 1).map(|_| alloc(ctx, heap, 1000)).collect();
+    let first = slab_of(blocks[0]);
+    // SAFETY: the test owns the heap and its slabs.
+    unsafe {
+        assert_eq!((*first).state, State::Full);
+        assert_eq!((*heap).classes[class.index()].full.len(), 1);
+        check(heap);
+        // One free by the owner makes it partial.
+        free(ctx, heap, blocks[0]);
+        assert_eq!((*first).state, State::Partial);
+        assert_eq!((*heap).classes[class.index()].full.len(), 0);
+        check(heap);
+        // Freeing the rest makes it empty.
+        for &p in &blocks[1..per_slab] {
+            free(ctx, heap, p);
+        }
+        assert_eq!((*first).state, State::Empty);
+        check(heap);
+        // The current slab stays current even when empty.
+        free(ctx, heap, blocks[per_slab]);
+        assert_eq!((*slab_of(blocks[per_slab])).state, State::Current);
+        check(heap);
+    }
+}
+
+#[test]
+fn remote_frees_reach_a_full_slab_through_the_pending_stack() {
+    let ctx = new_context();
+    let owner = new_heap(ctx);
+    let per_slab = crate::slab::SLAB_BYTES / 256;
+    let blocks: Vec<*mut u8> = (0..per_slab + 1).map(|_| alloc(ctx, owner, 256)).collect();
+    let first = slab_of(blocks[0]);
+    // SAFETY: the test owns `owner`; the other "thread" only uses the remote path.
+    unsafe {
+        assert_eq!((*first).state, State::Full);
+        // Free from another thread (no heap): remote push, and the first one notifies.
+        let remote = std::thread::spawn({
+            let addrs: Vec<usize> = blocks[..per_slab].iter().map(|&p| p as usize).collect();
+            move || {
+                for a in addrs {
+                    free(ctx, std::ptr::null_mut(), a as *mut u8);
+                }
+            }
+        });
+        remote.join().unwrap();
+        assert!(!(*owner)
+            .pending
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .is_null());
+        assert_eq!(
+            (*first).live_count() as usize,
+            per_slab,
+            "not collected yet"
+        );
+        (*owner).process_pending();
+        assert!((*owner)
+            .pending
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .is_null());
+        assert_eq!((*first).live_count(), 0);
+        assert_ne!((*first).state, State::Full);
+        check(owner);
+        // The memory is reused.
+        let again: Vec<*mut u8> = (0..per_slab).map(|_| alloc(ctx, owner, 256)).collect();
+        assert!(again.iter().any(|&p| slab_of(p) == first));
+        check(owner);
+    }
+}
+
+#[test]
+fn a_dead_heap_is_adopted_with_its_blocks() {
+    let ctx = new_context();
+    let heap = new_heap(ctx);
+    let keep: Vec<*mut u8> = (0..1000).map(|i| alloc(ctx, heap, 16 + i % 3000)).collect();
+    for &p in &keep {
+        // SAFETY: each block is at least 16 bytes.
+        unsafe { p.write_bytes(0x3C, 16) };
+    }
+    // SAFETY: the "thread" gives its heap back and never uses it again.
+    unsafe { ctx.retire_heap(heap) };
+    assert_eq!(ctx.heaps.lock().abandoned_count(), 1);
+    let adopter = new_heap(ctx);
+    assert_eq!(adopter, heap, "a new thread adopts the abandoned heap");
+    check(adopter);
+    for &p in &keep {
+        // SAFETY: blocks survived their thread.
+        assert_eq!(unsafe { *p }, 0x3C);
+        free(ctx, adopter, p);
+    }
+    check(adopter);
+    // SAFETY: as above.
+    unsafe { ctx.retire_heap(adopter) };
+    assert_eq!(
+        ctx.heaps.lock().abandoned_count(),
+        0,
+        "an empty heap is not abandoned"
+    );
+    ctx.segments.lock().drain(&ctx.os);
+    // Only the heap chunk stays mapped: every segment went back to the OS.
+    assert_eq!(ctx.os.live_bytes(), 256 * 1024);
+}
+
+#[test]
+fn map_failure_gives_null_and_the_heap_keeps_working() {
+    let ctx = new_context();
+    let heap = new_heap(ctx);
+    // The first small allocation needs a segment: make that mapping fail.
+    ctx.os.fail_nth_map(1);
+    assert!(alloc(ctx, heap, 64).is_null());
+    // SAFETY: the test owns the heap.
+    unsafe { assert_eq!((*heap).current[class_of(64).index()], SENTINEL.as_ptr()) };
+    check(heap);
+    let p = alloc(ctx, heap, 64);
+    assert!(!p.is_null());
+    // Medium and huge requests fail cleanly too, and recover.
+    ctx.os.set_exhausted(true);
+    assert!(alloc(ctx, heap, 100_000).is_null());
+    assert!(alloc(ctx, heap, 10 << 20).is_null());
+    // Small requests still work from the segment already mapped.
+    let q = alloc(ctx, heap, 64);
+    assert!(!q.is_null());
+    ctx.os.set_exhausted(false);
+    let m = alloc(ctx, heap, 100_000);
+    let h = alloc(ctx, heap, 10 << 20);
+    assert!(!m.is_null() && !h.is_null());
+    for x in [p, q, m, h] {
+        free(ctx, heap, x);
+    }
+    check(heap);
+    assert!(ctx.buddy.lock().check().is_ok());
+}
+
+#[test]
+fn every_nth_map_failing_is_survived() {
+    // Fail the n-th map for n = 1..12 over a scripted mix; every failure is a null, and
+    // after each the same script succeeds.
+    for n in 1..12 {
+        let ctx = new_context();
+        let heap = new_heap(ctx);
+        ctx.os.fail_nth_map(n);
+        let mut live = Vec::new();
+        let mut nulls = 0;
+        for i in 0..400usize {
+            let size = match i % 4 {
+                0 => 24,
+                1 => 3000 + i,
+                2 => 40_000 + i * 100,
+                _ => (2 << 20) + i * 4096,
+            };
+            let p = alloc(ctx, heap, size);
+            if p.is_null() {
+                nulls += 1;
+            } else {
+                // SAFETY: at least `size` bytes.
+                unsafe { p.write_bytes(i as u8, size) };
+
+                live.push((p, size, i as u8));
+            }
+        }
+        assert!(
+            nulls <= 1,
+            "one injected failure gives at most one null (n = {n})"
+        );
+        for (p, size, tag) in live {
+            // SAFETY: live block of `size` bytes written above; check its two ends.
+            let head = unsafe { std::slice::from_raw_parts(p, size.min(4096)) };
+            let tail =
+                unsafe { std::slice::from_raw_parts(p.add(size - size.min(4096)), size.min(4096)) };
+            assert!(head.iter().chain(tail).all(|&b| b == tag));
+            free(ctx, heap, p);
+        }
+        check(heap);
+        assert!(ctx.buddy.lock().check().is_ok());
+    }
+}
+
+#[test]
+fn trim_gives_memory_back() {
+    let ctx = new_context();
+    let heap = new_heap(ctx);
+    let blocks: Vec<*mut u8> = (0..20_000)
+        .map(|i| alloc(ctx, heap, 16 + (i % 512)))
+        .collect();
+    let big: Vec<*mut u8> = (0..20)
+        .map(|i| alloc(ctx, heap, 50_000 + i * 1000))
+        .collect();
+    let mapped = ctx.os.live_bytes();
+    for p in blocks.into_iter().chain(big) {
+        free(ctx, heap, p);
+    }
+    // SAFETY: the test owns the heap.
+    let released = unsafe { ctx.trim(heap) };
+    assert!(released > 0);
+    assert!(
+        ctx.os.live_bytes() < mapped,
+        "{} !< {mapped}",
+        ctx.os.live_bytes()
+    );
+    check(heap);
+}
