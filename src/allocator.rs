@@ -83,11 +83,26 @@ impl<O: Os> Context<O> {
         }
     }
 
-    /// Allocates a medium or huge block. Returns it and whether it reads as zeros.
+    /// Allocates a medium or huge block, medium ones from `heap`'s cache first (`heap` may
+    /// be null). Returns the block and whether it reads as zeros.
+    ///
+    /// # Safety
+    /// The caller must own `heap` if it is not null.
     #[cold]
     #[inline(never)]
-    pub fn alloc_big(&self, size: usize, align_bytes: usize) -> Option<(NonNull<u8>, bool)> {
+    pub unsafe fn alloc_big(
+        &self,
+        heap: *mut Heap,
+        size: usize,
+        align_bytes: usize,
+    ) -> Option<(NonNull<u8>, bool)> {
         if let Some(order) = buddy::order_for(size, align_bytes) {
+            if !heap.is_null() {
+                // SAFETY: the caller owns the heap.
+                if let Some(p) = unsafe { (*heap).medium.pop(order) } {
+                    return Some((p, false));
+                }
+            }
             return self.buddy.lock().alloc(&self.os, order);
         }
         if size > isize::MAX as usize || align_bytes > isize::MAX as usize / 2 {
@@ -111,7 +126,8 @@ impl<O: Os> Context<O> {
             // SAFETY: the caller owns the heap.
             return NonNull::new(unsafe { self.alloc_small(heap, class) }).map(|p| (p, false));
         }
-        self.alloc_big(size, align_bytes)
+        // SAFETY: the caller owns the heap.
+        unsafe { self.alloc_big(heap, size, align_bytes) }
     }
 
     /// Frees `ptr` on behalf of the owner of `heap` (which may be null: no heap).
@@ -125,7 +141,8 @@ impl<O: Os> Context<O> {
         let addr = ptr as usize;
         if region_map::raw_kind_of(addr) != Kind::Slab as u8 {
             if !ptr.is_null() {
-                self.free_big(addr, call);
+                // SAFETY: the caller owns the heap.
+                unsafe { self.free_big(heap, addr, call) };
             }
             return;
         }
@@ -152,11 +169,21 @@ impl<O: Os> Context<O> {
         }
     }
 
-    /// Frees a medium or huge block, or reports a pointer that is not ours.
+    /// Frees a medium or huge block (medium ones into `heap`'s cache when it has room), or
+    /// reports a pointer that is not ours.
+    ///
+    /// # Safety
+    /// The caller must own `heap` if it is not null.
     #[cold]
     #[inline(never)]
-    fn free_big(&self, addr: usize, call: &str) {
+    unsafe fn free_big(&self, heap: *mut Heap, addr: usize, call: &str) {
         let ok = match region_map::kind_of(addr) {
+            // SAFETY: the caller owns the heap.
+            Kind::Buddy if !heap.is_null() => match unsafe { (*heap).medium.push(addr) } {
+                Ok(true) => true,
+                Ok(false) => self.buddy.lock().free(&self.os, addr).is_ok(),
+                Err(_) => false,
+            },
             Kind::Buddy => self.buddy.lock().free(&self.os, addr).is_ok(),
             Kind::Huge | Kind::HugeFar => self.large.lock().free(&self.os, addr).is_ok(),
             Kind::Slab | Kind::None => false,
@@ -270,14 +297,14 @@ impl<O: Os> Context<O> {
             // Current slabs are retired too (when empty): the next allocation of their class
             // takes the slow path once, and their segments can go back to the OS.
             // SAFETY: the caller owns the heap.
-            released += unsafe { (*heap).collect(&self.os, &self.segments, false) };
+            released += unsafe { (*heap).collect(&self.os, &self.segments, &self.buddy, false) };
         }
         {
             let global = self.global_heap.lock();
             let h = global.0;
             if !h.is_null() {
                 // SAFETY: the global heap is ours while its lock is held.
-                released += unsafe { (*h).collect(&self.os, &self.segments, true) };
+                released += unsafe { (*h).collect(&self.os, &self.segments, &self.buddy, true) };
             }
         }
         // Clean up abandoned heaps one at a time, outside the pool lock.
@@ -288,7 +315,7 @@ impl<O: Os> Context<O> {
             };
             // SAFETY: taken from the pool, the heap is ours until released.
             unsafe {
-                released += (*h).collect(&self.os, &self.segments, false);
+                released += (*h).collect(&self.os, &self.segments, &self.buddy, false);
                 self.heaps.lock().release(h);
             }
         }
@@ -305,7 +332,7 @@ impl<O: Os> Context<O> {
     pub unsafe fn retire_heap(&self, heap: *mut Heap) {
         // SAFETY: the caller owns the heap.
         unsafe {
-            (*heap).collect(&self.os, &self.segments, false);
+            (*heap).collect(&self.os, &self.segments, &self.buddy, false);
             self.heaps.lock().release(heap);
         }
     }
@@ -501,7 +528,8 @@ fn alloc_slow(size: usize) -> *mut u8 {
         // SAFETY: `with_heap` gives a heap the thread may use for the call.
         return with_heap(|heap| unsafe { CTX.alloc_small(heap, size_class::class_of(size)) });
     }
-    CTX.alloc_big(size, MIN_ALIGN)
+    // SAFETY: the TLS heap (or null) is the calling thread's own.
+    unsafe { CTX.alloc_big(tls::heap(), size, MIN_ALIGN) }
         .map_or(ptr::null_mut(), |(p, _)| p.as_ptr())
 }
 

@@ -22,6 +22,7 @@
 use crate::os::Os;
 use crate::region_map::{self, Kind, CHUNK_BYTES};
 use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicU8, Ordering};
 
 /// Bytes in a region.
 pub const REGION_BYTES: usize = CHUNK_BYTES;
@@ -49,13 +50,28 @@ enum SlotState {
     Allocated = 2,
     /// The region header.
     Header = 3,
+    /// The first slot of an allocated span parked in a thread's medium cache.
+    Cached = 4,
 }
 
-/// Metadata of one slot; meaningful at the first slot of a span.
+impl SlotState {
+    fn from_u8(v: u8) -> SlotState {
+        match v {
+            1 => SlotState::Free,
+            2 => SlotState::Allocated,
+            3 => SlotState::Header,
+            4 => SlotState::Cached,
+            _ => SlotState::Interior,
+        }
+    }
+}
+
+/// Metadata of one slot; meaningful at the first slot of a span. `state` is atomic because
+/// the thread caches move spans between Allocated and Cached without the arena lock.
 #[repr(C)]
 struct SlotMeta {
     order: u8,
-    state: SlotState,
+    state: AtomicU8,
     dirty: bool,
     next: *mut SlotMeta,
     prev: *mut SlotMeta,
@@ -114,6 +130,26 @@ impl Default for BuddyArena {
     }
 }
 
+/// The state of a slot.
+///
+/// # Safety
+/// `meta` must be a slot of a live region.
+#[inline]
+unsafe fn state_of(meta: *mut SlotMeta) -> SlotState {
+    // SAFETY: the caller guarantees a live slot; the field is atomic.
+    SlotState::from_u8(unsafe { (*meta).state.load(Ordering::Acquire) })
+}
+
+/// Sets the state of a slot.
+///
+/// # Safety
+/// `meta` must be a slot of a live region.
+#[inline]
+unsafe fn set_state(meta: *mut SlotMeta, state: SlotState) {
+    // SAFETY: the caller guarantees a live slot; the field is atomic.
+    unsafe { (*meta).state.store(state as u8, Ordering::Release) };
+}
+
 #[inline]
 fn region_of(meta: *mut SlotMeta) -> *mut RegionHeader {
     region_map::chunk_base(meta as usize) as *mut RegionHeader
@@ -169,7 +205,7 @@ impl BuddyArena {
         // members are valid.
         unsafe {
             (*meta).order = order as u8;
-            (*meta).state = SlotState::Free;
+            set_state(meta, SlotState::Free);
             (*meta).prev = ptr::null_mut();
             (*meta).next = self.free[order];
             if !self.free[order].is_null() {
@@ -192,7 +228,7 @@ impl BuddyArena {
             if !next.is_null() {
                 (*next).prev = prev;
             }
-            (*meta).state = SlotState::Interior;
+            set_state(meta, SlotState::Interior);
         }
     }
 
@@ -212,13 +248,13 @@ impl BuddyArena {
             for i in 0..SLOT_COUNT {
                 slot_meta(region, i).write(SlotMeta {
                     order: 0,
-                    state: SlotState::Interior,
+                    state: AtomicU8::new(SlotState::Interior as u8),
                     dirty: false,
                     next: ptr::null_mut(),
                     prev: ptr::null_mut(),
                 });
             }
-            (*slot_meta(region, 0)).state = SlotState::Header;
+            set_state(slot_meta(region, 0), SlotState::Header);
         }
         self.regions = region;
         self.region_count += 1;
@@ -256,7 +292,7 @@ impl BuddyArena {
         // SAFETY: `meta` is ours and no longer on a list.
         unsafe {
             (*meta).order = order as u8;
-            (*meta).state = SlotState::Allocated;
+            set_state(meta, SlotState::Allocated);
             (*region).free_bytes -= span_bytes(order);
         }
         if dirty {
@@ -275,13 +311,49 @@ impl BuddyArena {
         let index = (ptr - region as usize) >> MIN_SPAN_SHIFT;
         let meta = slot_meta(region, index);
         // SAFETY: callers checked the region map: `region` is a live region header.
-        (unsafe { (*meta).state } == SlotState::Allocated).then_some(meta)
+        (unsafe { state_of(meta) } == SlotState::Allocated).then_some(meta)
+    }
+
+    /// The order of the allocated span at `ptr`, or `None` if `ptr` is not one.
+    pub fn allocated_order(ptr: usize) -> Option<usize> {
+        // SAFETY: `allocated_meta` returned a valid slot of a live region.
+        Self::allocated_meta(ptr).map(|m| unsafe { (*m).order } as usize)
     }
 
     /// Usable bytes of the span at `ptr`, or `None` if `ptr` is not an allocated span.
     pub fn usable_size(ptr: usize) -> Option<usize> {
-        // SAFETY: `allocated_meta` returned a valid slot of a live region.
-        Self::allocated_meta(ptr).map(|m| span_bytes(unsafe { (*m).order } as usize))
+        Self::allocated_order(ptr).map(span_bytes)
+    }
+
+    /// Moves the allocated span at `ptr` into a thread cache, without the arena lock.
+    /// Returns its order, or `None` when `ptr` is not an allocated span (a bad or double
+    /// free: the compare-and-swap lets only one of two racing frees through).
+    pub fn park_in_cache(ptr: usize) -> Option<usize> {
+        let meta = Self::allocated_meta(ptr)?;
+        // SAFETY: `allocated_meta` returned a slot of a live region.
+        unsafe {
+            (*meta)
+                .state
+                .compare_exchange(
+                    SlotState::Allocated as u8,
+                    SlotState::Cached as u8,
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                )
+                .ok()?;
+            Some((*meta).order as usize)
+        }
+    }
+
+    /// Takes a span out of a thread cache for reuse: it is allocated again.
+    ///
+    /// # Safety
+    /// `ptr` must be a span parked by [`BuddyArena::park_in_cache`] and owned by the caller.
+    pub unsafe fn unpark_from_cache(ptr: usize) {
+        let region = region_map::chunk_base(ptr) as *mut RegionHeader;
+        let meta = slot_meta(region, (ptr - region as usize) >> MIN_SPAN_SHIFT);
+        // SAFETY: the caller guarantees a parked span of a live region.
+        unsafe { set_state(meta, SlotState::Allocated) };
     }
 
     /// Frees the span at `ptr`, merging it with free buddies.
@@ -294,7 +366,7 @@ impl BuddyArena {
         let bytes = span_bytes(order);
         // SAFETY: as above.
         unsafe {
-            (*meta).state = SlotState::Interior;
+            set_state(meta, SlotState::Interior);
             (*region).free_bytes += bytes;
         }
         self.allocated_bytes -= bytes;
@@ -304,7 +376,7 @@ impl BuddyArena {
             let buddy = slot_meta(region, index ^ (1 << order));
             // SAFETY: the buddy index is < SLOT_COUNT and in the same region.
             let (state, buddy_order, buddy_dirty) =
-                unsafe { ((*buddy).state, (*buddy).order as usize, (*buddy).dirty) };
+                unsafe { (state_of(buddy), (*buddy).order as usize, (*buddy).dirty) };
             if state != SlotState::Free || buddy_order != order {
                 break;
             }
@@ -432,13 +504,13 @@ impl BuddyArena {
             while index < SLOT_COUNT {
                 let meta = slot_meta(r, index);
                 // SAFETY: a live region's slot array.
-                let (state, order) = unsafe { ((*meta).state, (*meta).order as usize) };
+                let (state, order) = unsafe { (state_of(meta), (*meta).order as usize) };
                 if order > MAX_ORDER || index % (1 << order) != 0 {
                     return Err("buddy: span misaligned for its order");
                 }
                 match state {
                     SlotState::Free => free_bytes += span_bytes(order),
-                    SlotState::Allocated => {}
+                    SlotState::Allocated | SlotState::Cached => {}
                     _ => return Err("buddy: a span does not start where the previous ended"),
                 }
                 index += 1 << order;
@@ -461,12 +533,12 @@ impl BuddyArena {
             while !meta.is_null() {
                 // SAFETY: free-list members are valid slot heads.
                 unsafe {
-                    if (*meta).state != SlotState::Free || (*meta).order as usize != order {
+                    if state_of(meta) != SlotState::Free || (*meta).order as usize != order {
                         return Err("buddy: free list holds a span of another order or state");
                     }
                     let buddy = slot_meta(region_of(meta), slot_index(meta) ^ (1 << order));
                     if order < MAX_ORDER
-                        && (*buddy).state == SlotState::Free
+                        && state_of(buddy) == SlotState::Free
                         && (*buddy).order as usize == order
                     {
                         return Err("buddy: two free buddies were not merged");

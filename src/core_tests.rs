@@ -253,3 +253,35 @@ fn trim_gives_memory_back() {
     );
     check(heap);
 }
+
+#[test]
+fn medium_spans_are_cached_per_thread_and_double_frees_are_caught() {
+    let ctx = new_context();
+    let heap = new_heap(ctx);
+    let p = alloc(ctx, heap, 100_000);
+    free(ctx, heap, p);
+    // SAFETY: the test owns the heap.
+    unsafe {
+        assert_eq!(
+            (*heap).medium.len(),
+            1,
+            "freed span parked in the thread cache"
+        );
+        assert_eq!(
+            alloc(ctx, heap, 90_000),
+            p,
+            "and reused by the next request of its order"
+        );
+        free(ctx, heap, p);
+        assert_eq!(
+            (*heap).medium.push(p as usize),
+            Err(crate::buddy::FreeError::InvalidPointer),
+            "a double free is refused"
+        );
+        assert!(!ctx.owns(p), "a parked span is not a live block");
+        ctx.trim(heap);
+        assert_eq!((*heap).medium.len(), 0, "trim flushes the cache");
+    }
+    assert!(ctx.buddy.lock().check().is_ok());
+    assert_eq!(ctx.buddy.lock().allocated_bytes(), 0);
+}

@@ -15,6 +15,8 @@
 //! later adopted whole by a new thread, so remote freers can always follow a segment's
 //! owner pointer.
 
+use crate::buddy::BuddyArena;
+use crate::medium_cache::MediumCache;
 use crate::os::Os;
 use crate::segment::{SegmentHeader, SegmentPool, SLABS_PER_SEGMENT};
 use crate::size_class::{SizeClass, CLASS_COUNT};
@@ -65,6 +67,8 @@ pub struct Heap {
     pub segment_count: usize,
     /// Full slabs that received a remote free (stack through `Slab::next_pending`).
     pub pending: AtomicPtr<Slab>,
+    /// Medium spans freed by this thread, kept for its next medium allocations.
+    pub medium: MediumCache,
     /// Link in the heap pool's lists.
     pub pool_next: *mut Heap,
 }
@@ -97,6 +101,7 @@ impl Heap {
                 segments: ptr::null_mut(),
                 segment_count: 0,
                 pending: AtomicPtr::new(ptr::null_mut()),
+                medium: MediumCache::new(),
                 pool_next: ptr::null_mut(),
             })
         };
@@ -439,8 +444,10 @@ impl Heap {
         &mut self,
         os: &O,
         pool: &Mutex<SegmentPool>,
+        buddy: &Mutex<BuddyArena>,
         keep_current: bool,
     ) -> usize {
+        let flushed = self.medium.flush(os, buddy);
         self.process_pending();
         for c in 0..CLASS_COUNT {
             let cur = self.current[c];
@@ -479,7 +486,7 @@ impl Heap {
             }
         }
         let purged = self.purge_spares(os, 0);
-        purged + self.release_unused_segments(os, pool, 0)
+        flushed + purged + self.release_unused_segments(os, pool, 0)
     }
 
     /// True when the heap holds no segment at all.

@@ -32,6 +32,7 @@ pub mod fatal;
 pub mod heap;
 pub mod heap_pool;
 pub mod large;
+pub mod medium_cache;
 pub mod os;
 pub mod region_map;
 pub mod segment;
