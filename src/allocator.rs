@@ -22,7 +22,7 @@ use crate::os::{Os, RealOs};
 use crate::region_map::{self, Kind};
 use crate::segment::{SegmentHeader, SegmentPool};
 use crate::size_class::{self, SizeClass, SMALL_MAX_BYTES};
-use crate::slab::{Block, FULL_FLAG};
+use crate::slab::{free_cookie, Block, Slab, FULL_FLAG, SLAB_BYTES};
 use crate::sync::Mutex;
 use crate::tls;
 use core::ptr::{self, NonNull};
@@ -78,6 +78,7 @@ impl<O: Os> Context<O> {
                 return Heap::alloc_slow(heap, class, &self.os, &self.segments);
             }
             (*slab).free = (*block).next;
+            (*block).cookie = 0;
             (*slab).used += 1;
             block.cast()
         }
@@ -154,16 +155,29 @@ impl<O: Os> Context<O> {
             unsafe { free_remote(seg, slab, ptr, call) };
             return;
         }
-        // SAFETY: `heap` owns the segment, so the slab metadata is ours to update. One
-        // compare catches "slab full", "slab about to be empty" and "slab not in use"
-        // (see FULL_FLAG); a second catches the most common double free.
+        // SAFETY: `heap` owns the segment, so the slab metadata is ours to update. The
+        // checks, folded into one branch to the slow path:
+        // - `used - 2` as unsigned catches "slab full" (FULL_FLAG), "about to be empty" and
+        //   "not in use" (used 0 or 1);
+        // - `index * block_bytes != offset` or `index >= built`: not a block start (an
+        //   interior pointer, or a block never handed out);
+        // - the free cookie in the block's second word: a double free.
         unsafe {
             let used = (*slab).used;
-            if used.wrapping_sub(2) >= FULL_FLAG - 2 || (*slab).free == ptr.cast() {
+            let offset = (addr & (SLAB_BYTES - 1)) as u64;
+            let index = (offset * (*slab).recip) >> 48;
+            let block_bytes = (*slab).block_bytes.load(Ordering::Relaxed) as u64;
+            let block = ptr.cast::<Block>();
+            let cookie = free_cookie(addr);
+            if used.wrapping_sub(2) >= FULL_FLAG - 2
+                || index * block_bytes != offset
+                || index >= (*slab).built as u64
+                || (*block).cookie == cookie
+            {
                 return Heap::free_local_slow(heap, slab, ptr, call, &self.os);
             }
-            let block = ptr.cast::<Block>();
             (*block).next = (*slab).free;
+            (*block).cookie = cookie;
             (*slab).free = block;
             (*slab).used = used - 1;
         }
@@ -205,7 +219,8 @@ impl<O: Os> Context<O> {
                 let slab = SegmentHeader::slab_of(SegmentHeader::of(addr), addr);
                 // SAFETY: the region map says the segment is live; `block_bytes` is atomic.
                 let slab = unsafe { &*slab };
-                slab.is_block_start(addr)
+                // SAFETY: a block start of an assigned slab has 16 readable bytes.
+                (slab.is_block_start(addr) && !unsafe { Slab::is_free_block(ptr.cast_mut()) })
                     .then(|| slab.block_bytes.load(Ordering::Relaxed) as usize)
             }
             Kind::Buddy => BuddyArena::usable_size(addr),
@@ -355,6 +370,9 @@ unsafe fn free_remote(
     unsafe {
         if !(*slab).is_block_start(ptr as usize) {
             fatal::bad_pointer(call, "invalid pointer", ptr as usize);
+        }
+        if Slab::is_free_block(ptr) {
+            fatal::bad_pointer(call, "double free or corruption", ptr as usize);
         }
         if (*slab).push_remote(ptr) {
             Heap::push_pending(SegmentHeader::owner(seg), slab);

@@ -275,11 +275,12 @@ impl Heap {
     ) {
         // SAFETY: the caller owns the heap and the slab.
         let (h, s) = unsafe { (&mut *heap, &mut *slab) };
-        if !s.is_block_start(ptr as usize) || s.live_count() == 0 {
+        if !s.is_built_block(ptr as usize) {
             crate::fatal::bad_pointer(call, "invalid pointer", ptr as usize);
         }
-        if s.free == ptr.cast() {
-            crate::fatal::bad_pointer(call, "double free", ptr as usize);
+        // SAFETY: a block start of an assigned slab.
+        if s.live_count() == 0 || unsafe { Slab::is_free_block(ptr) } {
+            crate::fatal::bad_pointer(call, "double free or corruption", ptr as usize);
         }
         // SAFETY: a block start of an assigned slab with live blocks, freed by its owner.
         unsafe { s.push_local(ptr) };

@@ -73,6 +73,10 @@ impl HeapPool {
             self.bump = chunk.as_ptr() as usize;
             self.bump_end = self.bump + HEAP_CHUNK_BYTES;
         }
+        if self.created == 0 {
+            // Before any slab exists: every free cookie is made with the final secret.
+            crate::slab::init_cookie_secret();
+        }
         let heap = self.bump as *mut Heap;
         self.bump += HEAP_STRIDE_BYTES;
         self.created += 1;

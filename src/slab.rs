@@ -54,11 +54,38 @@ pub enum State {
     Empty = 5,
 }
 
-/// A free block: the link is stored in the block itself.
+/// A free block: the link is stored in the block itself, and the second word holds the
+/// block's *free cookie* ([`free_cookie`]), which allocation clears. A block whose second
+/// word equals its cookie is free: a second `free` of it is a double free. (User data equal
+/// to the cookie by chance would need to guess a per-process random secret.)
 #[repr(C)]
 pub struct Block {
     /// Next free block, or null.
     pub next: *mut Block,
+    /// [`free_cookie`] of this block while it is free; cleared when it is handed out.
+    pub cookie: usize,
+}
+
+static COOKIE_SECRET: AtomicUsize = AtomicUsize::new(0x9e37_79b9_7f4a_7c15);
+
+/// Seeds the free-cookie secret from the kernel's per-process random bytes (`AT_RANDOM`).
+/// Called once, before the first slab is built.
+pub fn init_cookie_secret() {
+    // SAFETY: getauxval has no preconditions; AT_RANDOM points at 16 random bytes that the
+    // kernel placed on the initial stack, valid for the process's life.
+    let random = unsafe { libc::getauxval(libc::AT_RANDOM) } as *const u8;
+    if random.is_null() {
+        return;
+    }
+    // SAFETY: as above; an unaligned read of 8 of those bytes.
+    let seed = unsafe { random.cast::<usize>().read_unaligned() };
+    COOKIE_SECRET.store(seed | 1, Ordering::Relaxed);
+}
+
+/// The value the second word of the free block at `addr` holds.
+#[inline(always)]
+pub fn free_cookie(addr: usize) -> usize {
+    COOKIE_SECRET.load(Ordering::Relaxed) ^ addr
 }
 
 /// Metadata of one slab.
@@ -74,6 +101,9 @@ pub struct Slab {
     pub built: u32,
     /// Block size; 0 when the slab holds no class. Read by remote freers to validate.
     pub block_bytes: AtomicU32,
+    /// `ceil(2^48 / block_bytes)`: `(offset * recip) >> 48` is `offset / block_bytes` for
+    /// every offset inside a slab, so the free path checks block starts without a division.
+    pub recip: u64,
     /// Size class index (valid while `block_bytes != 0`).
     pub class: u8,
     /// Where the slab is (owner only).
@@ -120,6 +150,7 @@ impl Slab {
             capacity: 0,
             built: 0,
             block_bytes: AtomicU32::new(0),
+            recip: 0,
             class: 0,
             state: State::Spare,
             zeroed: true,
@@ -140,12 +171,14 @@ impl Slab {
         self.class = class;
         self.block_bytes
             .store(block_bytes as u32, Ordering::Relaxed);
+        self.recip = (1u64 << 48).div_ceil(block_bytes as u64);
         self.remote_free.store(0, Ordering::Relaxed);
     }
 
     /// Takes the slab out of its class (it must hold no live block).
     pub fn unassign(&mut self) {
         self.block_bytes.store(0, Ordering::Relaxed);
+        self.recip = 0;
         self.free = ptr::null_mut();
         self.used = 0;
         self.built = 0;
@@ -178,7 +211,10 @@ impl Slab {
             let block = self.start.wrapping_add(i * block_bytes).cast::<Block>();
             // SAFETY: block `i < capacity` lies inside this slab's memory, which belongs to
             // the slab and holds no live block (it was never handed out).
-            unsafe { (*block).next = next };
+            unsafe {
+                (*block).next = next;
+                (*block).cookie = free_cookie(block as usize);
+            }
             next = block;
         }
         self.free = next;
@@ -195,7 +231,10 @@ impl Slab {
         }
         let block = self.free;
         // SAFETY: `block` is a free block of this slab: its first word is its link.
-        self.free = unsafe { (*block).next };
+        unsafe {
+            self.free = (*block).next;
+            (*block).cookie = 0;
+        }
         self.used += 1;
         block.cast()
     }
@@ -207,8 +246,12 @@ impl Slab {
     #[inline]
     pub unsafe fn push_local(&mut self, block: *mut u8) {
         let block = block.cast::<Block>();
-        // SAFETY: the block is ours and no longer live; its first word becomes the link.
-        unsafe { (*block).next = self.free };
+        // SAFETY: the block is ours and no longer live; its first words become the link
+        // and the cookie.
+        unsafe {
+            (*block).next = self.free;
+            (*block).cookie = free_cookie(block as usize);
+        }
         self.free = block;
         self.used -= 1;
     }
@@ -223,8 +266,11 @@ impl Slab {
         let block = block.cast::<Block>();
         let mut old = self.remote_free.load(Ordering::Relaxed);
         loop {
-            // SAFETY: the block is live and being freed: we own its first word now.
-            unsafe { (*block).next = (old & !FLAG_MASK) as *mut Block };
+            // SAFETY: the block is live and being freed: we own its first words now.
+            unsafe {
+                (*block).next = (old & !FLAG_MASK) as *mut Block;
+                (*block).cookie = free_cookie(block as usize);
+            }
             let notify = old & NOTIFY != 0;
             let new = block as usize | (old & QUEUED) | if notify { QUEUED } else { 0 };
             match self.remote_free.compare_exchange_weak(
@@ -303,6 +349,26 @@ impl Slab {
         }
         let offset = ptr & (SLAB_BYTES - 1);
         offset % block_bytes == 0 && offset + block_bytes <= SLAB_BYTES
+    }
+
+    /// True when `ptr` is a block start that was handed out at least once (owner only:
+    /// reads `built`).
+    #[inline]
+    pub fn is_built_block(&self, ptr: usize) -> bool {
+        let offset = (ptr & (SLAB_BYTES - 1)) as u64;
+        let index = (offset * self.recip) >> 48;
+        let block_bytes = self.block_bytes.load(Ordering::Relaxed) as u64;
+        block_bytes != 0 && index * block_bytes == offset && index < self.built as u64
+    }
+
+    /// True when the block at `ptr` carries its free cookie: it is free, not live.
+    ///
+    /// # Safety
+    /// `ptr` must be a block start of this slab.
+    #[inline]
+    pub unsafe fn is_free_block(ptr: *mut u8) -> bool {
+        // SAFETY: a block start of an assigned slab has at least 16 readable bytes.
+        unsafe { (*ptr.cast::<Block>()).cookie == free_cookie(ptr as usize) }
     }
 }
 

@@ -63,6 +63,10 @@ unsafe fn check_slab(slab: &Slab) -> CheckResult {
         {
             return Err("slab: free-list link outside the slab or inside a block");
         }
+        // SAFETY: a block start of this slab.
+        if !unsafe { Slab::is_free_block(cur.cast()) } {
+            return Err("slab: a block on the free list lacks its free cookie (live and free?)");
+        }
         free_count += 1;
         if free_count > slab.built {
             return Err("slab: free list longer than the built blocks (cycle or double free)");
