@@ -26,7 +26,7 @@ use crate::slab::{free_cookie, Block, Slab, FULL_FLAG, SLAB_BYTES};
 use crate::sync::Mutex;
 use crate::tls;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 /// Every block is aligned at least this much (`max_align_t`).
 pub const MIN_ALIGN: usize = 16;
@@ -75,7 +75,9 @@ impl<O: Os> Context<O> {
             let slab = *(*heap).current.get_unchecked(class.index());
             let block = (*slab).free;
             if block.is_null() {
-                return Heap::alloc_slow(heap, class, &self.os, &self.segments);
+                let p = Heap::alloc_slow(heap, class, &self.os, &self.segments);
+                self.decay_tick(heap);
+                return p;
             }
             (*slab).free = (*block).next;
             (*block).cookie = 0;
@@ -174,7 +176,9 @@ impl<O: Os> Context<O> {
                 || index >= (*slab).built as u64
                 || (*block).cookie == cookie
             {
-                return Heap::free_local_slow(heap, slab, ptr, call, &self.os);
+                Heap::free_local_slow(heap, slab, ptr, call, &self.os);
+                self.decay_tick(heap);
+                return;
             }
             (*block).next = (*slab).free;
             (*block).cookie = cookie;
@@ -191,6 +195,10 @@ impl<O: Os> Context<O> {
     #[cold]
     #[inline(never)]
     unsafe fn free_big(&self, heap: *mut Heap, addr: usize, call: &str) {
+        if heap.is_null() && crate::config::check_mode() {
+            // SAFETY: forwarded contract of `free_with`.
+            return unsafe { crate::check::free(addr as *mut u8, call) };
+        }
         let ok = match region_map::kind_of(addr) {
             // SAFETY: the caller owns the heap.
             Kind::Buddy if !heap.is_null() => match unsafe { (*heap).medium.push(addr) } {
@@ -204,6 +212,42 @@ impl<O: Os> Context<O> {
         };
         if !ok {
             fatal::bad_pointer(call, "invalid pointer", addr);
+        }
+        if !heap.is_null() {
+            // SAFETY: the caller owns the heap.
+            unsafe { self.decay_tick(heap) };
+        }
+    }
+
+    /// Counts a slow-path call of `heap`; every 64 calls, reads the clock, and when the
+    /// purge delay has passed since the heap last did, returns its idle memory to the OS
+    /// (and, once per delay for the process, the buddy arena's and the huge cache's).
+    ///
+    /// # Safety
+    /// The caller must own `heap`.
+    #[cold]
+    unsafe fn decay_tick(&self, heap: *mut Heap) {
+        // SAFETY: the caller owns the heap.
+        let h = unsafe { &mut *heap };
+        h.slow_ticks = h.slow_ticks.wrapping_add(1);
+        if h.slow_ticks % 64 != 0 {
+            return;
+        }
+        let now = now_ms();
+        let delay = crate::config::purge_delay_ms();
+        if now.saturating_sub(h.last_decay_ms) < delay {
+            return;
+        }
+        h.last_decay_ms = now;
+        h.decay(&self.os, &self.buddy);
+        let last = LAST_GLOBAL_DECAY_MS.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= delay
+            && LAST_GLOBAL_DECAY_MS
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.buddy.lock().purge(&self.os);
+            self.large.lock().trim(&self.os);
         }
     }
 
@@ -353,6 +397,19 @@ impl<O: Os> Context<O> {
     }
 }
 
+static LAST_GLOBAL_DECAY_MS: AtomicU64 = AtomicU64::new(0);
+
+/// Milliseconds on the coarse monotonic clock (a vDSO read, no syscall).
+fn now_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
 /// A free by a thread that does not own the block's segment.
 ///
 /// # Safety
@@ -365,6 +422,11 @@ unsafe fn free_remote(
     ptr: *mut u8,
     call: &str,
 ) {
+    if crate::config::check_mode() {
+        // Check mode gives threads no heap, so every free of a slab block comes here.
+        // SAFETY: forwarded contract.
+        return unsafe { crate::check::free(ptr, call) };
+    }
     // SAFETY: the slab metadata lives in a live segment header; `is_block_start` and
     // `push_remote` use only its atomic fields.
     unsafe {
@@ -401,7 +463,7 @@ fn thread_heap() -> ThreadHeap {
     if !heap.is_null() {
         return ThreadHeap::Own(heap);
     }
-    if tls::state() == tls::STATE_EXITED {
+    if tls::state() == tls::STATE_EXITED || crate::config::check_mode() {
         return ThreadHeap::Global;
     }
     thread_start_slow()
@@ -472,7 +534,14 @@ fn process_start() {
         }
         return;
     }
-    crate::config::load();
+    if crate::config::show_stats() {
+        extern "C" fn print_at_exit() {
+            crate::abi::glibc::print_stats();
+        }
+        // SAFETY: registering a plain function; atexit may allocate, which is fine here
+        // (the calling thread's heap is already set up).
+        unsafe { libc::atexit(print_at_exit) };
+    }
     let mut key: libc::pthread_key_t = 0;
     // SAFETY: `thread_exit` has the destructor signature; the key lives for the process.
     if unsafe { libc::pthread_key_create(&mut key, Some(thread_exit)) } != 0 {
@@ -499,6 +568,7 @@ extern "C" fn thread_exit(_value: *mut libc::c_void) {
 
 extern "C" fn fork_prepare() {
     // The same order as everywhere else: heaps, global heap, segments, buddy, large.
+    crate::check::QUARANTINE.lock_for_fork();
     CTX.heaps.lock_for_fork();
     CTX.global_heap.lock_for_fork();
     CTX.segments.lock_for_fork();
@@ -514,6 +584,7 @@ extern "C" fn fork_parent() {
         CTX.segments.unlock_after_fork();
         CTX.global_heap.unlock_after_fork();
         CTX.heaps.unlock_after_fork();
+        crate::check::QUARANTINE.unlock_after_fork();
     }
 }
 
@@ -525,6 +596,7 @@ extern "C" fn fork_child() {
         CTX.segments.reset_after_fork();
         CTX.global_heap.reset_after_fork();
         CTX.heaps.reset_after_fork();
+        crate::check::QUARANTINE.reset_after_fork();
     }
 }
 
@@ -542,6 +614,9 @@ pub fn alloc(size: usize) -> *mut u8 {
 #[cold]
 #[inline(never)]
 fn alloc_slow(size: usize) -> *mut u8 {
+    if crate::config::check_mode() {
+        return crate::check::alloc(size, MIN_ALIGN, false);
+    }
     if size <= SMALL_MAX_BYTES {
         // SAFETY: `with_heap` gives a heap the thread may use for the call.
         return with_heap(|heap| unsafe { CTX.alloc_small(heap, size_class::class_of(size)) });
@@ -556,6 +631,9 @@ pub fn alloc_aligned(size: usize, align_bytes: usize) -> *mut u8 {
     if align_bytes <= MIN_ALIGN {
         return alloc(size);
     }
+    if crate::config::check_mode() {
+        return crate::check::alloc(size, align_bytes, false);
+    }
     // SAFETY: `with_heap` gives a heap the thread may use for the call.
     with_heap(|heap| unsafe {
         CTX.alloc_with(heap, size, align_bytes)
@@ -565,6 +643,9 @@ pub fn alloc_aligned(size: usize, align_bytes: usize) -> *mut u8 {
 
 /// Zeroed allocation at an alignment (a power of two); null when memory is short.
 pub fn alloc_zeroed_aligned(size: usize, align_bytes: usize) -> *mut u8 {
+    if crate::config::check_mode() {
+        return crate::check::alloc(size, align_bytes.max(MIN_ALIGN), true);
+    }
     // SAFETY: `with_heap` gives a heap the thread may use for the call.
     with_heap(|heap| unsafe {
         match CTX.alloc_with(heap, size, align_bytes.max(MIN_ALIGN)) {
@@ -597,6 +678,10 @@ pub unsafe fn realloc_aligned(ptr: *mut u8, new_size: usize, align_bytes: usize)
     if ptr.is_null() {
         return alloc_aligned(new_size, align_bytes);
     }
+    if crate::config::check_mode() {
+        // SAFETY: forwarded contract.
+        return unsafe { crate::check::realloc(ptr, new_size.max(1), align_bytes.max(MIN_ALIGN)) };
+    }
     // SAFETY: `with_heap` gives a heap the thread may use; `ptr` is live (caller).
     with_heap(|heap| unsafe {
         CTX.realloc_with(
@@ -611,6 +696,9 @@ pub unsafe fn realloc_aligned(ptr: *mut u8, new_size: usize, align_bytes: usize)
 
 /// Usable size of a live block (0 for null).
 pub fn usable_size(ptr: *const u8, call: &str) -> usize {
+    if crate::config::check_mode() {
+        return crate::check::usable_size(ptr, call);
+    }
     CTX.usable_size(ptr, call)
 }
 
@@ -621,6 +709,9 @@ pub fn owns(ptr: *const u8) -> bool {
 
 /// Returns free memory to the OS; the bytes released or purged.
 pub fn trim() -> usize {
+    if crate::config::check_mode() {
+        crate::check::drain();
+    }
     let heap = tls::heap();
     // SAFETY: the TLS heap (or null) is the calling thread's own.
     unsafe { CTX.trim(heap) }

@@ -69,6 +69,10 @@ pub struct Heap {
     pub pending: AtomicPtr<Slab>,
     /// Medium spans freed by this thread, kept for its next medium allocations.
     pub medium: MediumCache,
+    /// Slow-path calls since the heap was made (the decay clock is read every 64).
+    pub slow_ticks: u32,
+    /// When the heap last returned its idle memory (ms, monotonic coarse clock).
+    pub last_decay_ms: u64,
     /// Link in the heap pool's lists.
     pub pool_next: *mut Heap,
 }
@@ -102,6 +106,8 @@ impl Heap {
                 segment_count: 0,
                 pending: AtomicPtr::new(ptr::null_mut()),
                 medium: MediumCache::new(),
+                slow_ticks: 0,
+                last_decay_ms: 0,
                 pool_next: ptr::null_mut(),
             })
         };
@@ -488,6 +494,24 @@ impl Heap {
         }
         let purged = self.purge_spares(os, 0);
         flushed + purged + self.release_unused_segments(os, pool, 0)
+    }
+
+    /// Returns memory the heap kept for quick reuse but did not reuse: empty slabs kept per
+    /// class, dirty spare slabs, and parked medium spans. Current slabs stay. Returns the
+    /// bytes purged or given back.
+    pub fn decay<O: Os>(&mut self, os: &O, buddy: &Mutex<BuddyArena>) -> usize {
+        let flushed = self.medium.flush(os, buddy);
+        for c in 0..CLASS_COUNT {
+            loop {
+                let slab = self.classes[c].empty.pop_front();
+                if slab.is_null() {
+                    break;
+                }
+                // SAFETY: empty, ours, on no list.
+                unsafe { self.retire_slab(slab) };
+            }
+        }
+        flushed + self.purge_spares(os, 0)
     }
 
     /// True when the heap holds no segment at all.

@@ -27,6 +27,7 @@
 pub mod abi;
 pub mod allocator;
 pub mod buddy;
+pub mod check;
 pub mod config;
 pub mod fatal;
 pub mod heap;
