@@ -2,14 +2,20 @@
 // std::map and std::unordered_map; batches travel between threads as
 // std::shared_ptr (some shared by two consumers, so the last owner, on either
 // thread, frees them). Every batch is verified by its consumer; the final
-// checksum is recomputed single-threaded and compared. Prints "cpp ok <hex>".
+// checksum is recomputed single-threaded and compared. The main thread also forks
+// children that allocate while the workers run, and starts short-lived threads whose
+// allocations it frees after they exited. Prints "cpp ok <hex>".
 // With the argument --probe it exits at once (used to inspect symbol bindings).
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <deque>
+#include <future>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -171,7 +177,40 @@ int main(int argc, char** argv) {
 
     std::vector<std::thread> threads;
     for (int i = 0; i < kThreads; i++) threads.emplace_back(worker, i);
+
+    // fork while the workers allocate: the child must be able to allocate
+    for (int f = 0; f < 3; f++) {
+        pid_t pid = fork();
+        if (pid < 0) { std::perror("fork"); return 1; }
+        if (pid == 0) {
+            bool ok = local_churn(42) == local_churn(42);
+            std::map<int, std::string> m;
+            for (int i = 0; i < 20000; i++) m[i] = std::to_string(i);
+            for (int i = 0; i < 20000; i++) ok = ok && m[i] == std::to_string(i);
+            _exit(ok ? 0 : 2);
+        }
+        int status = 0;
+        if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+            std::printf("cpp FAIL forked child %d: wait status %d\n", f, status);
+            return 1;
+        }
+    }
     for (auto& t : threads) t.join();
+
+    // short-lived threads whose allocations outlive them and are freed by main
+    uint64_t short_sum = 0, short_want = 0;
+    for (int round = 0; round < 5; round++) {
+        std::vector<std::future<std::shared_ptr<Batch>>> futs;
+        for (int i = 0; i < 40; i++)
+            futs.push_back(std::async(std::launch::async, [round, i] { return make_batch(900000 + round * 100 + i); }));
+        for (auto& fu : futs) short_sum += batch_value(*fu.get());
+        for (int i = 0; i < 40; i++) short_want += batch_value(*make_batch(900000 + round * 100 + i));
+    }
+    if (short_sum != short_want) {
+        std::printf("cpp FAIL short-lived threads: sum %016llx want %016llx\n", (unsigned long long)short_sum,
+                    (unsigned long long)short_want);
+        return 1;
+    }
 
     // single-threaded recomputation of the expected results
     uint64_t want_sum = 0, want_count = 0;

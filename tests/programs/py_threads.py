@@ -4,9 +4,11 @@ Eight threads build and destroy dicts, lists, strings and bytes of varied sizes.
 Each thread's work depends only on its own seed, so its checksum is deterministic;
 after the threads finish, the same work is recomputed in the main thread (with a
 different interleaving of allocations) and the checksums must agree. Large sort
-and dict workloads check themselves. Prints one line, "py_threads ok <digest>".
+and dict workloads check themselves, and the main thread forks children that
+allocate while the workers run. Prints one line, "py_threads ok <digest>".
 """
 import hashlib
+import os
 import random
 import sys
 import threading
@@ -99,6 +101,24 @@ def big_dict_check():
             raise AssertionError("dict lookup after deletion failed for key-%d" % i)
 
 
+def fork_child_check():
+    """Fork while the worker threads allocate; the child must be able to allocate."""
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            d = {"c%d" % i: [i] * (i % 7) for i in range(50000)}
+            if any(d["c%d" % i] != [i] * (i % 7) for i in range(50000)):
+                code = 2
+            if sorted(range(50000, 0, -1)) != list(range(1, 50001)):
+                code = 3
+        except BaseException:
+            code = 4
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return status
+
+
 def main():
     results = [None] * THREADS
     errors = []
@@ -112,9 +132,16 @@ def main():
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(THREADS)]
     for t in threads:
         t.start()
+    fork_status = []
+    for _ in range(3):
+        fork_status.append(fork_child_check())
     big_sort_check()  # runs while the workers churn
+    fork_status.append(fork_child_check())
     for t in threads:
         t.join()
+    if any(st != 0 for st in fork_status):
+        print("py_threads FAIL forked children's wait statuses %r" % fork_status)
+        return 1
     if errors:
         print("py_threads FAIL " + "; ".join(errors))
         return 1

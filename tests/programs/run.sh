@@ -7,6 +7,14 @@
 #                                      this script against glibc malloc)
 #   OXTEST_ONLY="git sqlite3" ...      run only the named tests
 #   OXTEST_KEEP=1 ...                  keep the temporary directories (their path is printed)
+#   OXTEST_TAIL=N ...                  lines of stderr shown for a failure (default 20)
+#
+# Tests: binding, binding-family (the loader binds the malloc family to LIB),
+# python-threads, python-json (PYTHONMALLOC=malloc), git, sqlite3, gcc, cpp-threads
+# (g++ and a threaded C++ program), cargo (cargo, rustc and the Rust program built,
+# tests/programs/crate), perl, lua, bash, redis (server and client on 127.0.0.1).
+# rustc links its own malloc, so oxmalloc does not serve rustc itself: that is noted,
+# not failed.
 #
 # Each program runs under LD_PRELOAD=<absolute LIB>, in its own temporary directory,
 # under `timeout`, and its output is checked, not only its exit code. Before a program
@@ -19,6 +27,7 @@
 # and exits non-zero if any test failed.
 
 set -u
+CALLER_PWD=$PWD
 cd "$(dirname "${BASH_SOURCE[0]}")/../.." || exit 2
 ROOT=$PWD
 HERE=$ROOT/tests/programs
@@ -31,11 +40,17 @@ ulimit -c 0 2>/dev/null
 # ---------------------------------------------------------------------------------
 # The library
 
+# A LIB given by the caller is relative to the caller's directory; the default is
+# relative to the repository root.
 LIB_ARG=${1:-}
 if [ -z "$LIB_ARG" ] && [ -n "${OXTEST_LIB:-}" ] && [ "${OXTEST_LIB}" != none ]; then
     LIB_ARG=$OXTEST_LIB
 fi
-LIB_ARG=${LIB_ARG:-target/release/liboxmalloc.so}
+if [ -n "$LIB_ARG" ]; then
+    case $LIB_ARG in /*) ;; *) LIB_ARG=$CALLER_PWD/$LIB_ARG ;; esac
+else
+    LIB_ARG=target/release/liboxmalloc.so
+fi
 
 PRELOAD=""
 if [ "${OXTEST_LIB:-}" = none ]; then
@@ -54,17 +69,11 @@ fi
 # Bookkeeping
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/oxprograms.XXXXXX") || exit 2
-BG_PIDS=()
-cleanup() {
-    local p
-    for p in "${BG_PIDS[@]}"; do kill "$p" 2>/dev/null; done
-    if [ "${OXTEST_KEEP:-0}" = 1 ]; then
-        echo "note: kept $WORK"
-    else
-        rm -rf "$WORK"
-    fi
-}
-trap cleanup EXIT
+if [ "${OXTEST_KEEP:-0}" = 1 ]; then
+    echo "note: temporary directories are kept in $WORK"
+else
+    trap 'rm -rf "$WORK"' EXIT
+fi
 trap 'exit 130' INT TERM
 
 NPASS=0
@@ -84,13 +93,13 @@ run_test() {
     fi
     local dir=$WORK/$name
     mkdir -p "$dir"
-    local start=$SECONDS
-    ( TDIR=$dir; cd "$dir" && exec </dev/null && "$fn" )
+    # the shell's own messages (such as job reports of a crashed background server) go
+    # to .shell.err, shown on failure
+    ( TDIR=$dir; cd "$dir" && exec </dev/null && "$fn" ) 2>"$dir/.shell.err"
     local rc=$?
-    local took=$((SECONDS - start))
     case $rc in
         0)
-            echo "PASS $name (${took}s)"
+            echo "PASS $name"
             [ -s "$dir/.note" ] && sed 's/^/  note: /' "$dir/.note"
             NPASS=$((NPASS + 1))
             ;;
@@ -113,6 +122,10 @@ run_test() {
             elif [ -n "$ef" ]; then
                 echo "    (stderr was empty)"
             fi
+            if [ -s "$dir/.shell.err" ]; then
+                echo "    shell messages:"
+                tail -n 5 "$dir/.shell.err" | cut -c1-300 | sed 's/^/    ! /'
+            fi
             NFAIL=$((NFAIL + 1))
             ;;
     esac
@@ -131,7 +144,7 @@ describe_status() {  # STATUS TIMEOUT
         echo "timed out after ${t}s"
     elif [ "$rc" -eq 137 ]; then
         echo "killed by SIGKILL (timed out after ${t}s and did not stop on SIGTERM, or out of memory)"
-    elif [ "$rc" -gt 128 ]; then
+    elif [ "$rc" -gt 128 ] && [ "$rc" -le 192 ]; then
         local sig=$((rc - 128))
         echo "killed by signal $sig (SIG$(kill -l "$sig" 2>/dev/null || echo '?'))"
     else
@@ -147,17 +160,32 @@ run() {
     shift 2
     local out=$TDIR/$step.out err=$TDIR/$step.err
     printf '%s\n' "$err" >"$TDIR/.errfile"
+    # (the braces keep bash's own "Segmentation fault" job message out of the report:
+    # the status says it)
     if [ -n "$PRELOAD" ]; then
-        timeout -k 10 "$t" env LD_PRELOAD="$PRELOAD" "$@" >"$out" 2>"$err"
+        { timeout -k 10 "$t" env LD_PRELOAD="$PRELOAD" "$@" >"$out" 2>"$err"; } 2>/dev/null
     else
-        timeout -k 10 "$t" "$@" >"$out" 2>"$err"
+        { timeout -k 10 "$t" "$@" >"$out" 2>"$err"; } 2>/dev/null
     fi
     local rc=$?
     if [ "$rc" -ne 0 ]; then
-        why "$step: $* -> $(describe_status "$rc" "$t")"
+        why "$step: $(short_cmd "$@") -> $(describe_status "$rc" "$t")"
+        if [ -s "$out" ]; then
+            echo "last lines of stdout:" >>"$TDIR/.detail"
+            tail -n 5 "$out" | cut -c1-300 >>"$TDIR/.detail"
+        fi
         return 1
     fi
     return 0
+}
+
+# short_cmd CMD...: the command line, shortened for a report
+short_cmd() {
+    local s="$*"
+    s=${s//$'\n'/ }
+    s=${s//$HERE\//}
+    [ ${#s} -gt 160 ] && s="${s:0:160}..."
+    printf '%s' "$s"
 }
 
 # expect_eq WHAT ACTUAL EXPECTED
@@ -242,19 +270,19 @@ preload_live() {
     if [ "$1" = --own-allocator-ok ]; then own_ok=1; shift; fi
     local log=$TDIR/ldbind.$label
     rm -f "$log".*
-    timeout -k 5 60 env LD_PRELOAD="$PRELOAD" LD_BIND_NOW=1 LD_DEBUG=bindings \
-        LD_DEBUG_OUTPUT="$log" "$@" >"$TDIR/ldbind.$label.out" 2>"$TDIR/ldbind.$label.err"
+    { timeout -k 5 60 env LD_PRELOAD="$PRELOAD" LD_BIND_NOW=1 LD_DEBUG=bindings \
+        LD_DEBUG_OUTPUT="$log" "$@" >"$TDIR/ldbind.$label.out" 2>"$TDIR/ldbind.$label.err"; } 2>/dev/null
     local rc=$?
     printf '%s\n' "$TDIR/ldbind.$label.err" >"$TDIR/.errfile"
     if [ "$rc" -ne 0 ]; then
-        why "preload check of $label: $* -> $(describe_status "$rc" 60)"
+        why "preload check of $label: $(short_cmd "$@") -> $(describe_status "$rc" 60)"
         return 1
     fi
     local summary
     summary=$(bindings_of "$log")
     if ! grep -qx "ours malloc" <<<"$summary"; then
         if [ $own_ok = 1 ] && grep -q "^other .* malloc$" <<<"$summary"; then
-            note "$label brings its own malloc ($(grep -m1 '^other .* malloc$' <<<"$summary" | sed 's/^other //; s/ malloc$//')): oxmalloc is loaded but does not serve it"
+            note "$label brings its own malloc ($(grep -m1 '^other .* malloc$' <<<"$summary" | sed 's/^other //; s/ malloc$//')): $(basename "$PRELOAD") is loaded but does not serve it"
             return 0
         fi
         why "preload is not live for $label ($*): malloc does not bind to $(basename "$PRELOAD")"
@@ -407,35 +435,7 @@ test_python_json() {
     local py
     py=$(find_python) || skip "python3 is not installed"
     preload_live python "$py" --version || return 1
-    PYTHONMALLOC=malloc run json 180 "$py" -c '
-import hashlib, json, random
-rng = random.Random(2024)
-def leaf(i):
-    k = i % 5
-    if k == 0: return i * 7
-    if k == 1: return "s%d-%s" % (i, "\u00e9\u4e2d" * (i % 9))
-    if k == 2: return [i, i / 4, None, True, False]
-    if k == 3: return {"n": i, "neg": -i, "f": i * 0.125, "e": ""}
-    return "x" * (i % 300)
-data = {
-    "items": [{"id": i, "name": "item-%d" % i, "tags": ["t%d" % (i % 17)] * (i % 4),
-               "value": leaf(i), "r": rng.randrange(1 << 40)} for i in range(40000)],
-    "nested": None,
-}
-node = {"leaf": True}
-for d in range(400):
-    node = {"depth": d, "child": node, "pad": list(range(d % 10))}
-data["nested"] = node
-s = json.dumps(data, sort_keys=True)
-back = json.loads(s)
-assert back == data, "round trip changed the data"
-s2 = json.dumps(back, sort_keys=True, indent=2, ensure_ascii=False)
-assert json.loads(s2) == data, "indented round trip changed the data"
-assert json.dumps(json.loads(s2), sort_keys=True) == s, "re-serialisation differs"
-for _ in range(3):
-    s = json.dumps(json.loads(s), sort_keys=True)
-print("json ok", len(s), hashlib.sha256(s.encode()).hexdigest()[:16])
-' || return 1
+    PYTHONMALLOC=malloc run json 180 "$py" "$HERE/py_json.py" || return 1
     expect_line json 'json ok [0-9]+ [0-9a-f]{16}'
 }
 
@@ -688,13 +688,14 @@ test_redis() {
         done
         [ $up = 1 ] && break
         kill "$pid" 2>/dev/null
-        wait "$pid" 2>/dev/null
+        wait "$pid"
+        local st=$?
         pid=""
         grep -q "Address already in use" redis.log 2>/dev/null && continue
         break
     done
     if [ -z "$pid" ]; then
-        why "redis-server did not start"
+        why "redis-server did not start on port $port: $(describe_status "$st" 240)"
         [ -s redis.log ] && tail -n 20 redis.log >>"$TDIR/.detail"
         printf '%s\n' "$TDIR/server.err" >"$TDIR/.errfile"
         return 1
@@ -795,8 +796,22 @@ redis_test() {
     seq 101 200 >want_lrange.txt
     expect_file lrange want_lrange.txt || return 1
 
+    # a snapshot by a forked child while the server's background threads run
+    run bgsave 30 redis-cli -p "$port" BGSAVE || return 1
+    local k st=""
+    for ((k = 0; k < 300; k++)); do
+        st=$(redis-cli -p "$port" INFO persistence 2>/dev/null | tr -d '\r')
+        grep -qx "rdb_bgsave_in_progress:0" <<<"$st" && break
+        sleep 0.1
+    done
+    if ! grep -qx "rdb_last_bgsave_status:ok" <<<"$st" || [ ! -s "$TDIR/dump.rdb" ]; then
+        why "redis: BGSAVE did not complete: $(grep -E '^rdb_(bgsave_in_progress|last_bgsave_status)' <<<"$st" | tr '\n' ' ')"
+        tail -n 10 "$TDIR/redis.log" >>"$TDIR/.detail" 2>/dev/null
+        return 1
+    fi
+
     run flush 60 redis-cli -p "$port" FLUSHALL ASYNC || return 1
-    local n k
+    local n
     for ((k = 0; k < 50; k++)); do
         n=$(redis-cli -p "$port" DBSIZE 2>/dev/null)
         [ "$n" = 0 ] && break
