@@ -185,47 +185,89 @@ fn map_failure_gives_null_and_the_heap_keeps_working() {
     assert!(ctx.buddy.lock().check().is_ok());
 }
 
+/// A scripted mix of small, medium and huge requests; returns the live blocks, the number
+/// of nulls, and checks each block's contents before freeing it.
+fn run_script(ctx: &Context<FakeOs>, heap: *mut Heap) -> usize {
+    let mut live = Vec::new();
+    let mut nulls = 0;
+    for i in 0..160usize {
+        let size = match i % 5 {
+            0 => 24 + i,
+            1 => 3000 + i * 7,
+            2 => 40_000 + i * 1000,
+            3 => 300_000 + i * 100,
+            _ => (2 << 20) + i * 4096,
+        };
+        let p = alloc(ctx, heap, size);
+        if p.is_null() {
+            nulls += 1;
+            continue;
+        }
+        let ends = size.min(4096);
+        // SAFETY: a live block of at least `size` bytes: mark both ends.
+        unsafe {
+            p.write_bytes(i as u8, ends);
+            p.add(size - ends).write_bytes(i as u8, ends);
+        }
+        live.push((p, size, i as u8));
+        if i % 3 == 0 {
+            let (q, qsize, tag) = live.swap_remove(live.len() / 2);
+            free_checked(ctx, heap, q, qsize, tag);
+        }
+    }
+    for (p, size, tag) in live {
+        free_checked(ctx, heap, p, size, tag);
+    }
+    nulls
+}
+
+fn free_checked(ctx: &Context<FakeOs>, heap: *mut Heap, p: *mut u8, size: usize, tag: u8) {
+    let ends = size.min(4096);
+    // SAFETY: a live block of `size` bytes whose two ends were written with `tag`.
+    let (head, tail) = unsafe {
+        (
+            std::slice::from_raw_parts(p, ends),
+            std::slice::from_raw_parts(p.add(size - ends), ends),
+        )
+    };
+    assert!(
+        head.iter().chain(tail).all(|&b| b == tag),
+        "block contents changed"
+    );
+    free(ctx, heap, p);
+}
+
 #[test]
 fn every_nth_map_failing_is_survived() {
-    // Fail the n-th map for n = 1..12 over a scripted mix; every failure is a null, and
-    // after each the same script succeeds.
-    for n in 1..12 {
+    // Count the mappings the script makes, then fail the n-th of them for every n: each
+    // failure is one null, the heap and arena stay consistent, and the same context then
+    // runs the whole script again without a null.
+    let probe = new_context();
+    let heap = new_heap(probe);
+    let before = probe.os.map_calls();
+    assert_eq!(run_script(probe, heap), 0);
+    let maps = probe.os.map_calls() - before;
+    assert!(
+        maps >= 10,
+        "the script maps segments, regions and huge blocks ({maps})"
+    );
+    for n in 1..=maps {
         let ctx = new_context();
         let heap = new_heap(ctx);
         ctx.os.fail_nth_map(n);
-        let mut live = Vec::new();
-        let mut nulls = 0;
-        for i in 0..400usize {
-            let size = match i % 4 {
-                0 => 24,
-                1 => 3000 + i,
-                2 => 40_000 + i * 100,
-                _ => (2 << 20) + i * 4096,
-            };
-            let p = alloc(ctx, heap, size);
-            if p.is_null() {
-                nulls += 1;
-            } else {
-                // SAFETY: at least `size` bytes.
-                unsafe { p.write_bytes(i as u8, size) };
-
-                live.push((p, size, i as u8));
-            }
-        }
+        let nulls = run_script(ctx, heap);
         assert!(
             nulls <= 1,
             "one injected failure gives at most one null (n = {n})"
         );
-        for (p, size, tag) in live {
-            // SAFETY: live block of `size` bytes written above; check its two ends.
-            let head = unsafe { std::slice::from_raw_parts(p, size.min(4096)) };
-            let tail =
-                unsafe { std::slice::from_raw_parts(p.add(size - size.min(4096)), size.min(4096)) };
-            assert!(head.iter().chain(tail).all(|&b| b == tag));
-            free(ctx, heap, p);
-        }
         check(heap);
         assert!(ctx.buddy.lock().check().is_ok());
+        assert_eq!(
+            run_script(ctx, heap),
+            0,
+            "after the failure, everything works (n = {n})"
+        );
+        check(heap);
     }
 }
 
