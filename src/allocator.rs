@@ -1,5 +1,5 @@
-//! The allocator: dispatch by size on allocation and by pointer kind on free, the global
-//! context, thread start and exit, and fork.
+//! The allocator core: dispatch by size on allocation and by pointer kind on free, over a
+//! context of global structures.
 //!
 //! Fast paths (what they cost, x86-64):
 //! - `alloc` of a small size: read the TLS heap pointer (2 loads), the class from a table,
@@ -10,23 +10,22 @@
 //! Everything else (`*_slow`) is `#[cold]` and out of line.
 //!
 //! [`Context`] holds the global structures, generic over the OS layer so that tests run a
-//! separate context over [`crate::os::fake::FakeOs`]; the process uses [`CTX`] over the
-//! real OS and the calling thread's TLS heap.
+//! separate context over [`crate::os::fake::FakeOs`]; the process uses
+//! [`crate::process::CTX`] over the real OS and the calling thread's TLS heap.
 
 use crate::buddy::{self, BuddyArena};
 use crate::fatal;
 use crate::heap::{Heap, HeapPtr};
 use crate::heap_pool::HeapPool;
 use crate::large::Large;
-use crate::os::{Os, RealOs};
+use crate::os::Os;
 use crate::region_map::{self, Kind};
 use crate::segment::{SegmentHeader, SegmentPool};
 use crate::size_class::{self, SizeClass, SMALL_MAX_BYTES};
 use crate::slab::{free_cookie, Block, Slab, FULL_FLAG, SLAB_BYTES};
 use crate::sync::Mutex;
-use crate::tls;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
 
 /// Every block is aligned at least this much (`max_align_t`).
 pub const MIN_ALIGN: usize = 16;
@@ -46,9 +45,6 @@ pub struct Context<O: Os> {
     /// The heap used, under its lock, by threads whose own heap was handed back at exit.
     pub global_heap: Mutex<HeapPtr>,
 }
-
-/// The process's allocator.
-pub static CTX: Context<RealOs> = Context::new(RealOs);
 
 impl<O: Os> Context<O> {
     /// A context with nothing mapped yet.
@@ -440,284 +436,4 @@ unsafe fn free_remote(
             Heap::push_pending(SegmentHeader::owner(seg), slab);
         }
     }
-}
-
-// ---------------------------------------------------------------------------------------
-// The process allocator: CTX with the calling thread's heap.
-// ---------------------------------------------------------------------------------------
-
-/// Which heap the calling thread allocates from.
-enum ThreadHeap {
-    /// Its own heap.
-    Own(*mut Heap),
-    /// The shared global heap (after the thread's exit cleanup).
-    Global,
-    /// No memory for a heap.
-    Unavailable,
-}
-
-/// The calling thread's heap, created (or adopted) on first use.
-#[inline]
-fn thread_heap() -> ThreadHeap {
-    let heap = tls::heap();
-    if !heap.is_null() {
-        return ThreadHeap::Own(heap);
-    }
-    if tls::state() == tls::STATE_EXITED || crate::config::check_mode() {
-        return ThreadHeap::Global;
-    }
-    thread_start_slow()
-}
-
-#[cold]
-#[inline(never)]
-fn thread_start_slow() -> ThreadHeap {
-    let Some(heap) = CTX.heaps.lock().acquire(&CTX.os) else {
-        return ThreadHeap::Unavailable;
-    };
-    // Publish the heap before anything that may call malloc (pthread_key_create,
-    // pthread_atfork, pthread_setspecific): nested calls then find it.
-    tls::set_heap(heap);
-    tls::set_state(tls::STATE_ACTIVE);
-    process_start();
-    // SAFETY: the key exists (process_start) and the value is only read by our destructor.
-    unsafe { libc::pthread_setspecific(THREAD_KEY.load(Ordering::Acquire), heap.cast()) };
-    ThreadHeap::Own(heap)
-}
-
-/// Runs `f` with a heap the calling thread may use: its own, or the global one under its
-/// lock. Null when no heap can be had.
-#[inline]
-fn with_heap(f: impl FnOnce(*mut Heap) -> *mut u8) -> *mut u8 {
-    match thread_heap() {
-        ThreadHeap::Own(heap) => f(heap),
-        ThreadHeap::Global => {
-            let mut global = CTX.global_heap.lock();
-            if global.0.is_null() {
-                match CTX.heaps.lock().acquire(&CTX.os) {
-                    Some(h) => global.0 = h,
-                    None => return ptr::null_mut(),
-                }
-            }
-            f(global.0)
-        }
-        ThreadHeap::Unavailable => ptr::null_mut(),
-    }
-}
-
-const START_NONE: u8 = 0;
-const START_RUNNING: u8 = 1;
-const START_DONE: u8 = 2;
-static START: AtomicU8 = AtomicU8::new(START_NONE);
-static THREAD_KEY: AtomicU32 = AtomicU32::new(0);
-
-/// One-time process set-up, run by the first thread that gets a heap (lazily: the loader
-/// and libc call malloc before any constructor of ours could run).
-fn process_start() {
-    if START.load(Ordering::Acquire) == START_DONE {
-        return;
-    }
-    if START
-        .compare_exchange(
-            START_NONE,
-            START_RUNNING,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        )
-        .is_err()
-    {
-        // Another thread is setting up; it does not wait on us, so waiting is safe.
-        while START.load(Ordering::Acquire) != START_DONE {
-            core::hint::spin_loop();
-            // SAFETY: sched_yield has no preconditions.
-            unsafe { libc::sched_yield() };
-        }
-        return;
-    }
-    if crate::config::show_stats() {
-        extern "C" fn print_at_exit() {
-            crate::abi::glibc::print_stats();
-        }
-        // SAFETY: registering a plain function; atexit may allocate, which is fine here
-        // (the calling thread's heap is already set up).
-        unsafe { libc::atexit(print_at_exit) };
-    }
-    let mut key: libc::pthread_key_t = 0;
-    // SAFETY: `thread_exit` has the destructor signature; the key lives for the process.
-    if unsafe { libc::pthread_key_create(&mut key, Some(thread_exit)) } != 0 {
-        fatal::fatal("pthread_key_create failed");
-    }
-    THREAD_KEY.store(key, Ordering::Release);
-    // SAFETY: the handlers are plain functions that only take and release our locks.
-    unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child)) };
-    START.store(START_DONE, Ordering::Release);
-}
-
-/// The thread-exit destructor (pthread key): hands the heap back. Later allocations by
-/// this thread (other libraries' destructors run after ours) use the global heap.
-extern "C" fn thread_exit(_value: *mut libc::c_void) {
-    let heap = tls::heap();
-    if heap.is_null() {
-        return;
-    }
-    tls::set_heap(ptr::null_mut());
-    tls::set_state(tls::STATE_EXITED);
-    // SAFETY: the thread owned the heap and no longer points to it.
-    unsafe { CTX.retire_heap(heap) };
-}
-
-extern "C" fn fork_prepare() {
-    // The same order as everywhere else: heaps, global heap, segments, buddy, large.
-    crate::check::QUARANTINE.lock_for_fork();
-    CTX.heaps.lock_for_fork();
-    CTX.global_heap.lock_for_fork();
-    CTX.segments.lock_for_fork();
-    CTX.buddy.lock_for_fork();
-    CTX.large.lock_for_fork();
-}
-
-extern "C" fn fork_parent() {
-    // SAFETY: fork_prepare took every lock in this thread.
-    unsafe {
-        CTX.large.unlock_after_fork();
-        CTX.buddy.unlock_after_fork();
-        CTX.segments.unlock_after_fork();
-        CTX.global_heap.unlock_after_fork();
-        CTX.heaps.unlock_after_fork();
-        crate::check::QUARANTINE.unlock_after_fork();
-    }
-}
-
-extern "C" fn fork_child() {
-    // SAFETY: we are the only thread of the child, and we took every lock before fork.
-    unsafe {
-        CTX.large.reset_after_fork();
-        CTX.buddy.reset_after_fork();
-        CTX.segments.reset_after_fork();
-        CTX.global_heap.reset_after_fork();
-        CTX.heaps.reset_after_fork();
-        crate::check::QUARANTINE.reset_after_fork();
-    }
-}
-
-/// `malloc`: at least `size` bytes, 16-byte aligned; null when memory is short.
-#[inline(always)]
-pub fn alloc(size: usize) -> *mut u8 {
-    let heap = tls::heap();
-    if size <= SMALL_MAX_BYTES && !heap.is_null() {
-        // SAFETY: the TLS heap is the calling thread's own.
-        return unsafe { CTX.alloc_small(heap, size_class::class_of(size)) };
-    }
-    alloc_slow(size)
-}
-
-#[cold]
-#[inline(never)]
-fn alloc_slow(size: usize) -> *mut u8 {
-    if crate::config::check_mode() {
-        return crate::check::alloc(size, MIN_ALIGN, false);
-    }
-    if size <= SMALL_MAX_BYTES {
-        // SAFETY: `with_heap` gives a heap the thread may use for the call.
-        return with_heap(|heap| unsafe { CTX.alloc_small(heap, size_class::class_of(size)) });
-    }
-    // SAFETY: the TLS heap (or null) is the calling thread's own.
-    unsafe { CTX.alloc_big(tls::heap(), size, MIN_ALIGN) }
-        .map_or(ptr::null_mut(), |(p, _)| p.as_ptr())
-}
-
-/// Allocation at an alignment (a power of two); null when memory is short.
-pub fn alloc_aligned(size: usize, align_bytes: usize) -> *mut u8 {
-    if align_bytes <= MIN_ALIGN {
-        return alloc(size);
-    }
-    if crate::config::check_mode() {
-        return crate::check::alloc(size, align_bytes, false);
-    }
-    // SAFETY: `with_heap` gives a heap the thread may use for the call.
-    with_heap(|heap| unsafe {
-        CTX.alloc_with(heap, size, align_bytes)
-            .map_or(ptr::null_mut(), |(p, _)| p.as_ptr())
-    })
-}
-
-/// Zeroed allocation at an alignment (a power of two); null when memory is short.
-pub fn alloc_zeroed_aligned(size: usize, align_bytes: usize) -> *mut u8 {
-    if crate::config::check_mode() {
-        return crate::check::alloc(size, align_bytes.max(MIN_ALIGN), true);
-    }
-    // SAFETY: `with_heap` gives a heap the thread may use for the call.
-    with_heap(|heap| unsafe {
-        match CTX.alloc_with(heap, size, align_bytes.max(MIN_ALIGN)) {
-            Some((p, zeroed)) => {
-                if !zeroed {
-                    p.as_ptr().write_bytes(0, size);
-                }
-                p.as_ptr()
-            }
-            None => ptr::null_mut(),
-        }
-    })
-}
-
-/// `free`.
-///
-/// # Safety
-/// `ptr` must be null or a live block of ours (bad pointers are reported where detected).
-#[inline(always)]
-pub unsafe fn free(ptr: *mut u8, call: &str) {
-    // SAFETY: the TLS heap (or null) is the calling thread's own.
-    unsafe { CTX.free_with(tls::heap(), ptr, call) }
-}
-
-/// `realloc` for a live, non-null `ptr` and a non-zero size, keeping `align_bytes`.
-///
-/// # Safety
-/// `ptr` must be a live block of ours.
-pub unsafe fn realloc_aligned(ptr: *mut u8, new_size: usize, align_bytes: usize) -> *mut u8 {
-    if ptr.is_null() {
-        return alloc_aligned(new_size, align_bytes);
-    }
-    if crate::config::check_mode() {
-        // SAFETY: forwarded contract.
-        return unsafe { crate::check::realloc(ptr, new_size.max(1), align_bytes.max(MIN_ALIGN)) };
-    }
-    // SAFETY: `with_heap` gives a heap the thread may use; `ptr` is live (caller).
-    with_heap(|heap| unsafe {
-        CTX.realloc_with(
-            heap,
-            ptr,
-            new_size.max(1),
-            align_bytes.max(MIN_ALIGN),
-            "realloc",
-        )
-    })
-}
-
-/// Usable size of a live block (0 for null).
-pub fn usable_size(ptr: *const u8, call: &str) -> usize {
-    if crate::config::check_mode() {
-        return crate::check::usable_size(ptr, call);
-    }
-    CTX.usable_size(ptr, call)
-}
-
-/// True when `ptr` is a block of ours.
-pub fn owns(ptr: *const u8) -> bool {
-    CTX.owns(ptr)
-}
-
-/// Returns free memory to the OS; the bytes released or purged.
-pub fn trim() -> usize {
-    if crate::config::check_mode() {
-        crate::check::drain();
-    }
-    let heap = tls::heap();
-    // SAFETY: the TLS heap (or null) is the calling thread's own.
-    unsafe { CTX.trim(heap) }
-}
-
-/// The calling thread's heap, if it has one (for the heap checker and statistics).
-pub fn current_heap() -> *mut Heap {
-    tls::heap()
 }

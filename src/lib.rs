@@ -14,6 +14,7 @@
 //! # Layers (dependencies point down only)
 //! ```text
 //! abi        extern "C" exports, errno, C edge cases            (abi/)
+//! process    the process allocator: thread start/exit, fork     (process.rs)
 //! allocator  dispatch by size and by pointer kind; the context  (allocator.rs)
 //! heap       per-thread heaps: fast path, slow path, thread life (heap.rs, heap_pool.rs)
 //! slab, size_class, segment, buddy, large
@@ -35,6 +36,7 @@ pub mod heap_pool;
 pub mod large;
 pub mod medium_cache;
 pub mod os;
+pub mod process;
 pub mod region_map;
 pub mod segment;
 pub mod size_class;
@@ -63,23 +65,23 @@ pub struct OxMalloc;
 unsafe impl GlobalAlloc for OxMalloc {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        allocator::alloc_aligned(layout.size(), layout.align())
+        process::alloc_aligned(layout.size(), layout.align())
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        allocator::alloc_zeroed_aligned(layout.size(), layout.align())
+        process::alloc_zeroed_aligned(layout.size(), layout.align())
     }
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
         // SAFETY: `ptr` came from this allocator (GlobalAlloc contract).
-        unsafe { allocator::free(ptr, "free") }
+        unsafe { process::free(ptr, "free") }
     }
 
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: `ptr` is a live block of this allocator with `layout` (GlobalAlloc contract).
-        unsafe { allocator::realloc_aligned(ptr, new_size, layout.align()) }
+        unsafe { process::realloc_aligned(ptr, new_size, layout.align()) }
     }
 }

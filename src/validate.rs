@@ -20,8 +20,8 @@ pub type CheckResult = Result<(), &'static str>;
 
 /// Checks the calling thread's heap, the global heap and the buddy arena.
 pub fn check_current() -> CheckResult {
-    let ctx = &crate::allocator::CTX;
-    let heap = crate::allocator::current_heap();
+    let ctx = &crate::process::CTX;
+    let heap = crate::process::current_heap();
     if !heap.is_null() {
         // SAFETY: the calling thread owns its heap.
         unsafe { check_heap(heap)? };

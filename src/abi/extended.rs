@@ -75,13 +75,13 @@ pub unsafe extern "C" fn ox_usable_size(ptr: *const c_void) -> usize {
 /// 1 if `ptr` is the start of a block in memory oxmalloc manages, else 0.
 #[no_mangle]
 pub extern "C" fn ox_owns(ptr: *const c_void) -> c_int {
-    c_int::from(crate::allocator::owns(ptr.cast()))
+    c_int::from(crate::process::owns(ptr.cast()))
 }
 
 /// Returns free memory to the OS now. 1 if any was released.
 #[no_mangle]
 pub extern "C" fn ox_trim() -> c_int {
-    c_int::from(crate::allocator::trim() > 0)
+    c_int::from(crate::process::trim() > 0)
 }
 
 /// Fills `*out` with the allocator's figures. Does nothing if `out` is NULL.

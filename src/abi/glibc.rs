@@ -82,7 +82,7 @@ pub struct Snapshot {
 
 /// Reads the counters (takes the global locks briefly, one at a time).
 pub fn snapshot() -> Snapshot {
-    let ctx = &crate::allocator::CTX;
+    let ctx = &crate::process::CTX;
     let (medium_allocated, medium_mapped) = {
         let b = ctx.buddy.lock();
         (b.allocated_bytes(), b.mapped_bytes())
@@ -151,7 +151,7 @@ pub fn mallopt(param: c_int, _value: c_int) -> c_int {
 
 /// `malloc_trim`: returns free memory to the OS; 1 if any was released.
 pub fn malloc_trim(_pad: usize) -> c_int {
-    c_int::from(crate::allocator::trim() > 0)
+    c_int::from(crate::process::trim() > 0)
 }
 
 fn line(label: &str, value: usize) {
