@@ -17,7 +17,9 @@
 //!
 //! A small cache keeps recently freed mappings (bounded in count and bytes), because
 //! programs that free and re-allocate big buffers in a loop would otherwise pay a map, an
-//! unmap and a page fault per OS page every time.
+//! unmap and a page fault per OS page every time. Any cached mapping serves any request:
+//! it is resized with `mremap` (in place, or moved without copying), so its resident
+//! pages are reused whatever the new size. The cache is emptied by the time-based decay.
 
 use crate::os::{Os, OS_PAGE_BYTES};
 use crate::region_map::{self, Kind, CHUNK_BYTES};
@@ -27,7 +29,7 @@ const MAGIC: usize = 0x6f78_6875_6765_2121; // "oxhuge!!"
 /// Mappings the cache keeps.
 const CACHE_SLOTS: usize = 8;
 /// Bytes the cache keeps.
-const CACHE_MAX_BYTES: usize = 64 << 20;
+const CACHE_MAX_BYTES: usize = 128 << 20;
 /// Largest mapping the cache keeps.
 const CACHE_MAX_BLOCK_BYTES: usize = 32 << 20;
 
@@ -166,16 +168,24 @@ impl Large {
         crate::os::round_up(size.checked_add(user_offset(align_bytes))?, OS_PAGE_BYTES)
     }
 
-    /// Takes a cached mapping of at least `need` bytes (and not much more), if any.
+    /// Takes the cached mapping closest in size to `need`: the smallest at least as large,
+    /// else the largest.
     fn take_cached(&mut self, need: usize) -> Option<CachedMapping> {
         let mut best: Option<usize> = None;
         for i in 0..self.cache_len {
             let m = self.cache[i].map_bytes;
-            // Reuse only mappings within 1.5x of the need: a bigger one wastes resident memory.
-            if m >= need && m - need <= need / 2 && best.is_none_or(|b| m < self.cache[b].map_bytes)
-            {
-                best = Some(i);
-            }
+            best = match best {
+                None => Some(i),
+                Some(b) => {
+                    let bm = self.cache[b].map_bytes;
+                    let better = if m >= need {
+                        bm < need || m < bm
+                    } else {
+                        bm < need && m > bm
+                    };
+                    Some(if better { i } else { b })
+                }
+            };
         }
         let i = best?;
         let found = self.cache[i];
@@ -183,6 +193,35 @@ impl Large {
         self.cache[i] = self.cache[self.cache_len];
         self.cache_bytes -= found.map_bytes;
         Some(found)
+    }
+
+    /// Makes a cached mapping exactly `need` bytes: shrinks it in place, or grows it in place
+    /// or by moving its pages to a new aligned reservation. Its resident pages are reused
+    /// either way, which is the point: no page fault for the part already touched. `None`
+    /// (and the mapping given back to the OS) when the OS refuses.
+    fn fit_cached<O: Os>(os: &O, m: CachedMapping, need: usize) -> Option<(usize, usize)> {
+        // SAFETY: a cached mapping is a whole mapping of ours, unused.
+        let base = unsafe { NonNull::new_unchecked(m.base as *mut u8) };
+        if m.map_bytes >= need && m.map_bytes / 4 <= need {
+            // Close enough: keep it whole. Shrinking would free resident pages that the next
+            // larger request would fault in again.
+            return Some((m.base, m.map_bytes));
+        }
+        // SAFETY: as above.
+        if unsafe { os.resize_in_place(base, m.map_bytes, need) } {
+            return Some((m.base, need));
+        }
+        if let Some(target) = os.map(need, CHUNK_BYTES) {
+            // SAFETY: both ranges are ours and unused.
+            if unsafe { os.move_mapping(base, m.map_bytes, target, need) } {
+                return Some((target.as_ptr() as usize, need));
+            }
+            // SAFETY: the reservation is ours and unused.
+            unsafe { os.unmap(target, need) };
+        }
+        // SAFETY: as above.
+        unsafe { os.unmap(base, m.map_bytes) };
+        None
     }
 
     /// Allocates a huge block. Returns the user pointer and whether it reads as zeros.
@@ -198,10 +237,13 @@ impl Large {
             return None;
         }
         if offset < CHUNK_BYTES {
-            if let Some(m) = self.take_cached(need) {
-                self.live_bytes += m.map_bytes;
-                // SAFETY: a cached mapping is ours, unused and large enough.
-                return Some((unsafe { install(m.base, m.map_bytes, offset) }, false));
+            if let Some((base, bytes)) = self
+                .take_cached(need)
+                .and_then(|m| Self::fit_cached(os, m, need))
+            {
+                self.live_bytes += bytes;
+                // SAFETY: a cached mapping of `bytes >= need`, ours and unused.
+                return Some((unsafe { install(base, bytes, offset) }, false));
             }
         }
         // Aligning the mapping to the alignment (when above a chunk) keeps `base + offset`
