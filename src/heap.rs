@@ -135,12 +135,12 @@ impl Heap {
         if cur != SENTINEL.as_ptr() {
             // SAFETY: a current slab is a valid slab of this heap.
             let slab = unsafe { &mut *cur };
+            // Reuse blocks other threads freed before carving fresh ones: carving first
+            // would touch new memory while freed blocks wait.
+            slab.collect_remote();
             let p = slab.pop();
             if !p.is_null() {
                 return p;
-            }
-            if slab.collect_remote() > 0 {
-                return slab.pop();
             }
             h.current[c] = SENTINEL.as_ptr();
             // SAFETY: `cur` was current, now on no list.
