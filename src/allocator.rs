@@ -13,7 +13,7 @@
 //! separate context over [`crate::os::fake::FakeOs`]; the process uses
 //! [`crate::process::CTX`] over the real OS and the calling thread's TLS heap.
 
-use crate::buddy::{self, BuddyArena};
+use crate::buddy::{self, BuddyArena, MediumRequest};
 use crate::fatal;
 use crate::heap::{Heap, HeapPtr};
 use crate::heap_pool::HeapPool;
@@ -95,14 +95,14 @@ impl<O: Os> Context<O> {
         size: usize,
         align_bytes: usize,
     ) -> Option<(NonNull<u8>, bool)> {
-        if let Some(order) = buddy::order_for(size, align_bytes) {
+        if let Some(request) = MediumRequest::new(size, align_bytes) {
             if !heap.is_null() {
                 // SAFETY: the caller owns the heap.
-                if let Some(p) = unsafe { (*heap).medium.pop(order) } {
+                if let Some(p) = unsafe { (*heap).medium.pop(request) } {
                     return Some((p, false));
                 }
             }
-            return self.buddy.lock().alloc(&self.os, order);
+            return self.buddy.lock().alloc(&self.os, request);
         }
         if size > isize::MAX as usize || align_bytes > isize::MAX as usize / 2 {
             return None;
@@ -313,9 +313,7 @@ impl<O: Os> Context<O> {
                             && size_class::class_of(new_size).block_bytes() == old_usable))
             }
             Kind::Buddy => {
-                new_size <= old_usable
-                    && buddy::order_for(new_size, align_bytes)
-                        == buddy::order_for(old_usable, align_bytes)
+                new_size <= old_usable && new_size >= old_usable / 2 && new_size > SMALL_MAX_BYTES
             }
             Kind::Huge | Kind::HugeFar if new_size > buddy::MEDIUM_MAX_BYTES => {
                 match self.large.lock().resize(&self.os, addr, new_size) {

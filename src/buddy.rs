@@ -1,56 +1,65 @@
 //! The buddy allocator: medium requests (above the slab limit, up to [`MEDIUM_MAX_BYTES`])
-//! as power-of-two *spans* carved from 4 MiB, 4 MiB-aligned regions.
+//! from 4 MiB, 4 MiB-aligned regions, in whole OS pages.
 //!
 //! ```text
-//! region base (4 MiB aligned)
-//! ├── span slot 0 (32 KiB): RegionHeader { spans[128] metadata }
-//! ├── slot 1 (32 KiB), slots 2-3 (64 KiB), 4-7, 8-15, 16-31, 32-63 (1 MiB), 64-127 (2 MiB)
+//! region base (4 MiB aligned), 1024 slots of one OS page
+//! ├── slots 0-7: RegionHeader { slot metadata[1024] }
+//! ├── slots 8-15 (32 KiB), 16-31, 32-63, 64-127, 128-255, 256-511 (1 MiB), 512-1023 (2 MiB)
 //! ```
-//! A span of order `k` is `32 KiB << k` bytes and starts at a slot index that is a multiple
-//! of `2^k`; its buddy is at `index ^ 2^k`. Allocation pops the smallest free span that fits
-//! and splits it down (O(orders)); free merges with the buddy while the buddy is a free span
-//! of the same order (O(orders)). Spans are aligned to their size, which serves aligned
-//! requests for free.
+//! A *span* of order `k` is `2^k` slots starting at a slot index that is a multiple of
+//! `2^k`; its buddy starts at `index ^ 2^k`. Free spans sit on one list per order.
 //!
-//! Metadata (order, state, links) lives in the region header, never in free spans, so free
-//! spans can be purged. A span remembers whether it may be resident (`dirty`); a clean span
-//! reads as zeros, which lets `calloc` skip zeroing.
+//! Allocation of `n` pages takes the smallest free span of order `k >= ceil(log2 n)`,
+//! splits it down to order `ceil(log2 n)`, and then gives back the unused tail as free
+//! spans (at most one per order): a 40 KiB request uses 40 KiB, not 64. The block starts a
+//! span of its order, so it is aligned to that order's size, which serves aligned requests.
+//! Free cuts `[start, start + n)` into aligned power-of-two pieces and frees each, merging
+//! with free buddies. Both are O(orders).
 //!
-//! One arena under one lock, as the design allows to start with: medium requests are rarer
-//! than small ones by orders of magnitude in the programs we measure.
+//! Invariant: every slot is `Interior` except the header slots (`Header`), the first slot of
+//! each free span (`Free`, with its order) and the first slot of each allocated block
+//! (`Allocated`, or `Cached` while parked in a thread's medium cache, with its page count).
+//! Metadata lives in the region header, never in free spans, so free spans can be purged; a
+//! span remembers whether it may be resident (`dirty`), and a clean one reads as zeros, which
+//! lets `calloc` skip zeroing.
+//!
+//! One arena under one lock, as the design allows to start with; the per-thread medium
+//! cache (`medium_cache.rs`) keeps most frees and re-allocations away from the lock.
 
-use crate::os::Os;
+use crate::os::{Os, OS_PAGE_BYTES};
 use crate::region_map::{self, Kind, CHUNK_BYTES};
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicU8, Ordering};
 
 /// Bytes in a region.
 pub const REGION_BYTES: usize = CHUNK_BYTES;
-/// log2 of the smallest span.
-pub const MIN_SPAN_SHIFT: u32 = 15;
-/// Slots (smallest spans) per region.
-pub const SLOT_COUNT: usize = REGION_BYTES >> MIN_SPAN_SHIFT;
-/// Largest order (a span of half a region: slot 0 holds the header, so no span is larger).
-pub const MAX_ORDER: usize = 6;
+/// log2 of a slot (one OS page).
+pub const SLOT_SHIFT: u32 = 12;
+/// Slots per region.
+pub const SLOT_COUNT: usize = REGION_BYTES >> SLOT_SHIFT;
+/// Slots holding the region header.
+const HEADER_SLOTS: usize = 8;
+/// Largest order: half a region (the header takes the first slots, so no span is larger).
+pub const MAX_ORDER: usize = 9;
 /// Largest request served by the buddy allocator.
 pub const MEDIUM_MAX_BYTES: usize = 1 << 20;
 /// Free dirty bytes tolerated before free spans are purged.
-const DIRTY_LIMIT_BYTES: usize = 16 << 20;
+const DIRTY_LIMIT_BYTES: usize = 4 << 20;
 /// Completely free regions kept mapped.
 const FREE_REGIONS_KEEP: usize = 1;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[repr(u8)]
 enum SlotState {
-    /// Inside a larger span, or not yet part of any.
+    /// Inside a span or a block.
     Interior = 0,
     /// The first slot of a free span.
     Free = 1,
-    /// The first slot of an allocated span.
+    /// The first slot of an allocated block.
     Allocated = 2,
     /// The region header.
     Header = 3,
-    /// The first slot of an allocated span parked in a thread's medium cache.
+    /// The first slot of an allocated block parked in a thread's medium cache.
     Cached = 4,
 }
 
@@ -66,18 +75,23 @@ impl SlotState {
     }
 }
 
-/// Metadata of one slot; meaningful at the first slot of a span. `state` is atomic because
-/// the thread caches move spans between Allocated and Cached without the arena lock.
+/// Metadata of one slot, meaningful at the first slot of a span or block. `state` is
+/// atomic because the thread caches move blocks between Allocated and Cached without the
+/// arena lock.
 #[repr(C)]
 struct SlotMeta {
+    /// Order of a free span.
     order: u8,
     state: AtomicU8,
+    /// A free span's pages may be resident (not known to read as zeros).
     dirty: bool,
+    /// Pages of an allocated block.
+    pages: u16,
     next: *mut SlotMeta,
     prev: *mut SlotMeta,
 }
 
-/// The header in slot 0 of a region.
+/// The header in the first slots of a region.
 #[repr(C)]
 struct RegionHeader {
     free_bytes: usize,
@@ -86,29 +100,51 @@ struct RegionHeader {
     slots: [SlotMeta; SLOT_COUNT],
 }
 
-const _: () = assert!(core::mem::size_of::<RegionHeader>() <= 1 << MIN_SPAN_SHIFT);
-const USABLE_REGION_BYTES: usize = REGION_BYTES - (1 << MIN_SPAN_SHIFT);
+const _: () = assert!(core::mem::size_of::<RegionHeader>() <= HEADER_SLOTS << SLOT_SHIFT);
+const USABLE_REGION_BYTES: usize = REGION_BYTES - (HEADER_SLOTS << SLOT_SHIFT);
 
 /// Bytes in a span of `order`.
 #[inline]
 pub const fn span_bytes(order: usize) -> usize {
-    1 << (MIN_SPAN_SHIFT as usize + order)
+    1 << (SLOT_SHIFT as usize + order)
 }
 
-/// The order serving `size` bytes at `align_bytes`, if the buddy allocator can.
-pub fn order_for(size: usize, align_bytes: usize) -> Option<usize> {
-    let need = size.max(align_bytes).max(1 << MIN_SPAN_SHIFT);
-    if need > MEDIUM_MAX_BYTES {
-        return None;
+/// A validated medium request: the pages it takes and the order of the span it starts.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct MediumRequest {
+    /// Pages of the block.
+    pub pages: usize,
+    /// Order of the span the block starts (its alignment is that span's size).
+    pub order: usize,
+}
+
+impl MediumRequest {
+    /// The request for `size` bytes at `align_bytes`, if the buddy allocator serves it.
+    pub fn new(size: usize, align_bytes: usize) -> Option<MediumRequest> {
+        if size > MEDIUM_MAX_BYTES || align_bytes > MEDIUM_MAX_BYTES {
+            return None;
+        }
+        let pages = size.max(1).div_ceil(OS_PAGE_BYTES);
+        let span_pages = pages
+            .next_power_of_two()
+            .max(align_bytes >> SLOT_SHIFT)
+            .max(1);
+        Some(MediumRequest {
+            pages,
+            order: span_pages.trailing_zeros() as usize,
+        })
     }
-    let bits = need.next_power_of_two().trailing_zeros();
-    Some((bits - MIN_SPAN_SHIFT) as usize)
+
+    /// Bytes of the block.
+    pub fn bytes(self) -> usize {
+        self.pages << SLOT_SHIFT
+    }
 }
 
 /// Why a free was refused.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum FreeError {
-    /// Not the start of an allocated span (interior pointer, double free, garbage).
+    /// Not the start of an allocated block (interior pointer, double free, garbage).
     InvalidPointer,
 }
 
@@ -157,25 +193,32 @@ fn region_of(meta: *mut SlotMeta) -> *mut RegionHeader {
 
 #[inline]
 fn slot_index(meta: *mut SlotMeta) -> usize {
-    let region = region_of(meta);
-    // SAFETY (arithmetic only): `meta` points into `region`'s slot array.
-    let first = unsafe { ptr::addr_of_mut!((*region).slots) }.cast::<SlotMeta>();
-    (meta as usize - first as usize) / core::mem::size_of::<SlotMeta>()
+    let first = region_of(meta) as usize + core::mem::offset_of!(RegionHeader, slots);
+    (meta as usize - first) / core::mem::size_of::<SlotMeta>()
 }
 
 #[inline]
 fn slot_meta(region: *mut RegionHeader, index: usize) -> *mut SlotMeta {
-    // SAFETY (arithmetic only): callers pass index < SLOT_COUNT.
-    unsafe {
-        ptr::addr_of_mut!((*region).slots)
-            .cast::<SlotMeta>()
-            .add(index)
-    }
+    (region as usize
+        + core::mem::offset_of!(RegionHeader, slots)
+        + index * core::mem::size_of::<SlotMeta>()) as *mut SlotMeta
 }
 
 #[inline]
 fn slot_address(region: *mut RegionHeader, index: usize) -> *mut u8 {
-    (region as usize + (index << MIN_SPAN_SHIFT)) as *mut u8
+    (region as usize + (index << SLOT_SHIFT)) as *mut u8
+}
+
+/// The head slot of the allocated (or cached) block at `ptr`, if there is one.
+fn block_meta(ptr: usize, wanted: SlotState) -> Option<*mut SlotMeta> {
+    if ptr & (OS_PAGE_BYTES - 1) != 0 {
+        return None;
+    }
+    let region = region_map::chunk_base(ptr) as *mut RegionHeader;
+    let index = (ptr - region as usize) >> SLOT_SHIFT;
+    let meta = slot_meta(region, index);
+    // SAFETY: callers checked the region map: `region` is a live region header.
+    (unsafe { state_of(meta) } == wanted).then_some(meta)
 }
 
 impl BuddyArena {
@@ -190,7 +233,7 @@ impl BuddyArena {
         }
     }
 
-    /// Bytes in allocated spans.
+    /// Bytes in allocated blocks (parked ones included).
     pub fn allocated_bytes(&self) -> usize {
         self.allocated_bytes
     }
@@ -200,11 +243,12 @@ impl BuddyArena {
         self.region_count * REGION_BYTES
     }
 
-    fn push_free(&mut self, meta: *mut SlotMeta, order: usize) {
+    fn push_free(&mut self, meta: *mut SlotMeta, order: usize, dirty: bool) {
         // SAFETY: `meta` is the first slot of a free span in one of our regions; the list's
         // members are valid.
         unsafe {
             (*meta).order = order as u8;
+            (*meta).dirty = dirty;
             set_state(meta, SlotState::Free);
             (*meta).prev = ptr::null_mut();
             (*meta).next = self.free[order];
@@ -237,7 +281,8 @@ impl BuddyArena {
             return false;
         };
         let region = base.as_ptr().cast::<RegionHeader>();
-        // SAFETY: a fresh, exclusive mapping large enough for the header.
+        // SAFETY: a fresh, exclusive, zeroed mapping large enough for the header. Zeroed
+        // slot metadata is `Interior`, order 0, clean, with null links.
         unsafe {
             ptr::addr_of_mut!((*region).free_bytes).write(USABLE_REGION_BYTES);
             ptr::addr_of_mut!((*region).prev).write(ptr::null_mut());
@@ -245,29 +290,24 @@ impl BuddyArena {
             if !self.regions.is_null() {
                 (*self.regions).prev = region;
             }
-            for i in 0..SLOT_COUNT {
-                slot_meta(region, i).write(SlotMeta {
-                    order: 0,
-                    state: AtomicU8::new(SlotState::Interior as u8),
-                    dirty: false,
-                    next: ptr::null_mut(),
-                    prev: ptr::null_mut(),
-                });
+            for i in 0..HEADER_SLOTS {
+                set_state(slot_meta(region, i), SlotState::Header);
             }
-            set_state(slot_meta(region, 0), SlotState::Header);
         }
         self.regions = region;
         self.region_count += 1;
-        // Slot 2^k starts the free span of order k, for every k: they tile slots 1..128.
-        for order in 0..=MAX_ORDER {
-            self.push_free(slot_meta(region, 1 << order), order);
+        // Slot 2^k starts the free span of order k, for k from log2(HEADER_SLOTS): they
+        // tile the slots after the header.
+        for order in HEADER_SLOTS.trailing_zeros() as usize..=MAX_ORDER {
+            self.push_free(slot_meta(region, 1 << order), order, false);
         }
         region_map::set(region as usize, Kind::Buddy);
         true
     }
 
-    /// Allocates a span of `order`. Returns its address and whether it reads as zeros.
-    pub fn alloc<O: Os>(&mut self, os: &O, order: usize) -> Option<(NonNull<u8>, bool)> {
+    /// Allocates a block for `request`. Returns its address and whether it reads as zeros.
+    pub fn alloc<O: Os>(&mut self, os: &O, request: MediumRequest) -> Option<(NonNull<u8>, bool)> {
+        let order = request.order;
         let mut found = (order..=MAX_ORDER).find(|&o| !self.free[o].is_null());
         if found.is_none() {
             if !self.add_region(os) {
@@ -282,55 +322,58 @@ impl BuddyArena {
         let index = slot_index(meta);
         // SAFETY: `meta` was a free span head in `region`.
         let dirty = unsafe { (*meta).dirty };
+        // Split down to the block's order: the upper halves become free spans.
         while j > order {
             j -= 1;
-            let half = slot_meta(region, index + (1 << j));
-            // SAFETY: the upper half of the span being split lies in the same region.
-            unsafe { (*half).dirty = dirty };
-            self.push_free(half, j);
+            self.push_free(slot_meta(region, index + (1 << j)), j, dirty);
+        }
+        // Give back the tail beyond the block's pages: walk down the halves of the span,
+        // freeing every upper half the block does not reach.
+        let end = index + request.pages;
+        let mut start = index;
+        let mut size = 1usize << order;
+        while start + size > end {
+            size /= 2;
+            if end <= start + size {
+                self.push_free(
+                    slot_meta(region, start + size),
+                    size.trailing_zeros() as usize,
+                    dirty,
+                );
+            } else {
+                start += size;
+            }
         }
         // SAFETY: `meta` is ours and no longer on a list.
         unsafe {
-            (*meta).order = order as u8;
+            (*meta).pages = request.pages as u16;
             set_state(meta, SlotState::Allocated);
-            (*region).free_bytes -= span_bytes(order);
+            (*region).free_bytes -= request.bytes();
         }
         if dirty {
-            self.dirty_free_bytes = self.dirty_free_bytes.saturating_sub(span_bytes(order));
+            self.dirty_free_bytes = self.dirty_free_bytes.saturating_sub(request.bytes());
         }
-        self.allocated_bytes += span_bytes(order);
+        self.allocated_bytes += request.bytes();
         NonNull::new(slot_address(region, index)).map(|p| (p, !dirty))
     }
 
-    /// The allocated span starting at `ptr`, if there is one.
-    fn allocated_meta(ptr: usize) -> Option<*mut SlotMeta> {
-        if ptr & ((1 << MIN_SPAN_SHIFT) - 1) != 0 {
-            return None;
-        }
-        let region = region_map::chunk_base(ptr) as *mut RegionHeader;
-        let index = (ptr - region as usize) >> MIN_SPAN_SHIFT;
-        let meta = slot_meta(region, index);
-        // SAFETY: callers checked the region map: `region` is a live region header.
-        (unsafe { state_of(meta) } == SlotState::Allocated).then_some(meta)
+    /// Pages of the allocated block at `ptr`, or `None` if `ptr` is not one.
+    pub fn allocated_pages(ptr: usize) -> Option<usize> {
+        // SAFETY: `block_meta` returned a valid slot of a live region.
+        block_meta(ptr, SlotState::Allocated).map(|m| unsafe { (*m).pages } as usize)
     }
 
-    /// The order of the allocated span at `ptr`, or `None` if `ptr` is not one.
-    pub fn allocated_order(ptr: usize) -> Option<usize> {
-        // SAFETY: `allocated_meta` returned a valid slot of a live region.
-        Self::allocated_meta(ptr).map(|m| unsafe { (*m).order } as usize)
-    }
-
-    /// Usable bytes of the span at `ptr`, or `None` if `ptr` is not an allocated span.
+    /// Usable bytes of the block at `ptr`, or `None` if `ptr` is not an allocated block.
     pub fn usable_size(ptr: usize) -> Option<usize> {
-        Self::allocated_order(ptr).map(span_bytes)
+        Self::allocated_pages(ptr).map(|pages| pages << SLOT_SHIFT)
     }
 
-    /// Moves the allocated span at `ptr` into a thread cache, without the arena lock.
-    /// Returns its order, or `None` when `ptr` is not an allocated span (a bad or double
+    /// Moves the allocated block at `ptr` into a thread cache, without the arena lock.
+    /// Returns its pages, or `None` when `ptr` is not an allocated block (a bad or double
     /// free: the compare-and-swap lets only one of two racing frees through).
     pub fn park_in_cache(ptr: usize) -> Option<usize> {
-        let meta = Self::allocated_meta(ptr)?;
-        // SAFETY: `allocated_meta` returned a slot of a live region.
+        let meta = block_meta(ptr, SlotState::Allocated)?;
+        // SAFETY: `block_meta` returned a slot of a live region.
         unsafe {
             (*meta)
                 .state
@@ -341,29 +384,29 @@ impl BuddyArena {
                     Ordering::Relaxed,
                 )
                 .ok()?;
-            Some((*meta).order as usize)
+            Some((*meta).pages as usize)
         }
     }
 
-    /// Takes a span out of a thread cache for reuse: it is allocated again.
+    /// Takes a block out of a thread cache for reuse: it is allocated again.
     ///
     /// # Safety
-    /// `ptr` must be a span parked by [`BuddyArena::park_in_cache`] and owned by the caller.
+    /// `ptr` must be a block parked by [`BuddyArena::park_in_cache`] and owned by the caller.
     pub unsafe fn unpark_from_cache(ptr: usize) {
         let region = region_map::chunk_base(ptr) as *mut RegionHeader;
-        let meta = slot_meta(region, (ptr - region as usize) >> MIN_SPAN_SHIFT);
-        // SAFETY: the caller guarantees a parked span of a live region.
+        let meta = slot_meta(region, (ptr - region as usize) >> SLOT_SHIFT);
+        // SAFETY: the caller guarantees a parked block of a live region.
         unsafe { set_state(meta, SlotState::Allocated) };
     }
 
-    /// Frees the span at `ptr`, merging it with free buddies.
+    /// Frees the block at `ptr`, merging its pieces with free buddies.
     pub fn free<O: Os>(&mut self, os: &O, ptr: usize) -> Result<(), FreeError> {
-        let meta = Self::allocated_meta(ptr).ok_or(FreeError::InvalidPointer)?;
+        let meta = block_meta(ptr, SlotState::Allocated).ok_or(FreeError::InvalidPointer)?;
         let region = region_of(meta);
-        let mut index = slot_index(meta);
-        // SAFETY: `meta` is an allocated span head of a live region.
-        let mut order = unsafe { (*meta).order } as usize;
-        let bytes = span_bytes(order);
+        let first = slot_index(meta);
+        // SAFETY: `meta` is an allocated block head of a live region.
+        let pages = unsafe { (*meta).pages } as usize;
+        let bytes = pages << SLOT_SHIFT;
         // SAFETY: as above.
         unsafe {
             set_state(meta, SlotState::Interior);
@@ -371,6 +414,29 @@ impl BuddyArena {
         }
         self.allocated_bytes -= bytes;
         self.dirty_free_bytes += bytes;
+        // Cut [first, first + pages) into aligned power-of-two pieces.
+        let end = first + pages;
+        let mut at = first;
+        while at < end {
+            let mut order = (at.trailing_zeros() as usize).min(MAX_ORDER);
+            while at + (1 << order) > end {
+                order -= 1;
+            }
+            self.free_piece(region, at, order);
+            at += 1 << order;
+        }
+        // SAFETY: live region header.
+        if unsafe { (*region).free_bytes } == USABLE_REGION_BYTES {
+            self.maybe_release_region(os, region);
+        }
+        if self.dirty_free_bytes > DIRTY_LIMIT_BYTES {
+            self.purge(os);
+        }
+        Ok(())
+    }
+
+    /// Frees the dirty span at `index` of `order`, merging it with free buddies.
+    fn free_piece(&mut self, region: *mut RegionHeader, mut index: usize, mut order: usize) {
         let mut dirty = true;
         while order < MAX_ORDER {
             let buddy = slot_meta(region, index ^ (1 << order));
@@ -385,18 +451,7 @@ impl BuddyArena {
             index &= !(1 << order);
             order += 1;
         }
-        let head = slot_meta(region, index);
-        // SAFETY: `head` is the first slot of the merged span in our region.
-        unsafe { (*head).dirty = dirty };
-        self.push_free(head, order);
-        // SAFETY: live region header.
-        if unsafe { (*region).free_bytes } == USABLE_REGION_BYTES {
-            self.maybe_release_region(os, region);
-        }
-        if self.dirty_free_bytes > DIRTY_LIMIT_BYTES {
-            self.purge(os);
-        }
-        Ok(())
+        self.push_free(slot_meta(region, index), order, dirty);
     }
 
     /// Unmaps a completely free region unless it is one of the few kept.
@@ -421,9 +476,9 @@ impl BuddyArena {
     /// Unmaps a completely free region.
     ///
     /// # Safety
-    /// `region` must be one of ours with no allocated span.
+    /// `region` must be one of ours with no allocated block.
     unsafe fn release_region<O: Os>(&mut self, os: &O, region: *mut RegionHeader) {
-        for order in 0..=MAX_ORDER {
+        for order in HEADER_SLOTS.trailing_zeros() as usize..=MAX_ORDER {
             let meta = slot_meta(region, 1 << order);
             // SAFETY: a fully free region holds exactly the spans 2^k of order k.
             if unsafe { (*meta).dirty } {
@@ -499,21 +554,36 @@ impl BuddyArena {
         let mut count = 0;
         while !r.is_null() {
             count += 1;
-            let mut index = 1;
+            let mut index = HEADER_SLOTS;
             let mut free_bytes = 0;
             while index < SLOT_COUNT {
                 let meta = slot_meta(r, index);
                 // SAFETY: a live region's slot array.
-                let (state, order) = unsafe { (state_of(meta), (*meta).order as usize) };
-                if order > MAX_ORDER || index % (1 << order) != 0 {
-                    return Err("buddy: span misaligned for its order");
+                let (state, order, pages) = unsafe {
+                    (
+                        state_of(meta),
+                        (*meta).order as usize,
+                        (*meta).pages as usize,
+                    )
+                };
+                let len = match state {
+                    SlotState::Free => {
+                        if order > MAX_ORDER || index % (1 << order) != 0 {
+                            return Err("buddy: free span misaligned for its order");
+                        }
+                        free_bytes += span_bytes(order);
+                        1 << order
+                    }
+                    SlotState::Allocated | SlotState::Cached if pages > 0 => pages,
+                    _ => return Err("buddy: a span or block does not start where the last ended"),
+                };
+                for inner in index + 1..(index + len).min(SLOT_COUNT) {
+                    // SAFETY: as above.
+                    if unsafe { state_of(slot_meta(r, inner)) } != SlotState::Interior {
+                        return Err("buddy: a slot inside a span or block is not interior");
+                    }
                 }
-                match state {
-                    SlotState::Free => free_bytes += span_bytes(order),
-                    SlotState::Allocated | SlotState::Cached => {}
-                    _ => return Err("buddy: a span does not start where the previous ended"),
-                }
-                index += 1 << order;
+                index += len;
             }
             if index != SLOT_COUNT {
                 return Err("buddy: spans overrun the region");
@@ -557,46 +627,73 @@ mod tests {
     use crate::os::fake::FakeOs;
     use std::vec::Vec;
 
-    #[test]
-    fn orders_cover_medium_sizes() {
-        assert_eq!(order_for(16 * 1024 + 1, 16), Some(0));
-        assert_eq!(order_for(32 * 1024, 16), Some(0));
-        assert_eq!(order_for(32 * 1024 + 1, 16), Some(1));
-        assert_eq!(order_for(MEDIUM_MAX_BYTES, 16), Some(5));
-        assert_eq!(order_for(MEDIUM_MAX_BYTES + 1, 16), None);
-        assert_eq!(order_for(100, 256 * 1024), Some(3));
+    fn request(size: usize, align: usize) -> MediumRequest {
+        MediumRequest::new(size, align).unwrap()
     }
 
     #[test]
-    fn split_and_coalesce_restore_the_region() {
+    fn requests_cover_medium_sizes() {
+        assert_eq!(
+            request(16 * 1024 + 1, 16),
+            MediumRequest { pages: 5, order: 3 }
+        );
+        assert_eq!(
+            request(40 * 1024, 16),
+            MediumRequest {
+                pages: 10,
+                order: 4
+            }
+        );
+        assert_eq!(
+            request(MEDIUM_MAX_BYTES, 16),
+            MediumRequest {
+                pages: 256,
+                order: 8
+            }
+        );
+        assert_eq!(MediumRequest::new(MEDIUM_MAX_BYTES + 1, 16), None);
+        assert_eq!(
+            request(100, 256 * 1024),
+            MediumRequest { pages: 1, order: 6 }
+        );
+    }
+
+    #[test]
+    fn split_trim_and_coalesce_restore_the_region() {
         let os = FakeOs::new();
         let mut arena = BuddyArena::new();
-        let (a, zeroed) = arena.alloc(&os, 0).unwrap();
+        let (a, zeroed) = arena.alloc(&os, request(20_000, 16)).unwrap();
         assert!(zeroed, "a fresh region reads as zeros");
         assert_eq!(arena.region_count, 1);
-        let mut spans = Vec::new();
-        for order in [0, 1, 0, 2, 3, 5] {
-            let (p, _) = arena.alloc(&os, order).unwrap();
+        let mut blocks = Vec::new();
+        for (size, align) in [
+            (40_960, 16),
+            (17_000, 16),
+            (300_000, 16),
+            (5000, 65536),
+            (1 << 20, 16),
+        ] {
+            let (p, _) = arena.alloc(&os, request(size, align)).unwrap();
+            let addr = p.as_ptr() as usize;
+            assert_eq!(addr % align.max(4096), 0, "aligned");
             assert_eq!(
-                p.as_ptr() as usize % span_bytes(order),
-                0,
-                "aligned to its size"
+                BuddyArena::usable_size(addr),
+                Some(size.div_ceil(4096) * 4096)
             );
-            assert_eq!(
-                BuddyArena::usable_size(p.as_ptr() as usize),
-                Some(span_bytes(order))
-            );
-            spans.push(p.as_ptr() as usize);
+            blocks.push(addr);
             arena.check().unwrap();
         }
-        for p in spans.iter().rev() {
+        assert_eq!(
+            arena.region_count, 1,
+            "trimmed tails leave room for all of them"
+        );
+        for p in blocks.iter().rev() {
             arena.free(&os, *p).unwrap();
             arena.check().unwrap();
         }
         arena.free(&os, a.as_ptr() as usize).unwrap();
         arena.check().unwrap();
-        // Everything merged back: the region is one free span per order again.
-        for order in 0..=MAX_ORDER {
+        for order in 3..=MAX_ORDER {
             assert!(
                 !arena.free[order].is_null(),
                 "order {order} has its span back"
@@ -609,13 +706,10 @@ mod tests {
     fn bad_frees_are_refused() {
         let os = FakeOs::new();
         let mut arena = BuddyArena::new();
-        let (p, _) = arena.alloc(&os, 1).unwrap();
+        let (p, _) = arena.alloc(&os, request(64 * 1024, 16)).unwrap();
         let p = p.as_ptr() as usize;
+        assert_eq!(arena.free(&os, p + 100), Err(FreeError::InvalidPointer));
         assert_eq!(arena.free(&os, p + 4096), Err(FreeError::InvalidPointer));
-        assert_eq!(
-            arena.free(&os, p + (1 << MIN_SPAN_SHIFT)),
-            Err(FreeError::InvalidPointer)
-        );
         arena.free(&os, p).unwrap();
         assert_eq!(
             arena.free(&os, p),
@@ -630,8 +724,8 @@ mod tests {
         let os = FakeOs::new();
         let mut arena = BuddyArena::new();
         os.fail_nth_map(1);
-        assert!(arena.alloc(&os, 0).is_none());
-        let (p, _) = arena.alloc(&os, 0).unwrap();
+        assert!(arena.alloc(&os, request(20_000, 16)).is_none());
+        let (p, _) = arena.alloc(&os, request(20_000, 16)).unwrap();
         arena.free(&os, p.as_ptr() as usize).unwrap();
         arena.check().unwrap();
     }
@@ -640,39 +734,66 @@ mod tests {
     fn free_regions_beyond_the_kept_one_are_unmapped() {
         let os = FakeOs::new();
         let mut arena = BuddyArena::new();
-        // Two regions' worth of 1 MiB spans (three fit in a region: slots 32-63 and two
-        // halves of the 2 MiB span).
-        let spans: Vec<usize> = (0..6)
-            .map(|_| arena.alloc(&os, 5).unwrap().0.as_ptr() as usize)
+        // Three 1 MiB blocks fit in a region (slots 256-511 and the two halves of 512-1023).
+        let blocks: Vec<usize> = (0..6)
+            .map(|_| arena.alloc(&os, request(1 << 20, 16)).unwrap().0.as_ptr() as usize)
             .collect();
         assert_eq!(arena.region_count, 2);
-        for p in spans {
+        for p in blocks {
             arena.free(&os, p).unwrap();
         }
         arena.check().unwrap();
         assert_eq!(arena.region_count, FREE_REGIONS_KEEP);
         assert_eq!(os.live_bytes(), (FREE_REGIONS_KEEP * REGION_BYTES) as isize);
-        assert!(arena.trim(&os) > 0 || arena.dirty_free_bytes == 0);
     }
 
     #[test]
     fn purged_spans_read_as_zeros_and_say_so() {
         let os = FakeOs::new();
         let mut arena = BuddyArena::new();
-        let (p, _) = arena.alloc(&os, 2).unwrap();
-        // SAFETY: a span of order 2 we own.
-        unsafe { p.as_ptr().write_bytes(0xAB, span_bytes(2)) };
+        let (p, _) = arena.alloc(&os, request(128 * 1024, 16)).unwrap();
+        // SAFETY: a block of 128 KiB we own.
+        unsafe { p.as_ptr().write_bytes(0xAB, 128 * 1024) };
         arena.free(&os, p.as_ptr() as usize).unwrap();
-        let (q, zeroed) = arena.alloc(&os, 2).unwrap();
+        let (q, zeroed) = arena.alloc(&os, request(128 * 1024, 16)).unwrap();
         assert_eq!(q, p);
-        assert!(!zeroed, "reused dirty span is not zero");
+        assert!(!zeroed, "a reused dirty span is not zero");
         arena.free(&os, q.as_ptr() as usize).unwrap();
         arena.purge(&os);
-        let (r, zeroed) = arena.alloc(&os, 2).unwrap();
+        let (r, zeroed) = arena.alloc(&os, request(128 * 1024, 16)).unwrap();
         assert!(zeroed);
-        // SAFETY: a span of order 2 we own.
-        let bytes = unsafe { core::slice::from_raw_parts(r.as_ptr(), span_bytes(2)) };
+        // SAFETY: a block of 128 KiB we own.
+        let bytes = unsafe { core::slice::from_raw_parts(r.as_ptr(), 128 * 1024) };
         assert!(bytes.iter().all(|&b| b == 0));
         arena.free(&os, r.as_ptr() as usize).unwrap();
+    }
+
+    #[test]
+    fn random_mix_keeps_the_invariants() {
+        let os = FakeOs::new();
+        let mut arena = BuddyArena::new();
+        let mut live: Vec<usize> = Vec::new();
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        for _ in 0..3000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            if live.len() > 40 || (x & 1 == 0 && !live.is_empty()) {
+                let p = live.swap_remove((x >> 8) as usize % live.len());
+                arena.free(&os, p).unwrap();
+            } else {
+                let size = 16_385 + (x >> 20) as usize % (MEDIUM_MAX_BYTES - 16_385);
+                let align = 1usize << (4 + (x >> 50) % 14);
+                let (p, _) = arena.alloc(&os, request(size, align)).unwrap();
+                assert_eq!(p.as_ptr() as usize % align, 0);
+                live.push(p.as_ptr() as usize);
+            }
+        }
+        arena.check().unwrap();
+        for p in live {
+            arena.free(&os, p).unwrap();
+        }
+        arena.check().unwrap();
+        assert_eq!(arena.allocated_bytes(), 0);
     }
 }

@@ -1,24 +1,31 @@
-//! A per-thread cache of medium spans, so that a thread that frees and re-allocates medium
+//! A per-thread cache of medium blocks, so that a thread that frees and re-allocates medium
 //! blocks (16 KiB – 1 MiB) does not take the buddy arena's lock every time.
 //!
-//! A freed span is *parked* (its state in the region header goes from Allocated to Cached
-//! with one compare-and-swap, which also catches double frees) and pushed on a small stack
-//! per order; an allocation of that order pops it. The cache is bounded (a few spans per
-//! order, about 2.75 MiB per thread at most) and flushed back to the arena at thread exit
-//! and by `malloc_trim`.
+//! A freed block is *parked* (its state in the region header goes from Allocated to Cached
+//! with one compare-and-swap, which also catches double frees) and kept in a small bin by
+//! its size; an allocation that fits (enough pages, aligned) takes it back. The cache is
+//! bounded (about 2.75 MiB per thread at most), flushed back to the arena at thread exit,
+//! by `malloc_trim`, and by the time-based decay.
 
-use crate::buddy::{BuddyArena, FreeError, MAX_ORDER};
+use crate::buddy::{BuddyArena, FreeError, MediumRequest, MAX_ORDER};
 use crate::os::Os;
 use crate::sync::Mutex;
-use core::ptr::{self, NonNull};
+use core::ptr::NonNull;
 
-/// Spans kept per order: more of the small ones, fewer of the large.
-const SLOTS_PER_ORDER: [usize; MAX_ORDER + 1] = [8, 4, 2, 2, 1, 1, 0];
+/// Blocks kept per bin (bin `k` holds blocks of `2^(k-1) + 1 ..= 2^k` pages): more of the
+/// small ones, fewer of the large. Medium blocks start above 4 pages (bin 3).
+const SLOTS_PER_BIN: [usize; MAX_ORDER + 1] = [0, 0, 0, 8, 4, 4, 2, 1, 1, 0];
 const MAX_SLOTS: usize = 8;
 
-/// The parked spans of one thread.
+#[derive(Clone, Copy)]
+struct Parked {
+    addr: usize,
+    pages: usize,
+}
+
+/// The parked blocks of one thread.
 pub struct MediumCache {
-    spans: [[*mut u8; MAX_SLOTS]; MAX_ORDER + 1],
+    bins: [[Parked; MAX_SLOTS]; MAX_ORDER + 1],
     counts: [u8; MAX_ORDER + 1],
 }
 
@@ -28,59 +35,72 @@ impl Default for MediumCache {
     }
 }
 
+fn bin_of(pages: usize) -> usize {
+    pages.next_power_of_two().trailing_zeros() as usize
+}
+
 impl MediumCache {
     /// An empty cache.
     pub const fn new() -> Self {
         MediumCache {
-            spans: [[ptr::null_mut(); MAX_SLOTS]; MAX_ORDER + 1],
+            bins: [[Parked { addr: 0, pages: 0 }; MAX_SLOTS]; MAX_ORDER + 1],
             counts: [0; MAX_ORDER + 1],
         }
     }
 
-    /// A parked span of `order`, allocated again, if the cache has one.
+    /// A parked block that serves `request` (enough pages, aligned), allocated again.
     #[inline]
-    pub fn pop(&mut self, order: usize) -> Option<NonNull<u8>> {
-        let count = self.counts.get_mut(order)?;
-        if *count == 0 {
-            return None;
-        }
-        *count -= 1;
-        let p = self.spans[order][*count as usize];
-        // SAFETY: spans in the cache were parked by this thread and belong to it.
-        unsafe { BuddyArena::unpark_from_cache(p as usize) };
-        NonNull::new(p)
+    pub fn pop(&mut self, request: MediumRequest) -> Option<NonNull<u8>> {
+        let bin = bin_of(request.pages);
+        let count = *self.counts.get(bin)? as usize;
+        let align = crate::buddy::span_bytes(request.order);
+        let slot = (0..count).rev().find(|&i| {
+            let p = self.bins[bin][i];
+            p.pages >= request.pages && p.addr % align == 0
+        })?;
+        let found = self.bins[bin][slot];
+        self.bins[bin][slot] = self.bins[bin][count - 1];
+        self.counts[bin] -= 1;
+        // SAFETY: blocks in the cache were parked by this thread and belong to it.
+        unsafe { BuddyArena::unpark_from_cache(found.addr) };
+        NonNull::new(found.addr as *mut u8)
     }
 
-    /// Parks the span at `ptr` if there is room for its order. `Ok(true)` when parked,
-    /// `Ok(false)` when the cache is full (the caller frees it to the arena), `Err` when
-    /// `ptr` is not an allocated span (a bad or double free).
+    /// Parks the block at `ptr` if there is room in its bin. `Ok(true)` when parked,
+    /// `Ok(false)` when the bin is full (the caller frees it to the arena), `Err` when
+    /// `ptr` is not an allocated block (a bad or double free).
     pub fn push(&mut self, ptr: usize) -> Result<bool, FreeError> {
-        let order = BuddyArena::allocated_order(ptr).ok_or(FreeError::InvalidPointer)?;
-        let count = self.counts[order] as usize;
-        if count >= SLOTS_PER_ORDER[order] {
+        let pages = BuddyArena::allocated_pages(ptr).ok_or(FreeError::InvalidPointer)?;
+        let bin = bin_of(pages);
+        let count = self.counts[bin] as usize;
+        if count >= SLOTS_PER_BIN[bin] {
             return Ok(false);
         }
         BuddyArena::park_in_cache(ptr).ok_or(FreeError::InvalidPointer)?;
-        self.spans[order][count] = ptr as *mut u8;
-        self.counts[order] += 1;
+        self.bins[bin][count] = Parked { addr: ptr, pages };
+        self.counts[bin] += 1;
         Ok(true)
     }
 
-    /// Frees every parked span to the arena; returns the bytes given back.
+    /// Frees every parked block to the arena; returns the bytes given back.
     pub fn flush<O: Os>(&mut self, os: &O, arena: &Mutex<BuddyArena>) -> usize {
         let mut bytes = 0;
-        for order in 0..=MAX_ORDER {
-            while let Some(p) = self.pop(order) {
-                if arena.lock().free(os, p.as_ptr() as usize).is_err() {
-                    crate::fatal::fatal("medium cache: a parked span was not allocated");
+        for bin in 0..=MAX_ORDER {
+            while self.counts[bin] > 0 {
+                self.counts[bin] -= 1;
+                let parked = self.bins[bin][self.counts[bin] as usize];
+                // SAFETY: parked by this thread; it is allocated again, then freed.
+                unsafe { BuddyArena::unpark_from_cache(parked.addr) };
+                if arena.lock().free(os, parked.addr).is_err() {
+                    crate::fatal::fatal("medium cache: a parked block was not allocated");
                 }
-                bytes += crate::buddy::span_bytes(order);
+                bytes += parked.pages * crate::os::OS_PAGE_BYTES;
             }
         }
         bytes
     }
 
-    /// Spans parked now.
+    /// Blocks parked now.
     pub fn len(&self) -> usize {
         self.counts.iter().map(|&c| c as usize).sum()
     }
