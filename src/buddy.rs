@@ -554,6 +554,9 @@ impl BuddyArena {
         let mut count = 0;
         while !r.is_null() {
             count += 1;
+            if region_map::kind_of(r as usize) != Kind::Buddy {
+                return Err("buddy: a region is not marked in the region map");
+            }
             let mut index = HEADER_SLOTS;
             let mut free_bytes = 0;
             while index < SLOT_COUNT {

@@ -327,3 +327,45 @@ fn medium_spans_are_cached_per_thread_and_double_frees_are_caught() {
     assert!(ctx.buddy.lock().check().is_ok());
     assert_eq!(ctx.buddy.lock().allocated_bytes(), 0);
 }
+
+#[test]
+fn aligned_mix_then_realloc_to_medium() {
+    // Found by the C tests: a zero-byte block at 4 MiB alignment marked (and then cleared)
+    // the region-map entry of the chunk after its mapping, a buddy region's.
+    let ctx = new_context();
+    let heap = new_heap(ctx);
+    let sizes = [
+        0usize,
+        1,
+        8,
+        24,
+        100,
+        1000,
+        4096,
+        5000,
+        70_000,
+        1 << 20,
+        5 << 20,
+    ];
+    let mut align = 8usize;
+    while align <= 64 << 20 {
+        for &n in &sizes {
+            let held: Vec<*mut u8> = (0..3)
+                // SAFETY: the test owns the heap.
+                .map(|_| unsafe { ctx.alloc_with(heap, n, align.max(16)).unwrap().0.as_ptr() })
+                .collect();
+            for p in held {
+                assert_eq!(p as usize % align, 0);
+                free(ctx, heap, p);
+            }
+            assert!(ctx.buddy.lock().check().is_ok(), "align {align} size {n}");
+            check(heap);
+        }
+        align *= 2;
+    }
+    let m = alloc(ctx, heap, 10_000);
+    // SAFETY: the test owns the heap; `m` is live.
+    let r = unsafe { ctx.realloc_with(heap, m, 200_000, 16, "realloc") };
+    assert!(ctx.owns(r), "realloc result {r:?} is a live block");
+    free(ctx, heap, r);
+}

@@ -165,6 +165,9 @@ impl Large {
 
     /// Mapping size for `size` bytes at `align_bytes`.
     fn map_bytes_for(size: usize, align_bytes: usize) -> Option<usize> {
+        // At least one byte: a zero-byte block at a 4 MiB alignment would otherwise put its
+        // user pointer at the end of the mapping, in a chunk that belongs to someone else.
+        let size = size.max(1);
         crate::os::round_up(size.checked_add(user_offset(align_bytes))?, OS_PAGE_BYTES)
     }
 
@@ -399,6 +402,10 @@ mod tests {
     fn huge_alignments() {
         let os = FakeOs::new();
         let mut large = Large::new();
+        // A zero-byte block at a chunk alignment still lies inside its own mapping.
+        let (z, _) = large.alloc(&os, 0, 1 << 22).unwrap();
+        assert!(Large::usable_size(z.as_ptr() as usize).unwrap() >= 1);
+        large.free(&os, z.as_ptr() as usize).unwrap();
         for align in [1 << 12, 1 << 16, 1 << 21, 1 << 22, 1 << 24] {
             let (p, _) = large.alloc(&os, 2 << 20, align).unwrap();
             let p = p.as_ptr() as usize;
