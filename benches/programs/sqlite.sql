@@ -20,7 +20,7 @@ FROM c;
 WITH RECURSIVE o(i, x) AS (
   SELECT 1, 12345
   UNION ALL
-  SELECT i + 1, (x * 1103515245 + 12345) % 2147483648 FROM o WHERE i < 150000 * @scale)
+  SELECT i + 1, (x * 1103515245 + 12345) % 2147483648 FROM o WHERE i < 100000 * @scale)
 INSERT INTO orders
 SELECT i, 1 + x % (20000 * @scale), 1 + (x / 7) % 10000, (x / 3) % 3650,
        printf('order %d for %d: %s', i, x % 1000, substr(hex(x * x), 1, 1 + x % 24))

@@ -144,7 +144,6 @@ int main(int argc, char **argv)
         pthread_join(th[i], NULL);
         sum += sums[i];
     }
-    printf("# objects=%llu\n", (unsigned long long)(batches_per_thread * (uint64_t)nthreads * BATCH));
     print_ok(sum);
     free(th);
     free(sums);
