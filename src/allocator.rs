@@ -289,6 +289,30 @@ impl<O: Os> Context<O> {
         }
     }
 
+    /// True when `ptr` is a live small block that keeps serving `new_size` bytes: the
+    /// `realloc` fast path (a string growing by a byte at a time stays here), which needs
+    /// no heap and no lock. Anything else, bad pointers included, answers false and takes
+    /// the full path, which reports them.
+    ///
+    /// # Safety
+    /// `ptr` must be a pointer the program passes to `realloc`; it is only read after the
+    /// region map says it lies in one of our slabs.
+    #[inline]
+    pub unsafe fn small_block_fits(&self, ptr: *mut u8, new_size: usize) -> bool {
+        let addr = ptr as usize;
+        if region_map::raw_kind_of(addr) != Kind::Slab as u8 {
+            return false;
+        }
+        let slab = SegmentHeader::slab_of(SegmentHeader::of(addr), addr);
+        // SAFETY: the region map says the segment is live; `block_bytes` is atomic.
+        let block_bytes = unsafe { (*slab).block_bytes.load(Ordering::Relaxed) } as usize;
+        new_size <= block_bytes
+            && (new_size * 2 >= block_bytes
+                || size_class::class_of(new_size).block_bytes() == block_bytes)
+            // SAFETY: as above; a block start of an assigned slab has 16 readable bytes.
+            && unsafe { (*slab).is_block_start(addr) && !Slab::is_free_block(ptr) }
+    }
+
     /// Resizes the block at `ptr` (not null) to `new_size` (> 0) bytes, keeping
     /// `align_bytes`; null (and the old block untouched) when memory is short.
     ///
@@ -312,8 +336,10 @@ impl<O: Os> Context<O> {
                         || (new_size <= SMALL_MAX_BYTES
                             && size_class::class_of(new_size).block_bytes() == old_usable))
             }
-            Kind::Buddy => {
-                new_size <= old_usable && new_size >= old_usable / 2 && new_size > SMALL_MAX_BYTES
+            Kind::Buddy if new_size > SMALL_MAX_BYTES && new_size <= buddy::MEDIUM_MAX_BYTES => {
+                let pages = new_size.div_ceil(crate::os::OS_PAGE_BYTES);
+                pages * crate::os::OS_PAGE_BYTES == old_usable
+                    || self.buddy.lock().resize_in_place(addr, pages)
             }
             Kind::Huge | Kind::HugeFar if new_size > buddy::MEDIUM_MAX_BYTES => {
                 match self.large.lock().resize(&self.os, addr, new_size) {

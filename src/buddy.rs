@@ -327,23 +327,7 @@ impl BuddyArena {
             j -= 1;
             self.push_free(slot_meta(region, index + (1 << j)), j, dirty);
         }
-        // Give back the tail beyond the block's pages: walk down the halves of the span,
-        // freeing every upper half the block does not reach.
-        let end = index + request.pages;
-        let mut start = index;
-        let mut size = 1usize << order;
-        while start + size > end {
-            size /= 2;
-            if end <= start + size {
-                self.push_free(
-                    slot_meta(region, start + size),
-                    size.trailing_zeros() as usize,
-                    dirty,
-                );
-            } else {
-                start += size;
-            }
-        }
+        self.give_back_tail(region, index, order, index + request.pages, dirty);
         // SAFETY: `meta` is ours and no longer on a list.
         unsafe {
             (*meta).pages = request.pages as u16;
@@ -355,6 +339,100 @@ impl BuddyArena {
         }
         self.allocated_bytes += request.bytes();
         NonNull::new(slot_address(region, index)).map(|p| (p, !dirty))
+    }
+
+    /// Of the span at `index` of `order` (taken off the free lists), keeps `[index, end)` and
+    /// frees the rest: walks down the halves of the span, freeing every upper half that the
+    /// kept part does not reach (at most one span per order).
+    fn give_back_tail(
+        &mut self,
+        region: *mut RegionHeader,
+        index: usize,
+        order: usize,
+        end: usize,
+        dirty: bool,
+    ) {
+        let mut start = index;
+        let mut size = 1usize << order;
+        while start + size > end {
+            size /= 2;
+            if end <= start + size {
+                let half = slot_meta(region, start + size);
+                self.push_free(half, size.trailing_zeros() as usize, dirty);
+            } else {
+                start += size;
+            }
+        }
+    }
+
+    /// Resizes the allocated block at `ptr` to `new_pages` without moving it: a smaller
+    /// block gives back its tail; a larger one takes the free spans that follow it. False
+    /// (and nothing changed) when those pages are not free or `ptr` is not a block.
+    pub fn resize_in_place(&mut self, ptr: usize, new_pages: usize) -> bool {
+        let Some(meta) = block_meta(ptr, SlotState::Allocated) else {
+            return false;
+        };
+        let region = region_of(meta);
+        let first = slot_index(meta);
+        // SAFETY: an allocated block head of a live region.
+        let pages = unsafe { (*meta).pages } as usize;
+        let (old_end, new_end) = (first + pages, first + new_pages);
+        if new_pages == 0 || new_pages > MEDIUM_MAX_BYTES >> SLOT_SHIFT || new_end > SLOT_COUNT {
+            return false;
+        }
+        if new_end < old_end {
+            self.dirty_free_bytes += (old_end - new_end) << SLOT_SHIFT;
+            let mut at = new_end;
+            while at < old_end {
+                let order = Self::piece_order(at, old_end);
+                self.free_piece(region, at, order);
+                at += 1 << order;
+            }
+        } else if new_end > old_end {
+            // First look, then take: every span between the block and its new end must be
+            // free (a free span that holds the slot after the block starts right there).
+            let mut at = old_end;
+            while at < new_end {
+                let head = slot_meta(region, at);
+                // SAFETY: a slot of a live region.
+                if unsafe { state_of(head) } != SlotState::Free {
+                    return false;
+                }
+                // SAFETY: as above.
+                at += 1 << unsafe { (*head).order };
+            }
+            let mut at = old_end;
+            while at < new_end {
+                let head = slot_meta(region, at);
+                // SAFETY: a free span head of a live region (checked above).
+                let (order, dirty) = unsafe { ((*head).order as usize, (*head).dirty) };
+                self.unlink_free(head);
+                if dirty {
+                    self.dirty_free_bytes = self.dirty_free_bytes.saturating_sub(span_bytes(order));
+                }
+                if at + (1 << order) > new_end {
+                    self.give_back_tail(region, at, order, new_end, dirty);
+                }
+                at += 1 << order;
+            }
+        }
+        let (old_bytes, new_bytes) = (pages << SLOT_SHIFT, new_pages << SLOT_SHIFT);
+        // SAFETY: as above.
+        unsafe {
+            (*meta).pages = new_pages as u16;
+            (*region).free_bytes = (*region).free_bytes + old_bytes - new_bytes;
+        }
+        self.allocated_bytes = self.allocated_bytes + new_bytes - old_bytes;
+        true
+    }
+
+    /// The order of the largest aligned piece starting at slot `at` that ends by `end`.
+    fn piece_order(at: usize, end: usize) -> usize {
+        let mut order = (at.trailing_zeros() as usize).min(MAX_ORDER);
+        while at + (1 << order) > end {
+            order -= 1;
+        }
+        order
     }
 
     /// Pages of the allocated block at `ptr`, or `None` if `ptr` is not one.
@@ -418,10 +496,7 @@ impl BuddyArena {
         let end = first + pages;
         let mut at = first;
         while at < end {
-            let mut order = (at.trailing_zeros() as usize).min(MAX_ORDER);
-            while at + (1 << order) > end {
-                order -= 1;
-            }
+            let order = Self::piece_order(at, end);
             self.free_piece(region, at, order);
             at += 1 << order;
         }
@@ -772,6 +847,37 @@ mod tests {
     }
 
     #[test]
+    fn blocks_grow_and_shrink_in_place() {
+        let os = FakeOs::new();
+        let mut arena = BuddyArena::new();
+        let (p, _) = arena.alloc(&os, request(20 * 4096, 16)).unwrap();
+        let p = p.as_ptr() as usize;
+        // The trimmed tail follows the block: it can grow into it, and past it.
+        assert!(arena.resize_in_place(p, 32));
+        arena.check().unwrap();
+        assert!(arena.resize_in_place(p, 100));
+        assert_eq!(BuddyArena::usable_size(p), Some(100 * 4096));
+        arena.check().unwrap();
+        // A block right after it stops the growth.
+        let (q, _) = arena.alloc(&os, request(4096, 16)).unwrap();
+        let q = q.as_ptr() as usize;
+        if q > p {
+            let room = (q - p) / 4096;
+            assert!(
+                !arena.resize_in_place(p, room + 1),
+                "cannot grow over another block"
+            );
+            assert_eq!(BuddyArena::usable_size(p), Some(100 * 4096), "unchanged");
+        }
+        assert!(arena.resize_in_place(p, 7));
+        arena.check().unwrap();
+        arena.free(&os, q).unwrap();
+        arena.free(&os, p).unwrap();
+        arena.check().unwrap();
+        assert_eq!(arena.allocated_bytes(), 0);
+    }
+
+    #[test]
     fn random_mix_keeps_the_invariants() {
         let os = FakeOs::new();
         let mut arena = BuddyArena::new();
@@ -784,6 +890,9 @@ mod tests {
             if live.len() > 40 || (x & 1 == 0 && !live.is_empty()) {
                 let p = live.swap_remove((x >> 8) as usize % live.len());
                 arena.free(&os, p).unwrap();
+            } else if x & 6 == 2 && !live.is_empty() {
+                let p = live[(x >> 8) as usize % live.len()];
+                arena.resize_in_place(p, 1 + (x >> 30) as usize % 256);
             } else {
                 let size = 16_385 + (x >> 20) as usize % (MEDIUM_MAX_BYTES - 16_385);
                 let align = 1usize << (4 + (x >> 50) % 14);

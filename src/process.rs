@@ -255,6 +255,10 @@ pub unsafe fn realloc_aligned(ptr: *mut u8, new_size: usize, align_bytes: usize)
         // SAFETY: forwarded contract.
         return unsafe { crate::check::realloc(ptr, new_size.max(1), align_bytes.max(MIN_ALIGN)) };
     }
+    // SAFETY: `ptr` is the program's realloc argument (caller).
+    if unsafe { CTX.small_block_fits(ptr, new_size) } {
+        return ptr;
+    }
     // SAFETY: `with_heap` gives a heap the thread may use; `ptr` is live (caller).
     with_heap(|heap| unsafe {
         CTX.realloc_with(
