@@ -12,6 +12,7 @@ use crate::fatal;
 use crate::heap::Heap;
 use crate::os::RealOs;
 use crate::size_class::{self, SMALL_MAX_BYTES};
+use crate::sync::ForkLock;
 use crate::tls;
 use core::ptr;
 use core::sync::atomic::{AtomicU32, AtomicU8, Ordering};
@@ -139,37 +140,37 @@ extern "C" fn thread_exit(_value: *mut libc::c_void) {
     unsafe { CTX.retire_heap(heap) };
 }
 
+/// Every global lock, in the order code nests them (the global heap's lock is held while
+/// a heap is taken from the pool, and while slabs and spans come from the segment pool and
+/// the buddy arena). `fork_prepare` takes them in this order; the others release them.
+fn fork_locks() -> [&'static dyn ForkLock; 6] {
+    [
+        &crate::check::QUARANTINE,
+        &CTX.global_heap,
+        &CTX.heaps,
+        &CTX.segments,
+        &CTX.buddy,
+        &CTX.large,
+    ]
+}
+
 extern "C" fn fork_prepare() {
-    // The same order as everywhere else: heaps, global heap, segments, buddy, large.
-    crate::check::QUARANTINE.lock_for_fork();
-    CTX.heaps.lock_for_fork();
-    CTX.global_heap.lock_for_fork();
-    CTX.segments.lock_for_fork();
-    CTX.buddy.lock_for_fork();
-    CTX.large.lock_for_fork();
+    for lock in fork_locks() {
+        lock.lock_for_fork();
+    }
 }
 
 extern "C" fn fork_parent() {
-    // SAFETY: fork_prepare took every lock in this thread.
-    unsafe {
-        CTX.large.unlock_after_fork();
-        CTX.buddy.unlock_after_fork();
-        CTX.segments.unlock_after_fork();
-        CTX.global_heap.unlock_after_fork();
-        CTX.heaps.unlock_after_fork();
-        crate::check::QUARANTINE.unlock_after_fork();
+    for lock in fork_locks().iter().rev() {
+        // SAFETY: fork_prepare took every lock in this thread.
+        unsafe { lock.unlock_after_fork() };
     }
 }
 
 extern "C" fn fork_child() {
-    // SAFETY: we are the only thread of the child, and we took every lock before fork.
-    unsafe {
-        CTX.large.reset_after_fork();
-        CTX.buddy.reset_after_fork();
-        CTX.segments.reset_after_fork();
-        CTX.global_heap.reset_after_fork();
-        CTX.heaps.reset_after_fork();
-        crate::check::QUARANTINE.reset_after_fork();
+    for lock in fork_locks().iter().rev() {
+        // SAFETY: we are the only thread of the child, and we took every lock before fork.
+        unsafe { lock.reset_after_fork() };
     }
 }
 

@@ -5,7 +5,7 @@
 //! the kernel instead of spinning (spinning on a 2-core machine with preemption wastes the
 //! very time slice the holder needs). It never allocates, so it is safe inside `malloc`.
 //!
-//! Fork: `allocator` takes every global lock in a fixed order before `fork` and releases
+//! Fork: `process` takes every global lock in a fixed order before `fork` and releases
 //! them in the parent; the child, where only the forking thread survives, resets them with
 //! [`Mutex::reset_after_fork`].
 
@@ -108,6 +108,38 @@ impl<T> Mutex<T> {
     /// Direct access when the caller has exclusive access to the mutex itself.
     pub fn get_mut(&mut self) -> &mut T {
         self.value.get_mut()
+    }
+}
+
+/// A lock the fork handlers take and release, whatever it guards.
+pub trait ForkLock: Sync {
+    /// Takes the lock and keeps it (pre-fork handler).
+    fn lock_for_fork(&self);
+    /// Releases it in the parent.
+    ///
+    /// # Safety
+    /// The calling thread must hold it through `lock_for_fork`.
+    unsafe fn unlock_after_fork(&self);
+    /// Resets it in the child.
+    ///
+    /// # Safety
+    /// Call only in the child process, from the fork child handler.
+    unsafe fn reset_after_fork(&self);
+}
+
+impl<T: Send> ForkLock for Mutex<T> {
+    fn lock_for_fork(&self) {
+        Mutex::lock_for_fork(self)
+    }
+
+    unsafe fn unlock_after_fork(&self) {
+        // SAFETY: forwarded contract.
+        unsafe { Mutex::unlock_after_fork(self) }
+    }
+
+    unsafe fn reset_after_fork(&self) {
+        // SAFETY: forwarded contract.
+        unsafe { Mutex::reset_after_fork(self) }
     }
 }
 
