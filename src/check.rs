@@ -125,12 +125,17 @@ pub unsafe fn free(ptr: *mut u8, call: &str) {
         core::mem::replace(&mut q.ring[i], ptr as usize)
     };
     if evicted != 0 {
-        with_global(&CTX, |h| {
-            // SAFETY: the evicted block is ours, freed by the program, held only by us.
-            unsafe { CTX.free_with(h, evicted as *mut u8, call) };
-            Some(())
-        });
+        free_for_real(evicted, call);
     }
+}
+
+/// Frees a block that left the quarantine (freed by the program, held only by us).
+fn free_for_real(addr: usize, call: &str) {
+    with_global(&CTX, |h| {
+        // SAFETY: the global heap is ours under its lock; the block is ours to free.
+        unsafe { CTX.free_with(h, addr as *mut u8, call) };
+        Some(())
+    });
 }
 
 /// The requested size of a live checked block (0 for null).
@@ -168,10 +173,6 @@ pub fn drain() {
                 None => return,
             }
         };
-        with_global(&CTX, |h| {
-            // SAFETY: a quarantined block is ours and freed by the program.
-            unsafe { CTX.free_with(h, victim as *mut u8, "free") };
-            Some(())
-        });
+        free_for_real(victim, "free");
     }
 }

@@ -457,7 +457,6 @@ impl Heap {
         buddy: &Mutex<BuddyArena>,
         keep_current: bool,
     ) -> usize {
-        let flushed = self.medium.flush(os, buddy);
         self.process_pending();
         for c in 0..CLASS_COUNT {
             let cur = self.current[c];
@@ -486,17 +485,8 @@ impl Heap {
                     slab = next;
                 }
             }
-            loop {
-                let slab = self.classes[c].empty.pop_front();
-                if slab.is_null() {
-                    break;
-                }
-                // SAFETY: empty, ours, on no list.
-                unsafe { self.retire_slab(slab) };
-            }
         }
-        let purged = self.purge_spares(os, 0);
-        flushed + purged + self.release_unused_segments(os, pool, 0)
+        self.decay(os, buddy) + self.release_unused_segments(os, pool, 0)
     }
 
     /// Returns memory the heap kept for quick reuse but did not reuse: empty slabs kept per
