@@ -42,6 +42,9 @@ pub static QUARANTINE: Mutex<Quarantine> = Mutex::new(Quarantine {
 
 /// Runs `f` with the global heap, under its lock.
 fn with_global<T>(ctx: &Context<RealOs>, f: impl FnOnce(*mut Heap) -> Option<T>) -> Option<T> {
+    // Threads get no heap in this mode, so the set-up that registers the fork handlers
+    // (which take this lock before fork) runs from here.
+    crate::process::process_start();
     let mut global = ctx.global_heap.lock();
     if global.0.is_null() {
         global.0 = ctx.heaps.lock().acquire(&ctx.os)?;

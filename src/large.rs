@@ -338,13 +338,17 @@ impl Large {
         let Some(target) = os.map(need, CHUNK_BYTES) else {
             return Ok(None);
         };
+        // The old chunk's mark goes before its pages do: once they are unmapped, another
+        // thread may map a segment or region there and mark it, and a late clear would
+        // erase that mark (the map's rule: clear before unmap).
+        region_map::clear(ptr);
         // SAFETY: both ranges are ours; on success the old one is gone.
         if !unsafe { os.move_mapping(base_ptr, map_bytes, target, need) } {
+            mark(ptr, offset);
             // SAFETY: the reservation is ours and unused.
             unsafe { os.unmap(target, need) };
             return Ok(None);
         }
-        region_map::clear(ptr);
         self.live_bytes = self.live_bytes - map_bytes + need;
         let new_base = target.as_ptr() as usize;
         // SAFETY: the moved mapping starts at `new_base` with the header (moved along).

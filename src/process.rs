@@ -15,7 +15,7 @@ use crate::size_class::{self, SMALL_MAX_BYTES};
 use crate::sync::ForkLock;
 use crate::tls;
 use core::ptr;
-use core::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
 
 /// The process's allocator.
 pub static CTX: Context<RealOs> = Context::new(RealOs);
@@ -84,13 +84,18 @@ const START_RUNNING: u8 = 1;
 const START_DONE: u8 = 2;
 static START: AtomicU8 = AtomicU8::new(START_NONE);
 static THREAD_KEY: AtomicU32 = AtomicU32::new(0);
+/// The thread running the set-up (its `pthread_self`), while `START` is running.
+static START_OWNER: AtomicUsize = AtomicUsize::new(0);
 
-/// One-time process set-up, run by the first thread that gets a heap (lazily: the loader
+/// One-time process set-up (the thread-exit key, the fork handlers), run by the first
+/// thread that gets a heap, or in check mode by the first checked call (lazily: the loader
 /// and libc call malloc before any constructor of ours could run).
-fn process_start() {
+pub fn process_start() {
     if START.load(Ordering::Acquire) == START_DONE {
         return;
     }
+    // SAFETY: pthread_self has no preconditions and does not allocate.
+    let me = unsafe { libc::pthread_self() } as usize;
     if START
         .compare_exchange(
             START_NONE,
@@ -100,6 +105,11 @@ fn process_start() {
         )
         .is_err()
     {
+        if START_OWNER.load(Ordering::Acquire) == me {
+            // Re-entered from a call the set-up itself made (pthread_atfork may malloc):
+            // the set-up is under way on this very thread.
+            return;
+        }
         // Another thread is setting up; it does not wait on us, so waiting is safe.
         while START.load(Ordering::Acquire) != START_DONE {
             core::hint::spin_loop();
@@ -108,6 +118,7 @@ fn process_start() {
         }
         return;
     }
+    START_OWNER.store(me, Ordering::Release);
     if crate::config::show_stats() {
         extern "C" fn print_at_exit() {
             crate::abi::glibc::print_stats();
