@@ -27,11 +27,11 @@ use core::sync::atomic::{AtomicPtr, Ordering};
 
 /// Empty slabs a class keeps assigned (reused without re-initialisation).
 const EMPTY_KEEP: usize = 1;
-/// Unassigned slabs a heap keeps resident before purging the oldest (16 MiB). Purging at
+/// Unassigned slabs a heap keeps resident before purging the oldest (64 MiB). Purging at
 /// every slab that empties costs a `madvise` now and page faults on reuse: a program that
 /// frees a batch and allocates again (most do) pays both for nothing. Below this bound,
 /// idle spares are purged by the time-based decay instead (`OXMALLOC_PURGE_DELAY_MS`).
-const DIRTY_SPARE_KEEP: usize = 256;
+const DIRTY_SPARE_KEEP: usize = 1024;
 
 /// The slab lists of one size class.
 pub struct ClassSlabs {
