@@ -156,7 +156,8 @@ impl<O: Os> Context<O> {
         // SAFETY: `heap` owns the segment, so the slab metadata is ours to update. The
         // checks, folded into one branch to the slow path:
         // - `used - 2` as unsigned catches "slab full" (FULL_FLAG), "about to be empty" and
-        //   "not in use" (used 0 or 1);
+        //   "not in use" (used 0 or 1), except in the current slab (CURRENT_FLAG keeps it
+        //   above 2: its emptiness needs no list move);
         // - `index * block_bytes != offset` or `index >= built`: not a block start (an
         //   interior pointer, or a block never handed out);
         // - the free cookie in the block's second word: a double free.

@@ -143,6 +143,7 @@ impl Heap {
                 return p;
             }
             h.current[c] = SENTINEL.as_ptr();
+            slab.end_current();
             // SAFETY: `cur` was current, now on no list.
             unsafe { h.park_full(cur) };
         }
@@ -171,7 +172,7 @@ impl Heap {
         };
         // SAFETY: `next` came off one of our lists and is ours.
         unsafe {
-            (*next).state = State::Current;
+            (*next).make_current();
             (*next).collect_remote();
             h.current[c] = next;
             (*next).pop()
@@ -464,6 +465,7 @@ impl Heap {
                 self.current[c] = SENTINEL.as_ptr();
                 // SAFETY: `cur` was our current slab, now on no list.
                 unsafe {
+                    (*cur).end_current();
                     (*cur).collect_remote();
                     if (*cur).free.is_null() && (*cur).built >= (*cur).capacity {
                         self.park_full(cur);

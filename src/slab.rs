@@ -9,8 +9,9 @@
 //!   collected; `used + blocks on free list + (capacity - built) = capacity`.
 //! - A slab is in exactly one place: its heap's `current` slot for its class, or one of its
 //!   class's lists (partial, full, empty), or a spare list of its heap, as `state` says.
-//! - [`FULL_FLAG`] is set in `used` exactly while `state == State::Full`, so the free fast
-//!   path detects "full or about to be empty" with a single compare.
+//! - [`FULL_FLAG`] is set in `used` exactly while `state == State::Full`, and
+//!   [`CURRENT_FLAG`] exactly while `state == State::Current`, so the free fast path
+//!   detects "full, or about to be empty and not current" with a single compare.
 //!
 //! Remote frees push onto `remote_free`, an atomic stack whose two low bits are flags:
 //! [`NOTIFY`] (the owner parked the slab on its full list and asks the next remote freer to
@@ -25,6 +26,10 @@ pub const SLAB_BYTES: usize = 64 * 1024;
 pub const SLAB_SHIFT: u32 = 16;
 /// Set in `Slab::used` while the slab is on its class's full list.
 pub const FULL_FLAG: u32 = 1 << 31;
+/// Set in `Slab::used` while the slab is its heap's current slab for its class: freeing
+/// its last live block then needs no list move, and the fast path's single compare lets
+/// it through (a loop that allocates and frees one block never leaves the fast path).
+pub const CURRENT_FLAG: u32 = 1 << 30;
 /// `remote_free` flag: the owner wants to hear of the next remote free.
 pub const NOTIFY: usize = 1;
 /// `remote_free` flag: the slab is on (or going onto) its heap's pending stack.
@@ -188,7 +193,18 @@ impl Slab {
     /// Live blocks (plus uncollected remote frees), without the full flag.
     #[inline]
     pub fn live_count(&self) -> u32 {
-        self.used & !FULL_FLAG
+        self.used & !(FULL_FLAG | CURRENT_FLAG)
+    }
+
+    /// Makes the slab its heap's current slab for its class (the caller stores it there).
+    pub fn make_current(&mut self) {
+        self.state = State::Current;
+        self.used |= CURRENT_FLAG;
+    }
+
+    /// Ends the slab's time as current slab (the caller then puts it on a list).
+    pub fn end_current(&mut self) {
+        self.used &= !CURRENT_FLAG;
     }
 
     /// Carves up to one OS page worth of unbuilt blocks onto the free list. Returns false

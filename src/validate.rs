@@ -12,7 +12,9 @@
 use crate::heap::Heap;
 use crate::segment::{SegmentHeader, SLABS_PER_SEGMENT};
 use crate::size_class::CLASS_COUNT;
-use crate::slab::{Slab, SlabList, State, FULL_FLAG, NOTIFY, QUEUED, SENTINEL, SLAB_BYTES};
+use crate::slab::{
+    Slab, SlabList, State, CURRENT_FLAG, FULL_FLAG, NOTIFY, QUEUED, SENTINEL, SLAB_BYTES,
+};
 use core::sync::atomic::Ordering;
 
 /// Result of a check: the first violation found.
@@ -54,6 +56,9 @@ unsafe fn check_slab(slab: &Slab) -> CheckResult {
     }
     if (slab.used & FULL_FLAG != 0) != (slab.state == State::Full) {
         return Err("slab: full flag does not match the slab's state");
+    }
+    if (slab.used & CURRENT_FLAG != 0) != (slab.state == State::Current) {
+        return Err("slab: current flag does not match the slab's state");
     }
     let mut free_count = 0u32;
     let mut cur = slab.free;
