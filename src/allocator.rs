@@ -22,7 +22,7 @@ use crate::os::Os;
 use crate::region_map::{self, Kind};
 use crate::segment::{SegmentHeader, SegmentPool};
 use crate::size_class::{self, SizeClass, SMALL_MAX_BYTES};
-use crate::slab::{free_cookie, Block, Slab, FULL_FLAG, SLAB_BYTES};
+use crate::slab::{free_cookie, Block, Slab, FULL_FLAG};
 use crate::sync::Mutex;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -163,17 +163,12 @@ impl<O: Os> Context<O> {
         // - the free cookie in the block's second word: a double free.
         unsafe {
             let used = (*slab).used;
-            let offset = (addr & (SLAB_BYTES - 1)) as u64;
-            let index = (offset * (*slab).recip) >> 48;
-            let block_bytes = (*slab).block_bytes.load(Ordering::Relaxed) as u64;
             let block = ptr.cast::<Block>();
             let cookie = free_cookie(addr);
             // The `unchecked-free` feature drops the pointer checks (kept for measuring
             // what they cost; see README).
             let bad_pointer = !cfg!(feature = "unchecked-free")
-                && (index * block_bytes != offset
-                    || index >= (*slab).built as u64
-                    || (*block).cookie == cookie);
+                && (!(*slab).is_built_block(addr) || (*block).cookie == cookie);
             if used.wrapping_sub(2) >= FULL_FLAG - 2 || bad_pointer {
                 Heap::free_local_slow(heap, slab, ptr, call, &self.os);
                 self.decay_tick(heap);

@@ -368,13 +368,14 @@ impl Slab {
     }
 
     /// True when `ptr` is a block start that was handed out at least once (owner only:
-    /// reads `built`).
-    #[inline]
+    /// reads `built`). No division: a multiply by `recip` (the free fast path runs it). An
+    /// unassigned slab has `built == 0`, so it answers false there too.
+    #[inline(always)]
     pub fn is_built_block(&self, ptr: usize) -> bool {
         let offset = (ptr & (SLAB_BYTES - 1)) as u64;
         let index = (offset * self.recip) >> 48;
         let block_bytes = self.block_bytes.load(Ordering::Relaxed) as u64;
-        block_bytes != 0 && index * block_bytes == offset && index < self.built as u64
+        index * block_bytes == offset && index < self.built as u64
     }
 
     /// True when the block at `ptr` carries its free cookie: it is free, not live.
