@@ -22,6 +22,7 @@
 //! os         the only place that calls mmap/munmap/madvise       (os/)
 //! beside:    sync (locks, fork), tls, config, stats, fatal
 //! ```
+#![cfg_attr(not(any(test, feature = "portable-tls")), no_std)]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 

@@ -55,7 +55,7 @@ fi
 
 bindings=$(LD_DEBUG=bindings LD_PRELOAD="$root/$lib" /bin/true 2>&1)
 unbound=""
-for sym in malloc free calloc realloc posix_memalign; do
+for sym in malloc free calloc realloc; do
   if ! grep "normal symbol \`$sym'" <<<"$bindings" | grep -q "liboxmalloc.so"; then
     unbound="$unbound $sym"
   fi
