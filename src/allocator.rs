@@ -455,7 +455,27 @@ unsafe fn free_remote(
             fatal::bad_pointer(call, "double free or corruption", ptr as usize);
         }
         if (*slab).push_remote(ptr) {
+            race_window();
             Heap::push_pending(SegmentHeader::owner(seg), slab);
+        }
+    }
+}
+
+/// With the test-only `race-window` feature, a remote freer that must queue a slab pauses
+/// between publishing its block and queueing the slab, so that stress tests hit the window
+/// in which the owner may collect, empty and retire that slab. Nothing otherwise.
+#[inline(always)]
+fn race_window() {
+    #[cfg(feature = "race-window")]
+    {
+        let pause = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 200_000,
+        };
+        // SAFETY: sched_yield and nanosleep have no preconditions; `pause` is valid.
+        unsafe {
+            libc::sched_yield();
+            libc::nanosleep(&pause, core::ptr::null_mut());
         }
     }
 }

@@ -18,6 +18,7 @@
 use crate::buddy::BuddyArena;
 use crate::medium_cache::MediumCache;
 use crate::os::Os;
+use crate::remote_free;
 use crate::segment::{SegmentHeader, SegmentPool, SLABS_PER_SEGMENT};
 use crate::size_class::{SizeClass, CLASS_COUNT};
 use crate::slab::{Slab, SlabList, State, FULL_FLAG, SENTINEL, SLAB_BYTES};
@@ -202,7 +203,7 @@ impl Heap {
                 unsafe { lists.partial.push_front(slab) };
                 return;
             }
-            if s.remote_free.load(Ordering::Acquire) & crate::slab::QUEUED != 0 {
+            if s.is_queued() {
                 // Already on the pending stack: processing it will settle the slab.
                 s.state = State::Full;
                 s.used |= FULL_FLAG;
@@ -215,10 +216,7 @@ impl Heap {
 
     /// Takes the full slabs that received remote frees off the full lists.
     pub fn process_pending(&mut self) {
-        if self.pending.load(Ordering::Relaxed).is_null() {
-            return;
-        }
-        let mut cur = self.pending.swap(ptr::null_mut(), Ordering::Acquire);
+        let mut cur = remote_free::take_pending(&self.pending);
         while !cur.is_null() {
             // SAFETY: slabs on our pending stack are slabs of our segments.
             let s = unsafe { &mut *cur };
@@ -253,7 +251,9 @@ impl Heap {
         let s = unsafe { &mut *slab };
         let lists = &mut self.classes[s.class as usize];
         if s.live_count() == 0 {
-            if lists.empty.len() < EMPTY_KEEP {
+            // A queued slab stays assigned (remote-free invariant 2): it waits on the empty
+            // list until its pending entry has been processed.
+            if lists.empty.len() < EMPTY_KEEP || !s.may_unassign() {
                 s.state = State::Empty;
                 // SAFETY: on no list.
                 unsafe { lists.empty.push_front(slab) };
@@ -325,6 +325,10 @@ impl Heap {
     /// # Safety
     /// `slab` must be ours, assigned, with no live block, on no list.
     unsafe fn retire_slab(&mut self, slab: *mut Slab) {
+        // SAFETY: the caller guarantees `slab` is ours.
+        if !unsafe { (*slab).may_unassign() } {
+            crate::fatal::fatal("retiring a slab that is queued for its owner");
+        }
         // SAFETY: the caller guarantees `slab` is ours.
         unsafe {
             (*slab).unassign();
@@ -480,7 +484,7 @@ impl Heap {
                 unsafe {
                     let next = (*slab).next;
                     (*slab).collect_remote();
-                    if (*slab).live_count() == 0 {
+                    if (*slab).live_count() == 0 && (*slab).may_unassign() {
                         self.classes[c].partial.remove(slab);
                         self.retire_slab(slab);
                     }
@@ -497,13 +501,18 @@ impl Heap {
     pub fn decay<O: Os>(&mut self, os: &O, buddy: &Mutex<BuddyArena>) -> usize {
         let flushed = self.medium.flush(os, buddy);
         for c in 0..CLASS_COUNT {
-            loop {
-                let slab = self.classes[c].empty.pop_front();
-                if slab.is_null() {
-                    break;
+            let mut slab = self.classes[c].empty.head();
+            while !slab.is_null() {
+                // SAFETY: empty slabs are ours; `next` is read before any unlinking.
+                unsafe {
+                    let next = (*slab).next;
+                    // Queued slabs stay (remote-free invariant 2).
+                    if (*slab).may_unassign() {
+                        self.classes[c].empty.remove(slab);
+                        self.retire_slab(slab);
+                    }
+                    slab = next;
                 }
-                // SAFETY: empty, ours, on no list.
-                unsafe { self.retire_slab(slab) };
             }
         }
         flushed + self.purge_spares(os, 0)
@@ -520,16 +529,9 @@ impl Heap {
     /// `heap` must be the owner of `slab`'s segment; `slab` must have been marked queued by
     /// the caller's `push_remote`.
     pub unsafe fn push_pending(heap: *mut Heap, slab: *mut Slab) {
-        // SAFETY: heaps are never freed; `pending` is atomic.
-        let pending = unsafe { &(*heap).pending };
-        let mut old = pending.load(Ordering::Relaxed);
-        loop {
-            // SAFETY: the queued mark gives us the slab's link until the owner pops it.
-            unsafe { (*slab).next_pending.store(old, Ordering::Relaxed) };
-            match pending.compare_exchange_weak(old, slab, Ordering::Release, Ordering::Relaxed) {
-                Ok(_) => return,
-                Err(now) => old = now,
-            }
-        }
+        // SAFETY: heaps are never freed (`pending` is atomic), and the QUEUED mark this
+        // thread set keeps the slab assigned and its segment mapped (remote-free invariant
+        // 2), so its `next_pending` is ours to write until the owner pops it.
+        unsafe { remote_free::push_pending(&(*heap).pending, slab, &(*slab).next_pending) }
     }
 }

@@ -39,6 +39,7 @@ pub mod medium_cache;
 pub mod os;
 pub mod process;
 pub mod region_map;
+pub mod remote_free;
 pub mod segment;
 pub mod size_class;
 pub mod slab;

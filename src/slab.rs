@@ -30,11 +30,8 @@ pub const FULL_FLAG: u32 = 1 << 31;
 /// its last live block then needs no list move, and the fast path's single compare lets
 /// it through (a loop that allocates and frees one block never leaves the fast path).
 pub const CURRENT_FLAG: u32 = 1 << 30;
-/// `remote_free` flag: the owner wants to hear of the next remote free.
-pub const NOTIFY: usize = 1;
-/// `remote_free` flag: the slab is on (or going onto) its heap's pending stack.
-pub const QUEUED: usize = 2;
-const FLAG_MASK: usize = NOTIFY | QUEUED;
+use crate::remote_free;
+pub use crate::remote_free::{FLAG_MASK, NOTIFY, QUEUED};
 
 /// Blocks carved per extension of a slab's free list: enough to cover one OS page of small
 /// blocks, so a fresh slab touches memory only as fast as it is used.
@@ -280,46 +277,23 @@ impl Slab {
     /// `block` must be a live block of this slab.
     pub unsafe fn push_remote(&self, block: *mut u8) -> bool {
         let block = block.cast::<Block>();
-        let mut old = self.remote_free.load(Ordering::Relaxed);
-        loop {
-            // SAFETY: the block is live and being freed: we own its first words now.
+        remote_free::push_block(&self.remote_free, block as usize, |next| {
+            // SAFETY: the block is live and being freed: its first words are ours until the
+            // push publishes it.
             unsafe {
-                (*block).next = (old & !FLAG_MASK) as *mut Block;
+                (*block).next = next as *mut Block;
                 (*block).cookie = free_cookie(block as usize);
             }
-            let notify = old & NOTIFY != 0;
-            let new = block as usize | (old & QUEUED) | if notify { QUEUED } else { 0 };
-            match self.remote_free.compare_exchange_weak(
-                old,
-                new,
-                Ordering::Release,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return notify,
-                Err(now) => old = now,
-            }
-        }
+        })
     }
 
     /// Moves every remotely freed block onto the local free list (owner only). Returns how
     /// many were collected. The flags are kept.
     pub fn collect_remote(&mut self) -> u32 {
-        let mut old = self.remote_free.load(Ordering::Relaxed);
-        if old & !FLAG_MASK == 0 {
+        let head = remote_free::take_blocks(&self.remote_free) as *mut Block;
+        if head.is_null() {
             return 0;
         }
-        loop {
-            match self.remote_free.compare_exchange_weak(
-                old,
-                old & FLAG_MASK,
-                Ordering::Acquire,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => break,
-                Err(now) => old = now,
-            }
-        }
-        let head = (old & !FLAG_MASK) as *mut Block;
         let mut tail = head;
         let mut count = 1u32;
         // SAFETY: the stack holds blocks of this slab pushed by `push_remote` (Release),
@@ -340,19 +314,28 @@ impl Slab {
     /// remote frees are already waiting or the slab is already queued: the caller should
     /// then collect instead of parking the slab.
     pub fn request_notify(&self) -> bool {
-        self.remote_free
-            .compare_exchange(0, NOTIFY, Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok()
+        remote_free::request_notify(&self.remote_free)
     }
 
     /// Clears [`NOTIFY`] (the owner took the slab off its full list by itself).
     pub fn cancel_notify(&self) {
-        self.remote_free.fetch_and(!NOTIFY, Ordering::AcqRel);
+        remote_free::cancel_notify(&self.remote_free)
     }
 
     /// Clears [`QUEUED`] (the owner took the slab off its pending stack).
     pub fn clear_queued(&self) {
-        self.remote_free.fetch_and(!QUEUED, Ordering::AcqRel);
+        remote_free::clear_queued(&self.remote_free)
+    }
+
+    /// True when the slab is on (or going onto) its heap's pending stack.
+    pub fn is_queued(&self) -> bool {
+        remote_free::is_queued(&self.remote_free)
+    }
+
+    /// True when the slab may be unassigned: not queued (the remote-free protocol's
+    /// invariant 2, see `remote_free.rs`).
+    pub fn may_unassign(&self) -> bool {
+        remote_free::may_unassign(&self.remote_free)
     }
 
     /// True when `ptr` (an address inside this slab) is the start of a block: not inside

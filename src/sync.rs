@@ -9,6 +9,12 @@
 //! them in the parent; the child, where only the forking thread survives, resets them with
 //! [`Mutex::reset_after_fork`].
 
+/// The atomics the lock-free protocols use: core's here; the `loom` model test compiles
+/// those protocols (`remote_free.rs`) against loom's under the same path.
+pub mod atomic {
+    pub use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+}
+
 use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
 use core::sync::atomic::{AtomicU32, Ordering};

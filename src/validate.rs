@@ -123,6 +123,44 @@ fn check_list(list: &SlabList, state: State, class: Option<usize>) -> Result<usi
     Ok(count)
 }
 
+/// Checks the heap's pending stack: no cycle, and every entry an assigned slab of one of
+/// the heap's segments whose QUEUED bit is set (remote-free invariants 2 and 4). Remote
+/// freers only push at the head, and the owner (the caller) is the only one to pop, so the
+/// links below a snapshot of the head do not change while we walk them.
+///
+/// # Safety
+/// The caller must own `heap`, which has `segments` segments.
+unsafe fn check_pending(heap: *mut Heap, segments: usize) -> CheckResult {
+    // SAFETY: heaps are never freed; `pending` is atomic.
+    let mut cur = unsafe { (*heap).pending.load(Ordering::Acquire) };
+    let mut count = 0usize;
+    while !cur.is_null() {
+        count += 1;
+        if count > segments * SLABS_PER_SEGMENT {
+            return Err("pending: the stack has a cycle or holds a slab twice");
+        }
+        let addr = cur as usize;
+        if crate::region_map::kind_of(addr) != crate::region_map::Kind::Slab {
+            return Err("pending: an entry is not in a slab segment");
+        }
+        let seg = SegmentHeader::of(addr);
+        // SAFETY: the region map says the segment is live.
+        if unsafe { SegmentHeader::owner(seg) } != heap {
+            return Err("pending: an entry belongs to another heap");
+        }
+        // SAFETY: `cur` points into a live segment header of ours (checked above).
+        let s = unsafe { &*cur };
+        if s.block_bytes.load(Ordering::Relaxed) == 0 {
+            return Err("pending: an entry is a slab that is not assigned (retired while queued)");
+        }
+        if !s.is_queued() {
+            return Err("pending: an entry's QUEUED bit is clear");
+        }
+        cur = s.next_pending.load(Ordering::Acquire);
+    }
+    Ok(())
+}
+
 /// Checks one heap.
 ///
 /// # Safety
@@ -174,6 +212,8 @@ pub unsafe fn check_heap(heap: *mut Heap) -> CheckResult {
         // SAFETY: as above.
         seg = unsafe { (*seg).next };
     }
+    // SAFETY: the caller owns the heap; `segments` was just counted.
+    unsafe { check_pending(heap, segments)? };
     if segments != h.segment_count {
         return Err("heap: segment count is wrong");
     }

@@ -1,0 +1,178 @@
+//! Model check of the remote-free protocol with loom: the very code of `src/remote_free.rs`,
+//! compiled here against loom's atomics, in every interleaving of a small model of the race
+//! that crashed oxmalloc 0.1 (see that file's invariants).
+//!
+//! The model: a slab with two live blocks is parked on its owner's full list (NOTIFY set).
+//! A remote freer frees one block; the owner frees the other, collects remote frees,
+//! processes its pending stack and retires the slab if it may, which releases its segment.
+//! A remote freer that touches the slab's metadata after the release is the bug.
+//!
+//! `old_protocol_is_caught` runs 0.1's rule (retire whenever the slab is empty) and
+//! requires loom to find the use-after-release; the other tests run the rule the allocator
+//! uses now ([`remote_free::may_unassign`]) and require no failure in any interleaving.
+
+mod sync {
+    pub mod atomic {
+        pub use loom::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+    }
+}
+
+#[allow(dead_code)]
+#[path = "../src/remote_free.rs"]
+mod remote_free;
+
+use loom::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+use loom::sync::Arc;
+use loom::thread;
+
+/// Fake block addresses (16-byte aligned, so the two flag bits are clear).
+const BLOCK_A: usize = 0x1000;
+const BLOCK_B: usize = 0x2000;
+
+struct Slab {
+    word: AtomicUsize,
+    next_pending: AtomicPtr<Slab>,
+    /// Set when the owner retires the slab and releases its segment.
+    released: AtomicBool,
+}
+
+struct Heap {
+    pending: AtomicPtr<Slab>,
+}
+
+struct World {
+    slab: Slab,
+    heap: Heap,
+}
+
+/// A remote freer frees `block`; if it must queue the slab, it does (touching the slab's
+/// metadata, which must still be alive).
+fn remote_free(world: &World, block: usize) {
+    let notify = remote_free::push_block(&world.slab.word, block, |_| {});
+    if notify {
+        assert!(
+            !world.slab.released.load(Ordering::SeqCst),
+            "remote freer queued a slab whose segment was released"
+        );
+        let slab = &world.slab as *const Slab as *mut Slab;
+        // SAFETY: this thread set QUEUED; in the model the slab lives as long as `world`.
+        unsafe { remote_free::push_pending(&world.heap.pending, slab, &world.slab.next_pending) };
+    }
+}
+
+/// The owner's view of the slab.
+struct Owner {
+    live: usize,
+    retired: bool,
+}
+
+impl Owner {
+    /// Collects remote frees and processes the pending stack, then retires the slab if it
+    /// is empty and the rule allows.
+    fn settle(&mut self, world: &World, old_rule: bool) {
+        let mut head = remote_free::take_blocks(&world.slab.word);
+        while head != 0 {
+            self.live -= 1;
+            head = 0; // each fake block is pushed alone (links are not modelled)
+        }
+        let mut cur = remote_free::take_pending(&world.heap.pending);
+        while !cur.is_null() {
+            // SAFETY: the only slab in the model, alive for the whole model.
+            let slab = unsafe { &*cur };
+            cur = slab.next_pending.load(Ordering::Relaxed);
+            remote_free::clear_queued(&slab.word);
+        }
+        if !self.retired
+            && self.live == 0
+            && (old_rule || remote_free::may_unassign(&world.slab.word))
+        {
+            self.retired = true;
+            world.slab.released.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+fn world() -> Arc<World> {
+    let world = Arc::new(World {
+        slab: Slab {
+            word: AtomicUsize::new(0),
+            next_pending: AtomicPtr::new(std::ptr::null_mut()),
+            released: AtomicBool::new(false),
+        },
+        heap: Heap {
+            pending: AtomicPtr::new(std::ptr::null_mut()),
+        },
+    });
+    // The owner parked the full slab, asking to be notified.
+    assert!(remote_free::request_notify(&world.slab.word));
+    world
+}
+
+/// One remote freer against an owner that frees its own block, collects, settles.
+fn one_remote_model(old_rule: bool) {
+    loom::model(move || {
+        let w = world();
+        let remote = {
+            let w = w.clone();
+            thread::spawn(move || remote_free(&w, BLOCK_B))
+        };
+        let mut owner = Owner {
+            live: 2,
+            retired: false,
+        };
+        // Local free of block A into the full slab: leave the full list.
+        owner.live -= 1;
+        remote_free::cancel_notify(&w.slab.word);
+        owner.settle(&w, old_rule);
+        remote.join().unwrap();
+        // The owner's next slow path settles whatever arrived meanwhile.
+        owner.settle(&w, old_rule);
+        assert_eq!(owner.live, 0);
+        assert!(
+            owner.retired,
+            "an empty slab must become retirable once settled"
+        );
+        assert!(w.heap.pending.load(Ordering::SeqCst).is_null());
+        assert_eq!(w.slab.word.load(Ordering::SeqCst), 0);
+    });
+}
+
+#[test]
+fn new_protocol_never_releases_a_queued_slab() {
+    one_remote_model(false);
+}
+
+#[test]
+fn old_protocol_is_caught() {
+    let result = std::panic::catch_unwind(|| one_remote_model(true));
+    assert!(
+        result.is_err(),
+        "loom found no interleaving in which 0.1's rule releases a queued slab"
+    );
+}
+
+/// Two remote freers race for the notification: exactly one queues the slab, once.
+#[test]
+fn a_slab_is_queued_once() {
+    loom::model(|| {
+        let w = world();
+        let a = {
+            let w = w.clone();
+            thread::spawn(move || remote_free(&w, BLOCK_A))
+        };
+        let b = {
+            let w = w.clone();
+            thread::spawn(move || remote_free(&w, BLOCK_B))
+        };
+        a.join().unwrap();
+        b.join().unwrap();
+        let head = w.heap.pending.load(Ordering::SeqCst);
+        assert!(!head.is_null(), "the notification was lost");
+        // SAFETY: the model's only slab.
+        let next = unsafe { (*head).next_pending.load(Ordering::SeqCst) };
+        assert!(next.is_null(), "the slab was queued twice");
+        let word = w.slab.word.load(Ordering::SeqCst);
+        assert_eq!(word & remote_free::FLAG_MASK, remote_free::QUEUED);
+        assert!(!remote_free::may_unassign(&w.slab.word));
+    });
+}
