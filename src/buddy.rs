@@ -243,7 +243,18 @@ impl BuddyArena {
         self.region_count * REGION_BYTES
     }
 
+    /// The head of the free list of `order`; a broken order (corrupt metadata) is fatal.
+    fn free_head(&mut self, order: usize) -> &mut *mut SlotMeta {
+        match self.free.get_mut(order) {
+            Some(head) => head,
+            None => crate::fatal::fatal("buddy: span order out of range (corrupt metadata)"),
+        }
+    }
+
     fn push_free(&mut self, meta: *mut SlotMeta, order: usize, dirty: bool) {
+        let head = self.free_head(order);
+        let old = *head;
+        *head = meta;
         // SAFETY: `meta` is the first slot of a free span in one of our regions; the list's
         // members are valid.
         unsafe {
@@ -251,12 +262,11 @@ impl BuddyArena {
             (*meta).dirty = dirty;
             set_state(meta, SlotState::Free);
             (*meta).prev = ptr::null_mut();
-            (*meta).next = self.free[order];
-            if !self.free[order].is_null() {
-                (*self.free[order]).prev = meta;
+            (*meta).next = old;
+            if !old.is_null() {
+                (*old).prev = meta;
             }
         }
-        self.free[order] = meta;
     }
 
     fn unlink_free(&mut self, meta: *mut SlotMeta) {
@@ -265,7 +275,7 @@ impl BuddyArena {
             let order = (*meta).order as usize;
             let (prev, next) = ((*meta).prev, (*meta).next);
             if prev.is_null() {
-                self.free[order] = next;
+                *self.free_head(order) = next;
             } else {
                 (*prev).next = next;
             }
@@ -305,18 +315,27 @@ impl BuddyArena {
         true
     }
 
+    /// The smallest order `>= order` with a free span, and that span.
+    fn first_free_order(&self, order: usize) -> Option<(usize, *mut SlotMeta)> {
+        self.free
+            .iter()
+            .enumerate()
+            .skip(order)
+            .find(|(_, head)| !head.is_null())
+            .map(|(o, &head)| (o, head))
+    }
+
     /// Allocates a block for `request`. Returns its address and whether it reads as zeros.
     pub fn alloc<O: Os>(&mut self, os: &O, request: MediumRequest) -> Option<(NonNull<u8>, bool)> {
         let order = request.order;
-        let mut found = (order..=MAX_ORDER).find(|&o| !self.free[o].is_null());
+        let mut found = self.first_free_order(order);
         if found.is_none() {
             if !self.add_region(os) {
                 return None;
             }
-            found = (order..=MAX_ORDER).find(|&o| !self.free[o].is_null());
+            found = self.first_free_order(order);
         }
-        let mut j = found?;
-        let meta = self.free[j];
+        let (mut j, meta) = found?;
         self.unlink_free(meta);
         let region = region_of(meta);
         let index = slot_index(meta);

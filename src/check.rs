@@ -125,7 +125,10 @@ pub unsafe fn free(ptr: *mut u8, call: &str) {
         let mut q = QUARANTINE.lock();
         let i = q.next;
         q.next = (i + 1) % QUARANTINE_SLOTS;
-        core::mem::replace(&mut q.ring[i], ptr as usize)
+        match q.ring.get_mut(i) {
+            Some(slot) => core::mem::replace(slot, ptr as usize),
+            None => crate::fatal::fatal("check: quarantine index out of range"),
+        }
     };
     if evicted != 0 {
         free_for_real(evicted, call);

@@ -102,15 +102,16 @@ fn scan_proc_environ() {
         if n <= 0 {
             break;
         }
-        for &b in &buf[..n as usize] {
+        for &b in buf.iter().take(n as usize) {
             if b == 0 {
-                if !overflow && entry[..len].starts_with(b"OXMALLOC_") {
-                    apply(&entry[..len]);
+                let text = entry.get(..len).unwrap_or(&[]);
+                if !overflow && text.starts_with(b"OXMALLOC_") {
+                    apply(text);
                 }
                 len = 0;
                 overflow = false;
-            } else if len < entry.len() {
-                entry[len] = b;
+            } else if let Some(slot) = entry.get_mut(len) {
+                *slot = b;
                 len += 1;
             } else {
                 overflow = true;

@@ -28,64 +28,63 @@ impl MessageBuffer {
     /// Appends text, cutting what does not fit.
     pub fn push_str(&mut self, text: &str) -> &mut Self {
         for &b in text.as_bytes() {
-            if let Some(slot) = self.bytes.get_mut(self.len) {
-                *slot = b;
-                self.len += 1;
-            }
+            self.push_byte(b);
         }
         self
     }
 
+    /// Appends one byte, dropping it when the buffer is full.
+    fn push_byte(&mut self, b: u8) {
+        if let Some(slot) = self.bytes.get_mut(self.len) {
+            *slot = b;
+            self.len += 1;
+        }
+    }
+
     /// Appends `value` as `0x` followed by lower-case hexadecimal digits.
     pub fn push_hex(&mut self, value: usize) -> &mut Self {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
-        let mut digits = [0u8; 18];
-        digits[0] = b'0';
-        digits[1] = b'x';
-        let mut count = 0;
-        let mut v = value;
-        let mut tmp = [0u8; 16];
-        loop {
-            tmp[count] = DIGITS[v & 15];
-            count += 1;
-            v >>= 4;
-            if v == 0 || count == 16 {
-                break;
-            }
+        self.push_str("0x");
+        let digits = (usize::BITS - value.leading_zeros()).div_ceil(4).max(1);
+        for i in (0..digits).rev() {
+            let nibble = (value >> (4 * i)) & 15;
+            self.push_byte(if nibble < 10 {
+                b'0' + nibble as u8
+            } else {
+                b'a' + (nibble - 10) as u8
+            });
         }
-        for i in 0..count {
-            digits[2 + i] = tmp[count - 1 - i];
-        }
-        // The digits are ASCII, so this is valid UTF-8.
-        self.push_str(core::str::from_utf8(&digits[..2 + count]).unwrap_or("0x?"))
+        self
     }
 
     /// Appends `value` in decimal.
     pub fn push_usize(&mut self, value: usize) -> &mut Self {
-        let mut tmp = [0u8; 20];
+        let mut digits = [0u8; 20];
         let mut count = 0;
         let mut v = value;
-        loop {
-            tmp[19 - count] = b'0' + (v % 10) as u8;
+        for slot in digits.iter_mut().rev() {
+            *slot = b'0' + (v % 10) as u8;
             count += 1;
             v /= 10;
             if v == 0 {
                 break;
             }
         }
-        self.push_str(core::str::from_utf8(&tmp[20 - count..]).unwrap_or("?"))
+        for &b in digits.iter().skip(digits.len() - count) {
+            self.push_byte(b);
+        }
+        self
     }
 
     /// The text so far.
     pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes[..self.len]
+        self.bytes.get(..self.len).unwrap_or(&[])
     }
 
     /// Writes the text to fd 2 with one `write(2)`.
     pub fn write_stderr(&self) {
         // SAFETY: the slice is valid for its length; a failed or short write is ignored, as
         // there is nowhere else to report it.
-        unsafe { libc::write(2, self.bytes.as_ptr().cast(), self.len) };
+        unsafe { libc::write(2, self.bytes.as_ptr().cast(), self.as_bytes().len()) };
     }
 }
 

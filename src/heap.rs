@@ -162,7 +162,7 @@ impl Heap {
                     Some(slab) => {
                         // SAFETY: a spare slab is ours and on no list.
                         unsafe {
-                            (*slab).assign(c as u8, class.block_bytes());
+                            (*slab).assign(class);
                             (*SegmentHeader::of(slab as usize)).assigned_slabs += 1;
                         }
                         slab
@@ -188,7 +188,7 @@ impl Heap {
     unsafe fn park_full(&mut self, slab: *mut Slab) {
         // SAFETY: the caller guarantees `slab` is ours.
         let s = unsafe { &mut *slab };
-        let lists = &mut self.classes[s.class as usize];
+        let lists = &mut self.classes[s.class.index()];
         loop {
             if s.request_notify() {
                 s.state = State::Full;
@@ -226,7 +226,7 @@ impl Heap {
                 // Already moved by a local free; the queued mark was all that was left.
                 continue;
             }
-            let lists = &mut self.classes[s.class as usize];
+            let lists = &mut self.classes[s.class.index()];
             // SAFETY: a Full slab is on its class's full list.
             unsafe { lists.full.remove(s) };
             s.used &= !FULL_FLAG;
@@ -249,7 +249,7 @@ impl Heap {
     unsafe fn place_with_room(&mut self, slab: *mut Slab) {
         // SAFETY: the caller guarantees `slab` is ours.
         let s = unsafe { &mut *slab };
-        let lists = &mut self.classes[s.class as usize];
+        let lists = &mut self.classes[s.class.index()];
         if s.live_count() == 0 {
             // A queued slab stays assigned (remote-free invariant 2): it waits on the empty
             // list until its pending entry has been processed.
@@ -296,7 +296,7 @@ impl Heap {
         unsafe { s.push_local(ptr) };
         match s.state {
             State::Full => {
-                let lists = &mut h.classes[s.class as usize];
+                let lists = &mut h.classes[s.class.index()];
                 // SAFETY: a Full slab is on its class's full list.
                 unsafe { lists.full.remove(slab) };
                 s.used &= !FULL_FLAG;
@@ -306,7 +306,7 @@ impl Heap {
             }
             State::Partial if s.live_count() == 0 => {
                 // SAFETY: a Partial slab is on its class's partial list.
-                unsafe { h.classes[s.class as usize].partial.remove(slab) };
+                unsafe { h.classes[s.class.index()].partial.remove(slab) };
                 // SAFETY: on no list now.
                 unsafe { h.place_with_room(slab) };
             }

@@ -174,26 +174,28 @@ impl Large {
     /// Takes the cached mapping closest in size to `need`: the smallest at least as large,
     /// else the largest.
     fn take_cached(&mut self, need: usize) -> Option<CachedMapping> {
+        let cached = self.cache.get_mut(..self.cache_len)?;
         let mut best: Option<usize> = None;
-        for i in 0..self.cache_len {
-            let m = self.cache[i].map_bytes;
-            best = match best {
-                None => Some(i),
-                Some(b) => {
-                    let bm = self.cache[b].map_bytes;
-                    let better = if m >= need {
-                        bm < need || m < bm
-                    } else {
-                        bm < need && m > bm
-                    };
-                    Some(if better { i } else { b })
-                }
+        let mut best_bytes = 0;
+        for (i, m) in cached.iter().enumerate() {
+            let m = m.map_bytes;
+            let better = match best {
+                None => true,
+                Some(_) if m >= need => best_bytes < need || m < best_bytes,
+                Some(_) => best_bytes < need && m > best_bytes,
             };
+            if better {
+                best = Some(i);
+                best_bytes = m;
+            }
         }
-        let i = best?;
-        let found = self.cache[i];
+        // Move the found mapping to the end, then drop the end.
+        let (last, rest) = cached.split_last_mut()?;
+        if let Some(other) = rest.get_mut(best?) {
+            core::mem::swap(other, last);
+        }
+        let found = *last;
         self.cache_len -= 1;
-        self.cache[i] = self.cache[self.cache_len];
         self.cache_bytes -= found.map_bytes;
         Some(found)
     }
@@ -363,8 +365,7 @@ impl Large {
     /// Unmaps every cached mapping; returns the bytes given back.
     pub fn trim<O: Os>(&mut self, os: &O) -> usize {
         let released = self.cache_bytes;
-        for i in 0..self.cache_len {
-            let m = self.cache[i];
+        for m in self.cache.iter().take(self.cache_len) {
             // SAFETY: cached mappings are ours and unused.
             unsafe { os.unmap(NonNull::new_unchecked(m.base as *mut u8), m.map_bytes) };
         }

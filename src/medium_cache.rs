@@ -52,15 +52,22 @@ impl MediumCache {
     #[inline]
     pub fn pop(&mut self, request: MediumRequest) -> Option<NonNull<u8>> {
         let bin = bin_of(request.pages);
-        let count = *self.counts.get(bin)? as usize;
+        let slots = self.bins.get_mut(bin)?;
+        let count = self.counts.get_mut(bin)?;
+        // `count` never exceeds the bin's slots (`push` checks), but the slice keeps that
+        // from being a proof obligation here.
+        let parked = slots.get_mut(..*count as usize)?;
         let align = crate::buddy::span_bytes(request.order);
-        let slot = (0..count).rev().find(|&i| {
-            let p = self.bins[bin][i];
-            p.pages >= request.pages && p.addr % align == 0
-        })?;
-        let found = self.bins[bin][slot];
-        self.bins[bin][slot] = self.bins[bin][count - 1];
-        self.counts[bin] -= 1;
+        let slot = parked
+            .iter()
+            .rposition(|p| p.pages >= request.pages && p.addr & (align - 1) == 0)?;
+        // Move the found block to the end, then drop the end.
+        let (last, rest) = parked.split_last_mut()?;
+        if let Some(other) = rest.get_mut(slot) {
+            core::mem::swap(other, last);
+        }
+        let found = *last;
+        *count -= 1;
         // SAFETY: blocks in the cache were parked by this thread and belong to it.
         unsafe { BuddyArena::unpark_from_cache(found.addr) };
         NonNull::new(found.addr as *mut u8)
@@ -72,23 +79,34 @@ impl MediumCache {
     pub fn push(&mut self, ptr: usize) -> Result<bool, FreeError> {
         let pages = BuddyArena::allocated_pages(ptr).ok_or(FreeError::InvalidPointer)?;
         let bin = bin_of(pages);
-        let count = self.counts[bin] as usize;
-        if count >= SLOTS_PER_BIN[bin] {
+        let (Some(slots), Some(count), Some(&room)) = (
+            self.bins.get_mut(bin),
+            self.counts.get_mut(bin),
+            SLOTS_PER_BIN.get(bin),
+        ) else {
             return Ok(false);
-        }
+        };
+        let Some(slot) = slots
+            .get_mut(*count as usize)
+            .filter(|_| (*count as usize) < room)
+        else {
+            return Ok(false);
+        };
         BuddyArena::park_in_cache(ptr).ok_or(FreeError::InvalidPointer)?;
-        self.bins[bin][count] = Parked { addr: ptr, pages };
-        self.counts[bin] += 1;
+        *slot = Parked { addr: ptr, pages };
+        *count += 1;
         Ok(true)
     }
 
     /// Frees every parked block to the arena; returns the bytes given back.
     pub fn flush<O: Os>(&mut self, os: &O, arena: &Mutex<BuddyArena>) -> usize {
         let mut bytes = 0;
-        for bin in 0..=MAX_ORDER {
-            while self.counts[bin] > 0 {
-                self.counts[bin] -= 1;
-                let parked = self.bins[bin][self.counts[bin] as usize];
+        for (slots, count) in self.bins.iter().zip(self.counts.iter_mut()) {
+            while *count > 0 {
+                *count -= 1;
+                let Some(&parked) = slots.get(*count as usize) else {
+                    crate::fatal::fatal("medium cache: count out of range");
+                };
                 // SAFETY: parked by this thread; it is allocated again, then freed.
                 unsafe { BuddyArena::unpark_from_cache(parked.addr) };
                 if arena.lock().free(os, parked.addr).is_err() {

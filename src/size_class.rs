@@ -18,11 +18,16 @@ pub const CLASS_COUNT: usize = 64;
 /// The smallest block.
 pub const MIN_BLOCK_BYTES: usize = 16;
 
+const _: () = assert!(CLASS_COUNT.is_power_of_two());
+
 /// A validated size-class index (`< CLASS_COUNT`).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct SizeClass(u8);
 
 impl SizeClass {
+    /// The smallest class.
+    pub const FIRST: SizeClass = SizeClass(0);
+
     /// The class with index `index`, if there is one.
     pub const fn from_index(index: usize) -> Option<SizeClass> {
         if index < CLASS_COUNT {
@@ -32,10 +37,12 @@ impl SizeClass {
         }
     }
 
-    /// The class index, `< CLASS_COUNT`.
+    /// The class index, `< CLASS_COUNT`. The mask is the identity for every valid class
+    /// (the invariant of the type) and lets the compiler see that indexing an array of
+    /// `CLASS_COUNT` entries is in range, so no bounds check (and no panic path) is emitted.
     #[inline(always)]
     pub const fn index(self) -> usize {
-        self.0 as usize
+        self.0 as usize & (CLASS_COUNT - 1)
     }
 
     /// The block size of this class.

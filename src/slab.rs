@@ -17,6 +17,7 @@
 //! [`NOTIFY`] (the owner parked the slab on its full list and asks the next remote freer to
 //! tell it) and [`QUEUED`] (the slab is on its heap's pending stack, or going onto it).
 
+use crate::size_class::{SizeClass, MIN_BLOCK_BYTES};
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 
@@ -106,8 +107,8 @@ pub struct Slab {
     /// `ceil(2^48 / block_bytes)`: `(offset * recip) >> 48` is `offset / block_bytes` for
     /// every offset inside a slab, so the free path checks block starts without a division.
     pub recip: u64,
-    /// Size class index (valid while `block_bytes != 0`).
-    pub class: u8,
+    /// Size class (valid while `block_bytes != 0`).
+    pub class: SizeClass,
     /// Where the slab is (owner only).
     pub state: State,
     /// The unbuilt part of the slab reads as zeros (fresh or purged memory).
@@ -153,7 +154,7 @@ impl Slab {
             built: 0,
             block_bytes: AtomicU32::new(0),
             recip: 0,
-            class: 0,
+            class: SizeClass::FIRST,
             state: State::Spare,
             zeroed: true,
             remote_free: AtomicUsize::new(0),
@@ -165,15 +166,17 @@ impl Slab {
     }
 
     /// Assigns the slab to a class with blocks of `block_bytes`; all blocks unbuilt.
-    pub fn assign(&mut self, class: u8, block_bytes: usize) {
+    pub fn assign(&mut self, class: SizeClass) {
+        let block_bytes = class.block_bytes();
         self.free = ptr::null_mut();
         self.used = 0;
-        self.capacity = (SLAB_BYTES / block_bytes) as u32;
+        // Every class's block is at least 16 bytes: the divisor is never zero.
+        self.capacity = (SLAB_BYTES / block_bytes.max(MIN_BLOCK_BYTES)) as u32;
         self.built = 0;
         self.class = class;
         self.block_bytes
             .store(block_bytes as u32, Ordering::Relaxed);
-        self.recip = (1u64 << 48).div_ceil(block_bytes as u64);
+        self.recip = (1u64 << 48).div_ceil(block_bytes.max(MIN_BLOCK_BYTES) as u64);
         self.remote_free.store(0, Ordering::Relaxed);
     }
 
@@ -211,7 +214,7 @@ impl Slab {
             return false;
         }
         let block_bytes = self.block_bytes.load(Ordering::Relaxed) as usize;
-        let per_page = (EXTEND_BYTES / block_bytes) as u32;
+        let per_page = (EXTEND_BYTES / block_bytes.max(MIN_BLOCK_BYTES)) as u32;
         let count = per_page
             .max(EXTEND_MIN_BLOCKS)
             .min(self.capacity - self.built);
@@ -517,7 +520,11 @@ mod tests {
         let mem = unsafe { std::alloc::alloc(layout) };
         assert!(!mem.is_null());
         let mut slab = Slab::new_unassigned(mem);
-        slab.assign(3, block_bytes);
+        slab.assign(crate::size_class::class_of(block_bytes));
+        assert_eq!(
+            slab.block_bytes.load(Ordering::Relaxed) as usize,
+            block_bytes
+        );
         f(&mut slab);
         // SAFETY: allocated above with this layout.
         unsafe { std::alloc::dealloc(mem, layout) };

@@ -110,7 +110,7 @@ fn check_list(list: &SlabList, state: State, class: Option<usize>) -> Result<usi
         let s = unsafe { &*slab };
         if s.state != state {
             bad = Some("list: slab state does not match its list");
-        } else if class.is_some_and(|c| s.class as usize != c) {
+        } else if class.is_some_and(|c| s.class.index() != c) {
             bad = Some("list: slab of another size class");
         }
     });
@@ -174,7 +174,7 @@ pub unsafe fn check_heap(heap: *mut Heap) -> CheckResult {
         if cur != SENTINEL.as_ptr() {
             // SAFETY: a current slab is a valid slab of this heap.
             let s = unsafe { &*cur };
-            if s.state != State::Current || s.class as usize != c {
+            if s.state != State::Current || s.class.index() != c {
                 return Err("heap: current slab has the wrong state or class");
             }
             placed += 1;

@@ -4,6 +4,8 @@
 #  - malloc/free/calloc/realloc never reach __tls_get_addr (initial-exec TLS works);
 #  - the library is marked STATIC_TLS (the initial-exec model, right for LD_PRELOAD);
 #  - the dynamic linker binds the malloc family to it under LD_PRELOAD;
+#  - it holds no panic path (no core::panicking code, no panic message), no Rust std, and
+#    needs libc.so.6 alone (no libgcc_s);
 #  - the portable-tls build (for late dlopen) still builds.
 # Prints PASS/FAIL lines and "library: N passed, N failed".
 set -u
@@ -51,6 +53,32 @@ if readelf -d "$lib" | grep -q "STATIC_TLS"; then
   ok "library uses the initial-exec TLS model (STATIC_TLS)"
 else
   bad "static tls" "FLAGS lack STATIC_TLS"
+fi
+
+# No panic path and no Rust std: the core is no_std, the cdylib has only a fatal
+# panic handler, and every index is proved in range or checked (a panic inside malloc
+# would run code that is not ours, in the middle of the allocator). Read from the
+# unstripped library, so that every function that was linked in is named.
+syms=$(nm -C "$lib" 2>/dev/null)
+if [ -z "$syms" ]; then
+  bad "no panic" "nm printed no symbols (stripped library?)"
+elif grep -qE 'core::panicking|core::slice::index::slice_(start_|end_)?index|core::result::unwrap_failed|core::option::(expect|unwrap)_failed' <<<"$syms"; then
+  bad "no panic" "panic code linked in: $(grep -E 'core::panicking|slice_(start_|end_)?index|unwrap_failed|expect_failed' <<<"$syms" | awk '{$1=$2=""; print}' | tr '\n' ';')"
+elif strings -a "$lib" | grep -qE 'panicked|index out of bounds|attempt to (add|subtract|multiply|divide|calculate)|called `(Option|Result)::unwrap'; then
+  bad "no panic" "panic message strings present: $(strings -a "$lib" | grep -E 'panicked|index out of bounds|attempt to|called `' | head -3 | tr '\n' ';')"
+else
+  ok "no panic path: no core::panicking code and no panic message in the library"
+fi
+if grep -qE ' std::|<std::' <<<"$syms"; then
+  bad "no std" "Rust std symbols: $(grep -E ' std::|<std::' <<<"$syms" | head -3 | tr '\n' ';')"
+else
+  ok "no Rust std in the library"
+fi
+needed=$(readelf -d "$lib" | awk '/NEEDED/ {print $NF}' | tr -d '[]' | sort | tr '\n' ' ')
+if [ "$needed" = "libc.so.6 " ]; then
+  ok "links libc.so.6 only (no libgcc_s, no libstd)"
+else
+  bad "needed" "NEEDED is: $needed"
 fi
 
 bindings=$(LD_DEBUG=bindings LD_PRELOAD="$root/$lib" /bin/true 2>&1)

@@ -174,15 +174,15 @@ pub fn print_stats() {
     line("oxmalloc: heaps abandoned        = ", s.heaps_abandoned);
 }
 
-/// `malloc_info`: an XML report on `stream`; `options` must be 0 (else EINVAL).
+/// `malloc_info`: an XML report on `stream`; `options` must be 0 (else it returns EINVAL,
+/// errno untouched, as glibc).
 ///
 /// # Safety
 /// `stream` must be a valid `FILE *`.
 pub unsafe fn malloc_info(options: c_int, stream: *mut libc::FILE) -> c_int {
     if options != 0 {
-        // SAFETY: the calling thread's errno slot.
-        unsafe { *libc::__errno_location() = libc::EINVAL };
-        return -1;
+        // As glibc: the error is the return value, and errno is left alone.
+        return libc::EINVAL;
     }
     let s = snapshot();
     let m = mallinfo2();

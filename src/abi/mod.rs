@@ -108,6 +108,8 @@ pub unsafe fn posix_memalign(out: *mut *mut c_void, align: usize, size: usize) -
     }
     let p = allocator::alloc_aligned(size, align);
     if p.is_null() {
+        // glibc returns ENOMEM and also leaves it in errno; programs read either.
+        set_errno(libc::ENOMEM);
         return libc::ENOMEM;
     }
     // SAFETY: the caller guarantees `out` is writable.
