@@ -134,7 +134,8 @@ int main(int argc, char **argv)
         sum += l->sum;
     }
     free(lanes);
-    printf("# free_sized=%d\n", found);
+    if (sized)
+        printf("# free_sized=%d\n", found);
     print_ok(sum);
     return 0;
 }
