@@ -141,6 +141,41 @@ __attribute__((unused)) static long rss_kb(void)
     return pages * (sysconf(_SC_PAGESIZE) / 1024);
 }
 
+/* For blocks whose size the caller keeps (so it may be below MIN_OBJ, down to 8 bytes):
+ * mark() writes the tag into the first 8 bytes and, from 16 bytes up, its complement into
+ * the last 8; unmark() verifies them and returns the tag. */
+static inline void mark(void *p, size_t n, uint64_t tag)
+{
+    unsigned char *b = (unsigned char *)p;
+    memcpy(b, &tag, 8);
+    if (n >= 16) {
+        uint64_t tail = ~tag;
+        memcpy(b + n - 8, &tail, 8);
+    }
+}
+
+static inline uint64_t unmark(const void *p, size_t n)
+{
+    const unsigned char *b = (const unsigned char *)p;
+    uint64_t tag, tail;
+    memcpy(&tag, b, 8);
+    if (n >= 16) {
+        memcpy(&tail, b + n - 8, 8);
+        if (tail != ~tag)
+            fail("block tail corrupted");
+    }
+    return tag;
+}
+
+/* Write one byte into every 4 KiB of b[lo, hi), as a program that fills a buffer would
+ * make each of its OS pages resident, at a fraction of the cost of writing all of it. */
+static inline void touch_pages(void *p, size_t lo, size_t hi, unsigned char v)
+{
+    unsigned char *b = (unsigned char *)p;
+    for (size_t i = lo; i < hi; i += 4096)
+        b[i] = v;
+}
+
 __attribute__((unused)) static void print_ok(uint64_t sum)
 {
     printf("OK %016llx\n", (unsigned long long)sum);
