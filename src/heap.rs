@@ -77,8 +77,14 @@ pub struct Heap {
     pub slow_ticks: u32,
     /// When the heap last returned its idle memory (ms, monotonic coarse clock).
     pub last_decay_ms: u64,
-    /// Link in the heap pool's lists.
+    /// Links in the heap pool's lists.
     pub pool_next: *mut Heap,
+    /// Links in the heap pool's lists (the active list is doubly linked).
+    pub pool_prev: *mut Heap,
+    /// The heap belonged to a thread that does not exist in this process: a `fork` child
+    /// inherited it. It may have been in the middle of an update when the parent forked,
+    /// so it is checked before anyone adopts it.
+    pub orphaned_by_fork: bool,
 }
 
 // SAFETY: a heap is used by one thread at a time: its owner, or whoever holds the lock
@@ -113,6 +119,8 @@ impl Heap {
                 slow_ticks: 0,
                 last_decay_ms: 0,
                 pool_next: ptr::null_mut(),
+                pool_prev: ptr::null_mut(),
+                orphaned_by_fork: false,
             })
         };
     }

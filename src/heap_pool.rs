@@ -1,5 +1,10 @@
 //! The heap pool: where heaps come from and where dead threads' heaps go.
 //!
+//! Every heap is on exactly one of the pool's lists: *active* (owned by a live thread, or
+//! by the global heap), *abandoned* (owns segments, no thread), *free* (owns nothing), or
+//! *broken* (inherited by a `fork` child from a thread that was in the middle of updating
+//! it; never touched again).
+//!
 //! Heaps are carved from OS mappings and never unmapped, so a pointer to a heap (kept in
 //! every segment header it owns) stays valid forever. A thread that exits hands its heap
 //! back: *abandoned* if it still owns segments (live blocks survive their thread), *free*
@@ -16,6 +21,8 @@ const HEAP_STRIDE_BYTES: usize = core::mem::size_of::<Heap>().next_multiple_of(6
 
 /// Heaps not owned by a thread, and the bump area new heaps come from.
 pub struct HeapPool {
+    active: *mut Heap,
+    broken: *mut Heap,
     abandoned: *mut Heap,
     abandoned_count: usize,
     free: *mut Heap,
@@ -37,6 +44,8 @@ impl HeapPool {
     /// An empty pool.
     pub const fn new() -> Self {
         HeapPool {
+            active: ptr::null_mut(),
+            broken: ptr::null_mut(),
             abandoned: ptr::null_mut(),
             abandoned_count: 0,
             free: ptr::null_mut(),
@@ -59,6 +68,13 @@ impl HeapPool {
     /// A heap for a new thread: an abandoned one (adopted with its slabs), a free one, or a
     /// new one. `None` when the OS refuses memory.
     pub fn acquire<O: Os>(&mut self, os: &O) -> Option<*mut Heap> {
+        let heap = self.acquire_inactive(os)?;
+        // SAFETY: the heap was on no list; it is valid (pool heaps are never unmapped).
+        unsafe { self.push_active(heap) };
+        Some(heap)
+    }
+
+    fn acquire_inactive<O: Os>(&mut self, os: &O) -> Option<*mut Heap> {
         if let Some(heap) = self.take_abandoned() {
             return Some(heap);
         }
@@ -86,15 +102,87 @@ impl HeapPool {
     }
 
     /// Takes one abandoned heap out of the pool (to adopt it, or to clean it up).
+    /// A heap inherited from a thread of the parent process that may have been in the
+    /// middle of an update is used only when the heap checker finds it consistent, and is
+    /// otherwise set aside for good (its memory stays mapped: a leak, never corruption).
     pub fn take_abandoned(&mut self) -> Option<*mut Heap> {
-        if self.abandoned.is_null() {
-            return None;
+        loop {
+            if self.abandoned.is_null() {
+                return None;
+            }
+            let heap = self.abandoned;
+            // SAFETY: heaps on the abandoned list are valid and unowned.
+            unsafe {
+                self.abandoned = (*heap).pool_next;
+                self.abandoned_count -= 1;
+                if !(*heap).orphaned_by_fork {
+                    return Some(heap);
+                }
+                (*heap).orphaned_by_fork = false;
+                // SAFETY: taken off the list, the heap is ours to check.
+                if crate::validate::check_heap(heap).is_ok() {
+                    return Some(heap);
+                }
+                (*heap).pool_next = self.broken;
+                self.broken = heap;
+            }
         }
-        let heap = self.abandoned;
-        // SAFETY: heaps on the abandoned list are valid and unowned.
-        self.abandoned = unsafe { (*heap).pool_next };
-        self.abandoned_count -= 1;
-        Some(heap)
+    }
+
+    /// # Safety
+    /// `heap` must be a valid heap of this pool on no list.
+    unsafe fn push_active(&mut self, heap: *mut Heap) {
+        // SAFETY: the caller's guarantee; the list's heaps are valid.
+        unsafe {
+            (*heap).pool_prev = ptr::null_mut();
+            (*heap).pool_next = self.active;
+            if !self.active.is_null() {
+                (*self.active).pool_prev = heap;
+            }
+        }
+        self.active = heap;
+    }
+
+    /// # Safety
+    /// `heap` must be on the active list.
+    unsafe fn unlink_active(&mut self, heap: *mut Heap) {
+        // SAFETY: the caller's guarantee; its neighbours are on the list too.
+        unsafe {
+            let (prev, next) = ((*heap).pool_prev, (*heap).pool_next);
+            if prev.is_null() {
+                self.active = next;
+            } else {
+                (*prev).pool_next = next;
+            }
+            if !next.is_null() {
+                (*next).pool_prev = prev;
+            }
+            (*heap).pool_prev = ptr::null_mut();
+            (*heap).pool_next = ptr::null_mut();
+        }
+    }
+
+    /// In a `fork` child: every active heap but `keep` (the forking thread's own heap) and
+    /// `global` (the heap of exited threads) belonged to a thread that does not exist here.
+    /// They are abandoned, marked so that they are checked before adoption, and new threads
+    /// of the child adopt them: their blocks are not lost.
+    ///
+    /// # Safety
+    /// Call only in a `fork` child, with the pool's lock held, before any other thread runs.
+    pub unsafe fn orphan_after_fork(&mut self, keep: *mut Heap, global: *mut Heap) {
+        let mut heap = self.active;
+        while !heap.is_null() {
+            // SAFETY: heaps on the active list are valid; `next` is read before unlinking.
+            unsafe {
+                let next = (*heap).pool_next;
+                if heap != keep && heap != global {
+                    self.unlink_active(heap);
+                    (*heap).orphaned_by_fork = true;
+                    self.release_inactive(heap);
+                }
+                heap = next;
+            }
+        }
     }
 
     /// Takes back a heap no thread owns any more.
@@ -102,6 +190,24 @@ impl HeapPool {
     /// # Safety
     /// `heap` must come from this pool, and no thread may use it after this call.
     pub unsafe fn release(&mut self, heap: *mut Heap) {
+        // SAFETY: the caller hands the heap over; heaps it owned are on the active list
+        // (taken with `acquire`), or on none (taken with `take_abandoned`).
+        unsafe {
+            if self.is_active(heap) {
+                self.unlink_active(heap);
+            }
+            self.release_inactive(heap);
+        }
+    }
+
+    fn is_active(&self, heap: *mut Heap) -> bool {
+        // SAFETY: `heap` is a valid heap (caller of `release`).
+        self.active == heap || unsafe { !(*heap).pool_prev.is_null() }
+    }
+
+    /// # Safety
+    /// `heap` must be a valid heap of this pool on no list.
+    unsafe fn release_inactive(&mut self, heap: *mut Heap) {
         // SAFETY: the caller hands the heap over.
         unsafe {
             if (*heap).is_unused() {

@@ -86,6 +86,8 @@ static START: AtomicU8 = AtomicU8::new(START_NONE);
 static THREAD_KEY: AtomicU32 = AtomicU32::new(0);
 /// The thread running the set-up (its `pthread_self`), while `START` is running.
 static START_OWNER: AtomicUsize = AtomicUsize::new(0);
+/// The process in which `START` went to running (a `fork` child has another pid).
+static START_PID: AtomicUsize = AtomicUsize::new(0);
 
 /// One-time process set-up (the thread-exit key, the fork handlers), run by the first
 /// thread that gets a heap, or in check mode by the first checked call (lazily: the loader
@@ -110,14 +112,24 @@ pub fn process_start() {
             // the set-up is under way on this very thread.
             return;
         }
-        // Another thread is setting up; it does not wait on us, so waiting is safe.
+        // Another thread is setting up; it does not wait on us, so waiting is safe, unless
+        // this process is a `fork` child of one in which another thread was setting up:
+        // that thread does not exist here (and the fork handlers were perhaps not yet
+        // registered to say so), so this thread takes the set-up over.
         while START.load(Ordering::Acquire) != START_DONE {
+            // SAFETY: getpid has no preconditions.
+            if START_PID.load(Ordering::Acquire) != unsafe { libc::getpid() } as usize {
+                START.store(START_NONE, Ordering::Release);
+                return process_start();
+            }
             core::hint::spin_loop();
             // SAFETY: sched_yield has no preconditions.
             unsafe { libc::sched_yield() };
         }
         return;
     }
+    // SAFETY: getpid has no preconditions.
+    START_PID.store(unsafe { libc::getpid() } as usize, Ordering::Release);
     START_OWNER.store(me, Ordering::Release);
     if crate::config::show_stats() {
         extern "C" fn print_at_exit() {
@@ -165,7 +177,24 @@ fn fork_locks() -> [&'static dyn ForkLock; 6] {
     ]
 }
 
+// glibc's stdio list lock (exported since glibc 2.2.5). It is recursive: `fork` takes it
+// again after the prepare handlers, in the same thread.
+extern "C" {
+    fn _IO_list_lock();
+    fn _IO_list_unlock();
+}
+
+/// Before `fork`: stdio's list lock first, then every lock of ours.
+///
+/// `fork` takes stdio's list lock only after the prepare handlers have run. Taking our
+/// locks here without it would invert glibc's order (stdio, then malloc), and deadlock
+/// against a thread that holds a `FILE` lock and waits in `realloc` for one of our locks
+/// while a third thread holds the list lock in `fflush(NULL)`, waiting for that `FILE`
+/// (`c_tests/fork_stdio.c`). Taking the list lock first restores glibc's own order.
 extern "C" fn fork_prepare() {
+    // SAFETY: a plain lock of glibc's, released in `fork_parent` (the child's copy is reset
+    // by glibc itself before the child handlers run).
+    unsafe { _IO_list_lock() };
     for lock in fork_locks() {
         lock.lock_for_fork();
     }
@@ -176,9 +205,20 @@ extern "C" fn fork_parent() {
         // SAFETY: fork_prepare took every lock in this thread.
         unsafe { lock.unlock_after_fork() };
     }
+    // SAFETY: fork_prepare took it in this thread (and `fork` released its own hold).
+    unsafe { _IO_list_unlock() };
 }
 
 extern "C" fn fork_child() {
+    // The threads that owned the other active heaps do not exist here: their heaps are
+    // abandoned, to be adopted (after a check) by the child's new threads.
+    // SAFETY: we are the child's only thread, and took both locks in fork_prepare.
+    unsafe {
+        let global = CTX.global_heap.lock_in_fork_child().0;
+        CTX.heaps
+            .lock_in_fork_child()
+            .orphan_after_fork(tls::heap(), global);
+    }
     for lock in fork_locks().iter().rev() {
         // SAFETY: we are the only thread of the child, and we took every lock before fork.
         unsafe { lock.reset_after_fork() };

@@ -111,6 +111,17 @@ impl<T> Mutex<T> {
         self.state.store(UNLOCKED, Ordering::Relaxed);
     }
 
+    /// Access to the value in a `fork` child, whose only thread took this lock in the
+    /// prepare handler (so no guard exists, and no other thread can hold it).
+    ///
+    /// # Safety
+    /// Call only from the fork child handler, after `lock_for_fork` in the parent.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn lock_in_fork_child(&self) -> &mut T {
+        // SAFETY: the caller's guarantee: this thread holds the lock and is the only one.
+        unsafe { &mut *self.value.get() }
+    }
+
     /// Direct access when the caller has exclusive access to the mutex itself.
     pub fn get_mut(&mut self) -> &mut T {
         self.value.get_mut()
