@@ -15,7 +15,7 @@
 
 use crate::buddy::{self, BuddyArena, MediumRequest};
 use crate::fatal;
-use crate::heap::{Heap, HeapPtr};
+use crate::heap::{Heap, HeapPtr, OwnedHeap};
 use crate::heap_pool::HeapPool;
 use crate::large::Large;
 use crate::os::Os;
@@ -60,45 +60,48 @@ impl<O: Os> Context<O> {
     }
 
     /// Allocates a small block of `class` from `heap`.
-    ///
-    /// # Safety
-    /// The caller must own `heap`.
     #[inline(always)]
-    pub unsafe fn alloc_small(&self, heap: *mut Heap, class: SizeClass) -> *mut u8 {
-        // SAFETY: the caller owns the heap; `current` slots always hold a valid slab (the
-        // sentinel when none), whose free list holds free blocks of that slab.
+    pub fn alloc_small(&self, mut heap: OwnedHeap, class: SizeClass) -> *mut u8 {
+        let slab = heap.local().current[class.index()];
+        let local = Slab::local_ptr(slab);
+        // SAFETY: `current` slots always hold a valid slab of this heap (the sentinel when
+        // none, whose `free` is null and is never written), and its free list holds free
+        // blocks of that slab, whose first word is the link.
         unsafe {
-            let slab = *(*heap).current.get_unchecked(class.index());
-            let block = (*slab).free;
+            let block = (*local).free;
             if block.is_null() {
-                let p = Heap::alloc_slow(heap, class, &self.os, &self.segments);
-                self.decay_tick(heap);
-                return p;
+                return self.alloc_small_slow(heap, class);
             }
-            (*slab).free = (*block).next;
+            (*local).free = (*block).next;
             (*block).cookie = 0;
-            (*slab).used += 1;
+            (*local).used += 1;
             block.cast()
         }
     }
 
-    /// Allocates a medium or huge block, medium ones from `heap`'s cache first (`heap` may
-    /// be null). Returns the block and whether it reads as zeros.
-    ///
-    /// # Safety
-    /// The caller must own `heap` if it is not null.
+    /// The slow path of [`Context::alloc_small`]: the heap by value (one register), so
+    /// that the fast path keeps it out of memory.
     #[cold]
     #[inline(never)]
-    pub unsafe fn alloc_big(
+    fn alloc_small_slow(&self, mut heap: OwnedHeap, class: SizeClass) -> *mut u8 {
+        let p = heap.alloc_slow(class, &self.os, &self.segments);
+        self.decay_tick(&mut heap);
+        p
+    }
+
+    /// Allocates a medium or huge block, medium ones from `heap`'s cache first. Returns the
+    /// block and whether it reads as zeros.
+    #[cold]
+    #[inline(never)]
+    pub fn alloc_big(
         &self,
-        heap: *mut Heap,
+        heap: Option<OwnedHeap>,
         size: usize,
         align_bytes: usize,
     ) -> Option<(NonNull<u8>, bool)> {
         if let Some(request) = MediumRequest::new(size, align_bytes) {
-            if !heap.is_null() {
-                // SAFETY: the caller owns the heap.
-                if let Some(p) = unsafe { (*heap).medium.pop(request) } {
+            if let Some(mut heap) = heap {
+                if let Some(p) = heap.local().medium.pop(request) {
                     return Some((p, false));
                 }
             }
@@ -112,35 +115,29 @@ impl<O: Os> Context<O> {
 
     /// Allocates `size` bytes aligned to `align_bytes` (a power of two) from `heap` or the
     /// medium and huge allocators. Returns the block and whether it reads as zeros.
-    ///
-    /// # Safety
-    /// The caller must own `heap`.
-    pub unsafe fn alloc_with(
+    pub fn alloc_with(
         &self,
-        heap: *mut Heap,
+        heap: OwnedHeap,
         size: usize,
         align_bytes: usize,
     ) -> Option<(NonNull<u8>, bool)> {
         if let Some(class) = size_class::class_for_aligned(size, align_bytes) {
-            // SAFETY: the caller owns the heap.
-            return NonNull::new(unsafe { self.alloc_small(heap, class) }).map(|p| (p, false));
+            return NonNull::new(self.alloc_small(heap, class)).map(|p| (p, false));
         }
-        // SAFETY: the caller owns the heap.
-        unsafe { self.alloc_big(heap, size, align_bytes) }
+        self.alloc_big(Some(heap), size, align_bytes)
     }
 
-    /// Frees `ptr` on behalf of the owner of `heap` (which may be null: no heap).
+    /// Frees `ptr` on behalf of the owner of `heap` (None: a thread without a heap).
     ///
     /// # Safety
-    /// The caller must own `heap` if it is not null; `ptr` must be null or a pointer the
-    /// program got from this context (anything else is detected where possible and
-    /// reported as fatal).
+    /// `ptr` must be null or a pointer the program got from this context (anything else is
+    /// detected where possible and reported as fatal).
     #[inline(always)]
-    pub unsafe fn free_with(&self, heap: *mut Heap, ptr: *mut u8, call: &str) {
+    pub unsafe fn free_with(&self, heap: Option<OwnedHeap>, ptr: *mut u8, call: &str) {
         let addr = ptr as usize;
         if region_map::raw_kind_of(addr) != Kind::Slab as u8 {
             if !ptr.is_null() {
-                // SAFETY: the caller owns the heap.
+                // SAFETY: forwarded contract.
                 unsafe { self.free_big(heap, addr, call) };
             }
             return;
@@ -148,13 +145,18 @@ impl<O: Os> Context<O> {
         let seg = SegmentHeader::of(addr);
         let slab = SegmentHeader::slab_of(seg, addr);
         // SAFETY: the region map says `seg` is a live segment.
-        if unsafe { SegmentHeader::owner(seg) } != heap {
-            // SAFETY: as above.
-            unsafe { free_remote(seg, slab, ptr, call) };
-            return;
-        }
-        // SAFETY: `heap` owns the segment, so the slab metadata is ours to update. The
-        // checks, folded into one branch to the slow path:
+        let owner = unsafe { SegmentHeader::owner(seg) };
+        let heap = match heap {
+            Some(heap) if heap.as_ptr() == owner => heap,
+            _ => {
+                // SAFETY: a live segment; `slab` is the metadata of the slab holding `ptr`.
+                unsafe { free_remote(seg, slab, ptr, call) };
+                return;
+            }
+        };
+        let local = Slab::local_ptr(slab);
+        // SAFETY: `heap` owns the segment, so the slab's owner-only part is ours to update.
+        // The checks, folded into one branch to the slow path:
         // - `used - 2` as unsigned catches "slab full" (FULL_FLAG), "about to be empty" and
         //   "not in use" (used 0 or 1), except in the current slab (CURRENT_FLAG keeps it
         //   above 2: its emptiness needs no list move);
@@ -162,67 +164,79 @@ impl<O: Os> Context<O> {
         //   interior pointer, or a block never handed out);
         // - the free cookie in the block's second word: a double free.
         unsafe {
-            let used = (*slab).used;
+            let used = (*local).used;
             let block = ptr.cast::<Block>();
             let cookie = free_cookie(addr);
             // The `unchecked-free` feature drops the pointer checks (kept for measuring
             // what they cost; see README).
             let bad_pointer = !cfg!(feature = "unchecked-free")
-                && (!(*slab).is_built_block(addr) || (*block).cookie == cookie);
+                && (!(*local).is_built_block(addr) || (*block).cookie == cookie);
             if used.wrapping_sub(2) >= FULL_FLAG - 2 || bad_pointer {
-                Heap::free_local_slow(heap, slab, ptr, call, &self.os);
-                self.decay_tick(heap);
+                self.free_local_slow(heap, slab, ptr, call);
                 return;
             }
-            (*block).next = (*slab).free;
+            (*block).next = (*local).free;
             (*block).cookie = cookie;
-            (*slab).free = block;
-            (*slab).used = used - 1;
+            (*local).free = block;
+            (*local).used = used - 1;
         }
+    }
+
+    /// The slow path of an owner's free (see [`OwnedHeap::free_local_slow`]), with the
+    /// heap by value so that the fast path keeps it in a register.
+    ///
+    /// # Safety
+    /// `slab` must be a slab of one of `heap`'s segments, and `ptr` an address inside it.
+    #[cold]
+    #[inline(never)]
+    unsafe fn free_local_slow(
+        &self,
+        mut heap: OwnedHeap,
+        slab: *mut Slab,
+        ptr: *mut u8,
+        call: &str,
+    ) {
+        // SAFETY: forwarded contract.
+        unsafe { heap.free_local_slow(slab, ptr, call, &self.os) };
+        self.decay_tick(&mut heap);
     }
 
     /// Frees a medium or huge block (medium ones into `heap`'s cache when it has room), or
     /// reports a pointer that is not ours.
     ///
     /// # Safety
-    /// The caller must own `heap` if it is not null.
+    /// As for [`Context::free_with`].
     #[cold]
     #[inline(never)]
-    unsafe fn free_big(&self, heap: *mut Heap, addr: usize, call: &str) {
-        if heap.is_null() && crate::config::check_mode() {
+    unsafe fn free_big(&self, heap: Option<OwnedHeap>, addr: usize, call: &str) {
+        if heap.is_none() && crate::config::check_mode() {
             // SAFETY: forwarded contract of `free_with`.
             return unsafe { crate::check::free(addr as *mut u8, call) };
         }
+        let mut heap = heap;
         let ok = match region_map::kind_of(addr) {
-            // SAFETY: the caller owns the heap.
-            Kind::Buddy if !heap.is_null() => match unsafe { (*heap).medium.push(addr) } {
-                Ok(true) => true,
-                Ok(false) => self.buddy.lock().free(&self.os, addr).is_ok(),
-                Err(_) => false,
+            Kind::Buddy => match heap.as_mut().map(|h| h.local().medium.push(addr)) {
+                Some(Ok(true)) => true,
+                Some(Err(_)) => false,
+                Some(Ok(false)) | None => self.buddy.lock().free(&self.os, addr).is_ok(),
             },
-            Kind::Buddy => self.buddy.lock().free(&self.os, addr).is_ok(),
             Kind::Huge | Kind::HugeFar => self.large.lock().free(&self.os, addr).is_ok(),
             Kind::Slab | Kind::None => false,
         };
         if !ok {
             fatal::bad_pointer(call, "invalid pointer", addr);
         }
-        if !heap.is_null() {
-            // SAFETY: the caller owns the heap.
-            unsafe { self.decay_tick(heap) };
+        if let Some(mut heap) = heap {
+            self.decay_tick(&mut heap);
         }
     }
 
     /// Counts a slow-path call of `heap`; every 64 calls, reads the clock, and when the
     /// purge delay has passed since the heap last did, returns its idle memory to the OS
     /// (and, once per delay for the process, the buddy arena's and the huge cache's).
-    ///
-    /// # Safety
-    /// The caller must own `heap`.
     #[cold]
-    unsafe fn decay_tick(&self, heap: *mut Heap) {
-        // SAFETY: the caller owns the heap.
-        let h = unsafe { &mut *heap };
+    fn decay_tick(&self, heap: &mut OwnedHeap) {
+        let h = heap.local();
         h.slow_ticks = h.slow_ticks.wrapping_add(1);
         if h.slow_ticks % 64 != 0 {
             return;
@@ -318,7 +332,7 @@ impl<O: Os> Context<O> {
     /// The caller must own `heap`; `ptr` must be a live block of this context.
     pub unsafe fn realloc_with(
         &self,
-        heap: *mut Heap,
+        mut heap: OwnedHeap,
         ptr: *mut u8,
         new_size: usize,
         align_bytes: usize,
@@ -351,37 +365,32 @@ impl<O: Os> Context<O> {
         if keep {
             return ptr;
         }
-        // SAFETY: the caller owns the heap.
-        let Some((new, _)) = (unsafe { self.alloc_with(heap, new_size, align_bytes) }) else {
+        let Some((new, _)) = self.alloc_with(heap.reborrow(), new_size, align_bytes) else {
             return ptr::null_mut();
         };
-        // SAFETY: both blocks are live, distinct, and at least this long.
+        // SAFETY: both blocks are live, distinct, and at least this long; `ptr` is a live
+        // block of ours (caller).
         unsafe {
             ptr::copy_nonoverlapping(ptr, new.as_ptr(), old_usable.min(new_size));
-            self.free_with(heap, ptr, call);
+            self.free_with(Some(heap), ptr, call);
         }
         new.as_ptr()
     }
 
-    /// Returns what can be returned to the OS from the global structures and `heap` (may be
-    /// null). Returns the bytes released or purged.
-    ///
-    /// # Safety
-    /// The caller must own `heap` if it is not null.
-    pub unsafe fn trim(&self, heap: *mut Heap) -> usize {
+    /// Returns what can be returned to the OS from the global structures and `heap`.
+    /// Returns the bytes released or purged.
+    pub fn trim(&self, heap: Option<OwnedHeap>) -> usize {
         let mut released = 0;
-        if !heap.is_null() {
+        if let Some(mut heap) = heap {
             // Current slabs are retired too (when empty): the next allocation of their class
             // takes the slow path once, and their segments can go back to the OS.
-            // SAFETY: the caller owns the heap.
-            released += unsafe { (*heap).collect(&self.os, &self.segments, &self.buddy, false) };
+            released += heap.collect(&self.os, &self.segments, &self.buddy, false);
         }
         {
             let global = self.global_heap.lock();
-            let h = global.0;
-            if !h.is_null() {
-                // SAFETY: the global heap is ours while its lock is held.
-                released += unsafe { (*h).collect(&self.os, &self.segments, &self.buddy, true) };
+            // SAFETY: the global heap is ours while its lock is held.
+            if let Some(mut h) = unsafe { OwnedHeap::claim(global.0) } {
+                released += h.collect(&self.os, &self.segments, &self.buddy, true);
             }
         }
         // Clean up abandoned heaps one at a time, outside the pool lock.
@@ -391,10 +400,11 @@ impl<O: Os> Context<O> {
                 break;
             };
             // SAFETY: taken from the pool, the heap is ours until released.
-            unsafe {
-                released += (*h).collect(&self.os, &self.segments, &self.buddy, false);
-                self.heaps.lock().release(h);
+            if let Some(mut owned) = unsafe { OwnedHeap::claim(h) } {
+                released += owned.collect(&self.os, &self.segments, &self.buddy, false);
             }
+            // SAFETY: the heap came from this pool, and the `OwnedHeap` is gone.
+            unsafe { self.heaps.lock().release(h) };
         }
         released += self.buddy.lock().trim(&self.os);
         released += self.large.lock().trim(&self.os);
@@ -402,16 +412,15 @@ impl<O: Os> Context<O> {
         released
     }
 
-    /// Hands back a thread's heap at thread exit.
-    ///
-    /// # Safety
-    /// The caller must own `heap` and never use it again.
-    pub unsafe fn retire_heap(&self, heap: *mut Heap) {
-        // SAFETY: the caller owns the heap.
-        unsafe {
-            (*heap).collect(&self.os, &self.segments, &self.buddy, false);
-            self.heaps.lock().release(heap);
-        }
+    /// Hands back a thread's heap at thread exit (the ownership goes with it).
+    pub fn retire_heap(&self, heap: OwnedHeap) {
+        let ptr = {
+            let mut heap = heap;
+            heap.collect(&self.os, &self.segments, &self.buddy, false);
+            heap.as_ptr()
+        };
+        // SAFETY: the heap came from this pool, and this thread gave up its `OwnedHeap`.
+        unsafe { self.heaps.lock().release(ptr) };
     }
 }
 

@@ -15,7 +15,7 @@
 
 use crate::allocator::Context;
 use crate::fatal;
-use crate::heap::Heap;
+use crate::heap::OwnedHeap;
 use crate::os::RealOs;
 use crate::process::CTX;
 use crate::sync::Mutex;
@@ -41,7 +41,7 @@ pub static QUARANTINE: Mutex<Quarantine> = Mutex::new(Quarantine {
 });
 
 /// Runs `f` with the global heap, under its lock.
-fn with_global<T>(ctx: &Context<RealOs>, f: impl FnOnce(*mut Heap) -> Option<T>) -> Option<T> {
+fn with_global<T>(ctx: &Context<RealOs>, f: impl FnOnce(OwnedHeap) -> Option<T>) -> Option<T> {
     // Threads get no heap in this mode, so the set-up that registers the fork handlers
     // (which take this lock before fork) runs from here.
     crate::process::process_start();
@@ -49,7 +49,9 @@ fn with_global<T>(ctx: &Context<RealOs>, f: impl FnOnce(*mut Heap) -> Option<T>)
     if global.0.is_null() {
         global.0 = ctx.heaps.lock().acquire(&ctx.os)?;
     }
-    f(global.0)
+    // SAFETY: the global heap is ours while its lock is held.
+    let heap = unsafe { OwnedHeap::claim(global.0) }?;
+    f(heap)
 }
 
 /// Where the trailer of the block at `ptr` with `usable` bytes lives.
@@ -62,9 +64,7 @@ pub fn alloc(size: usize, align_bytes: usize, zero: bool) -> *mut u8 {
     let Some(total) = size.checked_add(TRAILER_BYTES) else {
         return ptr::null_mut();
     };
-    // SAFETY: the global heap is ours under its lock.
-    let Some((p, zeroed)) = with_global(&CTX, |h| unsafe { CTX.alloc_with(h, total, align_bytes) })
-    else {
+    let Some((p, zeroed)) = with_global(&CTX, |h| CTX.alloc_with(h, total, align_bytes)) else {
         return ptr::null_mut();
     };
     let p = p.as_ptr();
@@ -138,8 +138,8 @@ pub unsafe fn free(ptr: *mut u8, call: &str) {
 /// Frees a block that left the quarantine (freed by the program, held only by us).
 fn free_for_real(addr: usize, call: &str) {
     with_global(&CTX, |h| {
-        // SAFETY: the global heap is ours under its lock; the block is ours to free.
-        unsafe { CTX.free_with(h, addr as *mut u8, call) };
+        // SAFETY: the block left the quarantine: freed by the program, held only by us.
+        unsafe { CTX.free_with(Some(h), addr as *mut u8, call) };
         Some(())
     });
 }

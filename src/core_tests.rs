@@ -5,11 +5,11 @@
 //! (which the test harness itself runs on).
 
 use crate::allocator::Context;
-use crate::heap::Heap;
+use crate::heap::{Heap, OwnedHeap};
 use crate::os::fake::FakeOs;
 use crate::segment::SegmentHeader;
 use crate::size_class::{class_of, SizeClass};
-use crate::slab::{State, SENTINEL};
+use crate::slab::{sentinel, State};
 use crate::validate::check_heap;
 use std::boxed::Box;
 use std::vec::Vec;
@@ -26,22 +26,25 @@ fn slab_of(p: *mut u8) -> *mut crate::slab::Slab {
     SegmentHeader::slab_of(SegmentHeader::of(p as usize), p as usize)
 }
 
-fn alloc(ctx: &Context<FakeOs>, heap: *mut Heap, size: usize) -> *mut u8 {
-    // SAFETY: each test owns the heaps it made.
-    unsafe {
-        ctx.alloc_with(heap, size, 16)
-            .map_or(std::ptr::null_mut(), |(p, _)| p.as_ptr())
-    }
+/// The test's ownership of a heap it made, for one call at a time.
+fn own(heap: *mut Heap) -> OwnedHeap<'static> {
+    // SAFETY: each test owns the heaps it made and claims each one once per call.
+    unsafe { OwnedHeap::claim(heap) }.expect("a heap")
 }
 
+fn alloc(ctx: &Context<FakeOs>, heap: *mut Heap, size: usize) -> *mut u8 {
+    ctx.alloc_with(own(heap), size, 16)
+        .map_or(std::ptr::null_mut(), |(p, _)| p.as_ptr())
+}
+
+/// Frees `p` as the owner of `heap` (null: a thread without a heap, a remote free).
 fn free(ctx: &Context<FakeOs>, heap: *mut Heap, p: *mut u8) {
-    // SAFETY: `p` is a live block; `heap` is owned by the test (or null: remote free).
-    unsafe { ctx.free_with(heap, p, "free") }
+    // SAFETY: `p` is a live block of this context.
+    unsafe { ctx.free_with(OwnedHeap::claim(heap), p, "free") }
 }
 
 fn check(heap: *mut Heap) {
-    // SAFETY: the test owns the heap.
-    if let Err(e) = unsafe { check_heap(heap) } {
+    if let Err(e) = check_heap(&own(heap)) {
         panic!("heap check: {e}");
     }
 }
@@ -57,23 +60,26 @@ fn a_slab_moves_current_full_partial_empty() {
     let first = slab_of(blocks[0]);
     // SAFETY: the test owns the heap and its slabs.
     unsafe {
-        assert_eq!((*first).state, State::Full);
-        assert_eq!((*heap).classes[class.index()].full.len(), 1);
+        assert_eq!((*first).local_ref().state, State::Full);
+        assert_eq!(own(heap).local_ref().classes[class.index()].full.len(), 1);
         check(heap);
         // One free by the owner makes it partial.
         free(ctx, heap, blocks[0]);
-        assert_eq!((*first).state, State::Partial);
-        assert_eq!((*heap).classes[class.index()].full.len(), 0);
+        assert_eq!((*first).local_ref().state, State::Partial);
+        assert_eq!(own(heap).local_ref().classes[class.index()].full.len(), 0);
         check(heap);
         // Freeing the rest makes it empty.
         for &p in &blocks[1..per_slab] {
             free(ctx, heap, p);
         }
-        assert_eq!((*first).state, State::Empty);
+        assert_eq!((*first).local_ref().state, State::Empty);
         check(heap);
         // The current slab stays current even when empty.
         free(ctx, heap, blocks[per_slab]);
-        assert_eq!((*slab_of(blocks[per_slab])).state, State::Current);
+        assert_eq!(
+            (*slab_of(blocks[per_slab])).local_ref().state,
+            State::Current
+        );
         check(heap);
     }
 }
@@ -87,7 +93,7 @@ fn remote_frees_reach_a_full_slab_through_the_pending_stack() {
     let first = slab_of(blocks[0]);
     // SAFETY: the test owns `owner`; the other "thread" only uses the remote path.
     unsafe {
-        assert_eq!((*first).state, State::Full);
+        assert_eq!((*first).local_ref().state, State::Full);
         // Free from another thread (no heap): remote push, and the first one notifies.
         let remote = std::thread::spawn({
             let addrs: Vec<usize> = blocks[..per_slab].iter().map(|&p| p as usize).collect();
@@ -103,17 +109,17 @@ fn remote_frees_reach_a_full_slab_through_the_pending_stack() {
             .load(std::sync::atomic::Ordering::Relaxed)
             .is_null());
         assert_eq!(
-            (*first).live_count() as usize,
+            (*first).local_ref().live_count() as usize,
             per_slab,
             "not collected yet"
         );
-        (*owner).process_pending();
+        own(owner).process_pending();
         assert!((*owner)
             .pending
             .load(std::sync::atomic::Ordering::Relaxed)
             .is_null());
-        assert_eq!((*first).live_count(), 0);
-        assert_ne!((*first).state, State::Full);
+        assert_eq!((*first).local_ref().live_count(), 0);
+        assert_ne!((*first).local_ref().state, State::Full);
         check(owner);
         // The memory is reused.
         let again: Vec<*mut u8> = (0..per_slab).map(|_| alloc(ctx, owner, 256)).collect();
@@ -131,8 +137,8 @@ fn a_dead_heap_is_adopted_with_its_blocks() {
         // SAFETY: each block is at least 16 bytes.
         unsafe { p.write_bytes(0x3C, 16) };
     }
-    // SAFETY: the "thread" gives its heap back and never uses it again.
-    unsafe { ctx.retire_heap(heap) };
+    // The "thread" gives its heap back and never uses it again.
+    ctx.retire_heap(own(heap));
     assert_eq!(ctx.heaps.lock().abandoned_count(), 1);
     let adopter = new_heap(ctx);
     assert_eq!(adopter, heap, "a new thread adopts the abandoned heap");
@@ -143,8 +149,7 @@ fn a_dead_heap_is_adopted_with_its_blocks() {
         free(ctx, adopter, p);
     }
     check(adopter);
-    // SAFETY: as above.
-    unsafe { ctx.retire_heap(adopter) };
+    ctx.retire_heap(own(adopter));
     assert_eq!(
         ctx.heaps.lock().abandoned_count(),
         0,
@@ -162,8 +167,10 @@ fn map_failure_gives_null_and_the_heap_keeps_working() {
     // The first small allocation needs a segment: make that mapping fail.
     ctx.os.fail_nth_map(1);
     assert!(alloc(ctx, heap, 64).is_null());
-    // SAFETY: the test owns the heap.
-    unsafe { assert_eq!((*heap).current[class_of(64).index()], SENTINEL.as_ptr()) };
+    assert_eq!(
+        own(heap).local_ref().current[class_of(64).index()],
+        sentinel()
+    );
     check(heap);
     let p = alloc(ctx, heap, 64);
     assert!(!p.is_null());
@@ -285,8 +292,7 @@ fn trim_gives_memory_back() {
     for p in blocks.into_iter().chain(big) {
         free(ctx, heap, p);
     }
-    // SAFETY: the test owns the heap.
-    let released = unsafe { ctx.trim(heap) };
+    let released = ctx.trim(Some(own(heap)));
     assert!(released > 0);
     assert!(
         ctx.os.live_bytes() < mapped,
@@ -302,28 +308,25 @@ fn medium_spans_are_cached_per_thread_and_double_frees_are_caught() {
     let heap = new_heap(ctx);
     let p = alloc(ctx, heap, 100_000);
     free(ctx, heap, p);
-    // SAFETY: the test owns the heap.
-    unsafe {
-        assert_eq!(
-            (*heap).medium.len(),
-            1,
-            "freed span parked in the thread cache"
-        );
-        assert_eq!(
-            alloc(ctx, heap, 90_000),
-            p,
-            "and reused by the next request of its order"
-        );
-        free(ctx, heap, p);
-        assert_eq!(
-            (*heap).medium.push(p as usize),
-            Err(crate::buddy::FreeError::InvalidPointer),
-            "a double free is refused"
-        );
-        assert!(!ctx.owns(p), "a parked span is not a live block");
-        ctx.trim(heap);
-        assert_eq!((*heap).medium.len(), 0, "trim flushes the cache");
-    }
+    assert_eq!(
+        own(heap).local().medium.len(),
+        1,
+        "freed span parked in the thread cache"
+    );
+    assert_eq!(
+        alloc(ctx, heap, 90_000),
+        p,
+        "and reused by the next request of its order"
+    );
+    free(ctx, heap, p);
+    assert_eq!(
+        own(heap).local().medium.push(p as usize),
+        Err(crate::buddy::FreeError::InvalidPointer),
+        "a double free is refused"
+    );
+    assert!(!ctx.owns(p), "a parked span is not a live block");
+    ctx.trim(Some(own(heap)));
+    assert_eq!(own(heap).local().medium.len(), 0, "trim flushes the cache");
     assert!(ctx.buddy.lock().check().is_ok());
     assert_eq!(ctx.buddy.lock().allocated_bytes(), 0);
 }
@@ -351,8 +354,12 @@ fn aligned_mix_then_realloc_to_medium() {
     while align <= 64 << 20 {
         for &n in &sizes {
             let held: Vec<*mut u8> = (0..3)
-                // SAFETY: the test owns the heap.
-                .map(|_| unsafe { ctx.alloc_with(heap, n, align.max(16)).unwrap().0.as_ptr() })
+                .map(|_| {
+                    ctx.alloc_with(own(heap), n, align.max(16))
+                        .unwrap()
+                        .0
+                        .as_ptr()
+                })
                 .collect();
             for p in held {
                 assert_eq!(p as usize % align, 0);
@@ -365,7 +372,7 @@ fn aligned_mix_then_realloc_to_medium() {
     }
     let m = alloc(ctx, heap, 10_000);
     // SAFETY: the test owns the heap; `m` is live.
-    let r = unsafe { ctx.realloc_with(heap, m, 200_000, 16, "realloc") };
+    let r = unsafe { ctx.realloc_with(own(heap), m, 200_000, 16, "realloc") };
     assert!(ctx.owns(r), "realloc result {r:?} is a live block");
     free(ctx, heap, r);
 }

@@ -14,6 +14,17 @@
 //! A heap is never unmapped: a dead thread's heap is *abandoned* with its segments and
 //! later adopted whole by a new thread, so remote freers can always follow a segment's
 //! owner pointer.
+//!
+//! # Ownership
+//! A [`Heap`] has three parts, so that no `&mut` ever covers memory another thread may
+//! touch: [`HeapLocal`] (owner only: the slab lists, the fast path's `current` slots),
+//! `pending` (remote freers push onto it: atomic), and [`PoolLinks`] (the heap pool's,
+//! under its lock). Ownership is a type: an [`OwnedHeap`] is the only way to reach the
+//! owner-only part, and making one is the single `unsafe` step ([`OwnedHeap::claim`]),
+//! taken where a thread gets its heap (from its TLS slot, the pool, or the global heap's
+//! lock). It is neither `Send` nor `Copy`. Everything a heap's owner does is a method
+//! of `OwnedHeap` or of `HeapLocal`; the owner-only part of each slab of the heap is
+//! reached through it too (`Slab::local`), since the heap owns its slabs.
 
 use crate::buddy::BuddyArena;
 use crate::medium_cache::MediumCache;
@@ -21,8 +32,10 @@ use crate::os::Os;
 use crate::remote_free;
 use crate::segment::{SegmentHeader, SegmentPool, SLABS_PER_SEGMENT};
 use crate::size_class::{SizeClass, CLASS_COUNT};
-use crate::slab::{Slab, SlabList, State, FULL_FLAG, SENTINEL, SLAB_BYTES};
+use crate::slab::{sentinel, Slab, SlabList, State, FULL_FLAG, SLAB_BYTES};
 use crate::sync::Mutex;
+use core::cell::UnsafeCell;
+use core::marker::PhantomData;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicPtr, Ordering};
 
@@ -54,9 +67,20 @@ impl ClassSlabs {
     }
 }
 
-/// A thread's heap.
+/// A thread's heap: an owner-only part, the pending stack, and the pool's links.
 #[repr(C)]
 pub struct Heap {
+    /// Owner-only state (offset 0: the fast path's `current` slots).
+    local: UnsafeCell<HeapLocal>,
+    /// Full slabs that received a remote free (stack through `Slab::next_pending`).
+    pub pending: AtomicPtr<Slab>,
+    /// The heap pool's links and marks (under the pool's lock).
+    pool: UnsafeCell<PoolLinks>,
+}
+
+/// The owner-only part of a heap.
+#[repr(C)]
+pub struct HeapLocal {
     /// The slab each class allocates from (the sentinel when none): the fast path.
     pub current: [*mut Slab; CLASS_COUNT],
     /// Per-class lists.
@@ -69,27 +93,31 @@ pub struct Heap {
     pub segments: *mut SegmentHeader,
     /// Number of segments.
     pub segment_count: usize,
-    /// Full slabs that received a remote free (stack through `Slab::next_pending`).
-    pub pending: AtomicPtr<Slab>,
     /// Medium spans freed by this thread, kept for its next medium allocations.
     pub medium: MediumCache,
     /// Slow-path calls since the heap was made (the decay clock is read every 64).
     pub slow_ticks: u32,
     /// When the heap last returned its idle memory (ms, monotonic coarse clock).
     pub last_decay_ms: u64,
-    /// Links in the heap pool's lists.
-    pub pool_next: *mut Heap,
-    /// Links in the heap pool's lists (the active list is doubly linked).
-    pub pool_prev: *mut Heap,
+}
+
+/// The heap pool's part of a heap: only the pool touches it, under its lock.
+pub struct PoolLinks {
+    /// Next heap on the pool list the heap is on.
+    pub next: *mut Heap,
+    /// Previous heap (the active list is doubly linked).
+    pub prev: *mut Heap,
     /// The heap belonged to a thread that does not exist in this process: a `fork` child
     /// inherited it. It may have been in the middle of an update when the parent forked,
     /// so it is checked before anyone adopts it.
     pub orphaned_by_fork: bool,
 }
 
-// SAFETY: a heap is used by one thread at a time: its owner, or whoever holds the lock
-// of the pool or the global heap it sits in. Remote threads touch only `pending` (atomic).
-unsafe impl Send for Heap {}
+// SAFETY: `pending` is atomic; the owner-only part is reached only through an `OwnedHeap`
+// (one per heap at a time, by `OwnedHeap::claim`'s contract), and the pool's part only
+// under the pool's lock (`Heap::pool_links`'s contract). No field is touched by two
+// threads without one of those.
+unsafe impl Sync for Heap {}
 
 /// A raw heap pointer that may sit in a static (e.g. the global heap under its lock).
 #[derive(Clone, Copy)]
@@ -108,55 +136,142 @@ impl Heap {
         // SAFETY: the caller gives us the memory.
         unsafe {
             place.write(Heap {
-                current: [SENTINEL.as_ptr(); CLASS_COUNT],
-                classes: [const { ClassSlabs::new() }; CLASS_COUNT],
-                dirty_spare: SlabList::new(),
-                clean_spare: SlabList::new(),
-                segments: ptr::null_mut(),
-                segment_count: 0,
+                local: UnsafeCell::new(HeapLocal {
+                    current: [sentinel(); CLASS_COUNT],
+                    classes: [const { ClassSlabs::new() }; CLASS_COUNT],
+                    dirty_spare: SlabList::new(),
+                    clean_spare: SlabList::new(),
+                    segments: ptr::null_mut(),
+                    segment_count: 0,
+                    medium: MediumCache::new(),
+                    slow_ticks: 0,
+                    last_decay_ms: 0,
+                }),
                 pending: AtomicPtr::new(ptr::null_mut()),
-                medium: MediumCache::new(),
-                slow_ticks: 0,
-                last_decay_ms: 0,
-                pool_next: ptr::null_mut(),
-                pool_prev: ptr::null_mut(),
-                orphaned_by_fork: false,
+                pool: UnsafeCell::new(PoolLinks {
+                    next: ptr::null_mut(),
+                    prev: ptr::null_mut(),
+                    orphaned_by_fork: false,
+                }),
             })
         };
     }
 
-    /// Allocates a block of `class` when the current slab has no free block.
+    /// The pool's part of the heap.
     ///
     /// # Safety
-    /// The caller must own `heap` (its thread, or the lock that guards it).
+    /// The caller must hold the heap pool's lock (or be a `fork` child's only thread), and
+    /// hold no other reference to this part.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn pool_links(&self) -> &mut PoolLinks {
+        // SAFETY: the caller's guarantee makes this the only reference to the part.
+        unsafe { &mut *self.pool.get() }
+    }
+
+    /// Queues a full slab that received a remote free (called by the remote freer).
+    ///
+    /// # Safety
+    /// `heap` must be the owner of `slab`'s segment; `slab` must have been marked queued by
+    /// the caller's `push_remote`.
+    pub unsafe fn push_pending(heap: *mut Heap, slab: *mut Slab) {
+        // SAFETY: heaps are never freed (`pending` is atomic), and the QUEUED mark this
+        // thread set keeps the slab assigned and its segment mapped (remote-free invariant
+        // 2), so its `next_pending` is ours to write until the owner pops it.
+        unsafe { remote_free::push_pending(&(*heap).pending, slab, &(*slab).next_pending) }
+    }
+}
+
+/// Proof that the calling thread owns a heap: the way to its owner-only part. It behaves
+/// as a `&'a mut` to that part (one pointer, passed in a register; `reborrow` lends it for
+/// a shorter call), and is neither `Send` nor `Copy`.
+pub struct OwnedHeap<'a> {
+    heap: NonNull<Heap>,
+    _owns: PhantomData<&'a mut HeapLocal>,
+}
+
+impl<'a> OwnedHeap<'a> {
+    /// Takes ownership of `heap` (None for null).
+    ///
+    /// # Safety
+    /// The calling thread must own the heap for as long as the result lives: it is the
+    /// thread's own (its TLS slot), or was taken from the heap pool, or the caller holds
+    /// the lock of the global heap; and no other `OwnedHeap` for it may be live.
+    #[inline(always)]
+    pub unsafe fn claim(heap: *mut Heap) -> Option<OwnedHeap<'a>> {
+        NonNull::new(heap).map(|heap| OwnedHeap {
+            heap,
+            _owns: PhantomData,
+        })
+    }
+
+    /// Lends the ownership for a shorter time (as `&mut *r` does for a `&mut`).
+    #[inline(always)]
+    pub fn reborrow(&mut self) -> OwnedHeap<'_> {
+        OwnedHeap {
+            heap: self.heap,
+            _owns: PhantomData,
+        }
+    }
+
+    /// The heap's address (what segment headers name as owner).
+    #[inline(always)]
+    pub fn as_ptr(&self) -> *mut Heap {
+        self.heap.as_ptr()
+    }
+
+    /// The owner-only part.
+    #[inline(always)]
+    pub fn local(&mut self) -> &mut HeapLocal {
+        // SAFETY: `claim`'s contract: this thread owns the heap and this is its only
+        // `OwnedHeap`; `&mut self` makes the returned reference the only one.
+        unsafe { &mut *(*self.heap.as_ptr()).local.get() }
+    }
+
+    /// The owner-only part, read only.
+    #[inline(always)]
+    pub fn local_ref(&self) -> &HeapLocal {
+        // SAFETY: as in `local`; `&self` excludes a live `&mut` from `local`.
+        unsafe { &*(*self.heap.as_ptr()).local.get() }
+    }
+
+    /// The pending stack.
+    #[inline(always)]
+    pub fn pending(&self) -> &AtomicPtr<Slab> {
+        // SAFETY: heaps are never freed; `pending` is atomic.
+        unsafe { &(*self.heap.as_ptr()).pending }
+    }
+
+    /// Allocates a block of `class` when the current slab has no free block.
     #[cold]
     #[inline(never)]
-    pub unsafe fn alloc_slow<O: Os>(
-        heap: *mut Heap,
+    pub fn alloc_slow<O: Os>(
+        &mut self,
         class: SizeClass,
         os: &O,
         pool: &Mutex<SegmentPool>,
     ) -> *mut u8 {
-        // SAFETY: the caller owns the heap.
-        let h = unsafe { &mut *heap };
+        let heap = self.as_ptr();
         let c = class.index();
-        let cur = h.current[c];
-        if cur != SENTINEL.as_ptr() {
-            // SAFETY: a current slab is a valid slab of this heap.
-            let slab = unsafe { &mut *cur };
-            // Reuse blocks other threads freed before carving fresh ones: carving first
-            // would touch new memory while freed blocks wait.
-            slab.collect_remote();
-            let p = slab.pop();
-            if !p.is_null() {
-                return p;
+        let cur = self.local().current[c];
+        if cur != sentinel() {
+            // SAFETY: a current slab is a valid slab of this heap, which we own.
+            unsafe {
+                // Reuse blocks other threads freed before carving fresh ones: carving
+                // first would touch new memory while freed blocks wait.
+                (*cur).collect_remote();
+                let s = (*cur).local();
+                let p = s.pop();
+                if !p.is_null() {
+                    return p;
+                }
+                s.end_current();
+                self.local().current[c] = sentinel();
+                // `cur` was current, now on no list.
+                self.local().park_full(cur);
             }
-            h.current[c] = SENTINEL.as_ptr();
-            slab.end_current();
-            // SAFETY: `cur` was current, now on no list.
-            unsafe { h.park_full(cur) };
         }
-        h.process_pending();
+        self.process_pending();
+        let h = self.local();
         let next = h.classes[c].partial.pop_front();
         let next = if !next.is_null() {
             next
@@ -165,10 +280,9 @@ impl Heap {
             if !empty.is_null() {
                 empty
             } else {
-                // SAFETY: the caller owns the heap.
-                match unsafe { h.take_spare(os, pool) } {
+                match h.take_spare(heap, os, pool) {
                     Some(slab) => {
-                        // SAFETY: a spare slab is ours and on no list.
+                        // SAFETY: a spare slab is ours, unassigned and on no list.
                         unsafe {
                             (*slab).assign(class);
                             (*SegmentHeader::of(slab as usize)).assigned_slabs += 1;
@@ -181,98 +295,40 @@ impl Heap {
         };
         // SAFETY: `next` came off one of our lists and is ours.
         unsafe {
-            (*next).make_current();
+            (*next).local().make_current();
             (*next).collect_remote();
             h.current[c] = next;
-            (*next).pop()
-        }
-    }
-
-    /// Parks a slab that has no room on its class's full list, asking remote freers to
-    /// notify. If remote frees raced in, the slab goes to partial instead.
-    ///
-    /// # Safety
-    /// `slab` must be ours and on no list.
-    unsafe fn park_full(&mut self, slab: *mut Slab) {
-        // SAFETY: the caller guarantees `slab` is ours.
-        let s = unsafe { &mut *slab };
-        let lists = &mut self.classes[s.class.index()];
-        loop {
-            if s.request_notify() {
-                s.state = State::Full;
-                s.used |= FULL_FLAG;
-                // SAFETY: on no list.
-                unsafe { lists.full.push_back(slab) };
-                return;
-            }
-            if s.collect_remote() > 0 {
-                s.state = State::Partial;
-                // SAFETY: on no list.
-                unsafe { lists.partial.push_front(slab) };
-                return;
-            }
-            if s.is_queued() {
-                // Already on the pending stack: processing it will settle the slab.
-                s.state = State::Full;
-                s.used |= FULL_FLAG;
-                // SAFETY: on no list.
-                unsafe { lists.full.push_back(slab) };
-                return;
-            }
+            (*next).local().pop()
         }
     }
 
     /// Takes the full slabs that received remote frees off the full lists.
     pub fn process_pending(&mut self) {
-        let mut cur = remote_free::take_pending(&self.pending);
+        let mut cur = remote_free::take_pending(self.pending());
+        let h = self.local();
         while !cur.is_null() {
-            // SAFETY: slabs on our pending stack are slabs of our segments.
-            let s = unsafe { &mut *cur };
-            cur = s.next_pending.load(Ordering::Relaxed);
-            s.clear_queued();
-            if s.state != State::Full {
-                // Already moved by a local free; the queued mark was all that was left.
-                continue;
+            let slab = cur;
+            // SAFETY: slabs on our pending stack are assigned slabs of our segments
+            // (remote-free invariant 2), which we own.
+            unsafe {
+                cur = (*slab).next_pending.load(Ordering::Relaxed);
+                (*slab).clear_queued();
+                let s = (*slab).local();
+                if s.state != State::Full {
+                    // Already moved by a local free; the queued mark was all that was left.
+                    continue;
+                }
+                // A Full slab is on its class's full list.
+                h.classes[s.class.index()].full.remove(slab);
+                s.used &= !FULL_FLAG;
+                (*slab).collect_remote();
+                let s = (*slab).local();
+                if s.free.is_null() && s.built >= s.capacity {
+                    h.park_full(slab);
+                } else {
+                    h.place_with_room(slab);
+                }
             }
-            let lists = &mut self.classes[s.class.index()];
-            // SAFETY: a Full slab is on its class's full list.
-            unsafe { lists.full.remove(s) };
-            s.used &= !FULL_FLAG;
-            s.collect_remote();
-            if s.free.is_null() && s.built >= s.capacity {
-                // SAFETY: on no list now.
-                unsafe { self.park_full(s) };
-            } else {
-                // SAFETY: on no list now.
-                unsafe { self.place_with_room(s) };
-            }
-        }
-    }
-
-    /// Puts a slab with room on its class's partial list, or on the empty list (or back to
-    /// the spares) when it holds no live block.
-    ///
-    /// # Safety
-    /// `slab` must be ours, assigned, on no list, not current.
-    unsafe fn place_with_room(&mut self, slab: *mut Slab) {
-        // SAFETY: the caller guarantees `slab` is ours.
-        let s = unsafe { &mut *slab };
-        let lists = &mut self.classes[s.class.index()];
-        if s.live_count() == 0 {
-            // A queued slab stays assigned (remote-free invariant 2): it waits on the empty
-            // list until its pending entry has been processed.
-            if lists.empty.len() < EMPTY_KEEP || !s.may_unassign() {
-                s.state = State::Empty;
-                // SAFETY: on no list.
-                unsafe { lists.empty.push_front(slab) };
-            } else {
-                // SAFETY: ours, empty, on no list.
-                unsafe { self.retire_slab(slab) };
-            }
-        } else {
-            s.state = State::Partial;
-            // SAFETY: on no list.
-            unsafe { lists.partial.push_front(slab) };
         }
     }
 
@@ -280,19 +336,19 @@ impl Heap {
     /// free into a full slab, or the slab becoming empty.
     ///
     /// # Safety
-    /// The caller must own `heap`; `slab` must be a slab of one of its segments, and `ptr` an
-    /// address inside that slab.
+    /// `slab` must be a slab of one of the heap's segments, and `ptr` an address inside it.
     #[cold]
     #[inline(never)]
     pub unsafe fn free_local_slow<O: Os>(
-        heap: *mut Heap,
+        &mut self,
         slab: *mut Slab,
         ptr: *mut u8,
         call: &str,
         os: &O,
     ) {
-        // SAFETY: the caller owns the heap and the slab.
-        let (h, s) = unsafe { (&mut *heap, &mut *slab) };
+        let h = self.local();
+        // SAFETY: the caller guarantees the slab is one of ours.
+        let s = unsafe { (*slab).local() };
         if !s.is_built_block(ptr as usize) {
             crate::fatal::bad_pointer(call, "invalid pointer", ptr as usize);
         }
@@ -304,11 +360,11 @@ impl Heap {
         unsafe { s.push_local(ptr) };
         match s.state {
             State::Full => {
-                let lists = &mut h.classes[s.class.index()];
                 // SAFETY: a Full slab is on its class's full list.
-                unsafe { lists.full.remove(slab) };
+                unsafe { h.classes[s.class.index()].full.remove(slab) };
                 s.used &= !FULL_FLAG;
-                s.cancel_notify();
+                // SAFETY: the slab's shared part; ours.
+                unsafe { (*slab).cancel_notify() };
                 // SAFETY: on no list now, with room.
                 unsafe { h.place_with_room(slab) };
             }
@@ -327,8 +383,126 @@ impl Heap {
         }
     }
 
-    /// Unassigns an empty slab and puts it on the dirty spare list, purging the oldest dirty
-    /// spare beyond [`DIRTY_SPARE_KEEP`].
+    /// Gives back what the heap holds without need: collects remote frees, retires empty
+    /// slabs, purges spares and releases unused segments. With `keep_current`, current slabs
+    /// stay; otherwise (thread exit) they are parked too. Returns bytes released or purged.
+    pub fn collect<O: Os>(
+        &mut self,
+        os: &O,
+        pool: &Mutex<SegmentPool>,
+        buddy: &Mutex<BuddyArena>,
+        keep_current: bool,
+    ) -> usize {
+        self.process_pending();
+        let h = self.local();
+        for c in 0..CLASS_COUNT {
+            let cur = h.current[c];
+            if !keep_current && cur != sentinel() {
+                h.current[c] = sentinel();
+                // SAFETY: `cur` was our current slab, now on no list.
+                unsafe {
+                    (*cur).local().end_current();
+                    (*cur).collect_remote();
+                    let s = (*cur).local();
+                    if s.free.is_null() && s.built >= s.capacity {
+                        h.park_full(cur);
+                    } else {
+                        h.place_with_room(cur);
+                    }
+                }
+            }
+            let mut slab = h.classes[c].partial.head();
+            while !slab.is_null() {
+                // SAFETY: partial slabs are ours; `next` is read before any unlinking.
+                unsafe {
+                    let next = (*slab).local().next;
+                    (*slab).collect_remote();
+                    if (*slab).local().live_count() == 0 && (*slab).may_unassign() {
+                        h.classes[c].partial.remove(slab);
+                        h.retire_slab(slab);
+                    }
+                    slab = next;
+                }
+            }
+        }
+        h.decay(os, buddy) + h.release_unused_segments(os, pool, 0)
+    }
+
+    /// Returns the heap's idle memory (see [`HeapLocal::decay`]).
+    pub fn decay<O: Os>(&mut self, os: &O, buddy: &Mutex<BuddyArena>) -> usize {
+        self.local().decay(os, buddy)
+    }
+
+    /// True when the heap holds no segment at all.
+    pub fn is_unused(&self) -> bool {
+        self.local_ref().segment_count == 0
+    }
+}
+
+impl HeapLocal {
+    /// Parks a slab that has no room on its class's full list, asking remote freers to
+    /// notify. If remote frees raced in, the slab goes to partial instead.
+    ///
+    /// # Safety
+    /// `slab` must be ours and on no list.
+    unsafe fn park_full(&mut self, slab: *mut Slab) {
+        // SAFETY: the caller guarantees `slab` is ours.
+        let (shared, s) = unsafe { (&*slab, (*slab).local()) };
+        let lists = &mut self.classes[s.class.index()];
+        loop {
+            if shared.request_notify() {
+                s.state = State::Full;
+                s.used |= FULL_FLAG;
+                // SAFETY: on no list.
+                unsafe { lists.full.push_back(slab) };
+                return;
+            }
+            // SAFETY: ours.
+            if unsafe { shared.collect_remote() } > 0 {
+                s.state = State::Partial;
+                // SAFETY: on no list.
+                unsafe { lists.partial.push_front(slab) };
+                return;
+            }
+            if shared.is_queued() {
+                // Already on the pending stack: processing it will settle the slab.
+                s.state = State::Full;
+                s.used |= FULL_FLAG;
+                // SAFETY: on no list.
+                unsafe { lists.full.push_back(slab) };
+                return;
+            }
+        }
+    }
+
+    /// Puts a slab with room on its class's partial list, or on the empty list (or back to
+    /// the spares) when it holds no live block.
+    ///
+    /// # Safety
+    /// `slab` must be ours, assigned, on no list, not current.
+    unsafe fn place_with_room(&mut self, slab: *mut Slab) {
+        // SAFETY: the caller guarantees `slab` is ours.
+        let (shared, s) = unsafe { (&*slab, (*slab).local()) };
+        let lists = &mut self.classes[s.class.index()];
+        if s.live_count() == 0 {
+            // A queued slab stays assigned (remote-free invariant 2): it waits on the empty
+            // list until its pending entry has been processed.
+            if lists.empty.len() < EMPTY_KEEP || !shared.may_unassign() {
+                s.state = State::Empty;
+                // SAFETY: on no list.
+                unsafe { lists.empty.push_front(slab) };
+            } else {
+                // SAFETY: ours, empty, on no list.
+                unsafe { self.retire_slab(slab) };
+            }
+        } else {
+            s.state = State::Partial;
+            // SAFETY: on no list.
+            unsafe { lists.partial.push_front(slab) };
+        }
+    }
+
+    /// Unassigns an empty slab and puts it on the dirty spare list.
     ///
     /// # Safety
     /// `slab` must be ours, assigned, with no live block, on no list.
@@ -337,11 +511,12 @@ impl Heap {
         if !unsafe { (*slab).may_unassign() } {
             crate::fatal::fatal("retiring a slab that is queued for its owner");
         }
-        // SAFETY: the caller guarantees `slab` is ours.
+        // SAFETY: the caller guarantees `slab` is ours, empty and on no list.
         unsafe {
             (*slab).unassign();
-            (*slab).state = State::Spare;
-            (*slab).zeroed = false;
+            let s = (*slab).local();
+            s.state = State::Spare;
+            s.zeroed = false;
             (*SegmentHeader::of(slab as usize)).assigned_slabs -= 1;
             self.dirty_spare.push_front(slab);
         }
@@ -354,8 +529,9 @@ impl Heap {
             let slab = self.dirty_spare.pop_back();
             // SAFETY: spare slabs are ours, unassigned, and hold no live block.
             unsafe {
-                os.purge(NonNull::new_unchecked((*slab).start), SLAB_BYTES);
-                (*slab).zeroed = true;
+                let s = (*slab).local();
+                os.purge(NonNull::new_unchecked(s.start), SLAB_BYTES);
+                s.zeroed = true;
                 self.clean_spare.push_back(slab);
             }
             purged += SLAB_BYTES;
@@ -364,11 +540,13 @@ impl Heap {
     }
 
     /// A spare slab: dirty first (likely resident and cached), then clean, then a new
-    /// segment.
-    ///
-    /// # Safety
-    /// The caller must own the heap.
-    unsafe fn take_spare<O: Os>(&mut self, os: &O, pool: &Mutex<SegmentPool>) -> Option<*mut Slab> {
+    /// segment for `heap` (this part's heap).
+    fn take_spare<O: Os>(
+        &mut self,
+        heap: *mut Heap,
+        os: &O,
+        pool: &Mutex<SegmentPool>,
+    ) -> Option<*mut Slab> {
         let slab = self.dirty_spare.pop_front();
         if !slab.is_null() {
             return Some(slab);
@@ -377,13 +555,12 @@ impl Heap {
         if !slab.is_null() {
             return Some(slab);
         }
-        let seg = pool.lock().acquire(os, self)?;
+        let seg = pool.lock().acquire(os, heap)?;
         self.link_segment(seg);
         // Slabs 1.. go to the clean list in address order; slab 0 is the header.
         for i in 1..SLABS_PER_SEGMENT {
-            // SAFETY: `seg` is a fresh segment of this heap.
             let slab = SegmentHeader::slab_of(seg, seg as usize + i * SLAB_BYTES);
-            // SAFETY: fresh spare slabs are on no list.
+            // SAFETY: fresh spare slabs of our new segment are on no list.
             unsafe { self.clean_spare.push_back(slab) };
         }
         Some(self.clean_spare.pop_front())
@@ -430,9 +607,8 @@ impl Heap {
         let mut seg = self.segments;
         while !seg.is_null() {
             // SAFETY: segments on our list are valid.
-            let next = unsafe { (*seg).next };
-            // SAFETY: as above.
-            if unsafe { (*seg).assigned_slabs } == 0 {
+            let (next, assigned) = unsafe { ((*seg).next, (*seg).assigned_slabs) };
+            if assigned == 0 {
                 if kept < keep_segments {
                     kept += 1;
                 } else {
@@ -441,7 +617,7 @@ impl Heap {
                         // SAFETY: an unassigned slab of ours is on exactly one spare list,
                         // the one its `zeroed` flag names.
                         unsafe {
-                            if (*slab).zeroed {
+                            if (*slab).local().zeroed {
                                 self.clean_spare.remove(slab);
                             } else {
                                 self.dirty_spare.remove(slab);
@@ -449,8 +625,8 @@ impl Heap {
                         }
                     }
                     self.unlink_segment(seg);
-                    // SAFETY: no assigned slab means no live block; the segment is off
-                    // every list of ours.
+                    // SAFETY: no assigned slab means no live block and no queued slab
+                    // (remote-free invariant 2); the segment is off every list of ours.
                     unsafe { pool.lock().release(os, seg) };
                     released += crate::segment::SEGMENT_BYTES;
                 }
@@ -458,49 +634,6 @@ impl Heap {
             seg = next;
         }
         released
-    }
-
-    /// Gives back what the heap holds without need: collects remote frees, retires empty
-    /// slabs, purges spares and releases unused segments. With `keep_current`, current slabs
-    /// stay; otherwise (thread exit) they are parked too. Returns bytes released or purged.
-    pub fn collect<O: Os>(
-        &mut self,
-        os: &O,
-        pool: &Mutex<SegmentPool>,
-        buddy: &Mutex<BuddyArena>,
-        keep_current: bool,
-    ) -> usize {
-        self.process_pending();
-        for c in 0..CLASS_COUNT {
-            let cur = self.current[c];
-            if !keep_current && cur != SENTINEL.as_ptr() {
-                self.current[c] = SENTINEL.as_ptr();
-                // SAFETY: `cur` was our current slab, now on no list.
-                unsafe {
-                    (*cur).end_current();
-                    (*cur).collect_remote();
-                    if (*cur).free.is_null() && (*cur).built >= (*cur).capacity {
-                        self.park_full(cur);
-                    } else {
-                        self.place_with_room(cur);
-                    }
-                }
-            }
-            let mut slab = self.classes[c].partial.head();
-            while !slab.is_null() {
-                // SAFETY: partial slabs are ours; `next` is read before any unlinking.
-                unsafe {
-                    let next = (*slab).next;
-                    (*slab).collect_remote();
-                    if (*slab).live_count() == 0 && (*slab).may_unassign() {
-                        self.classes[c].partial.remove(slab);
-                        self.retire_slab(slab);
-                    }
-                    slab = next;
-                }
-            }
-        }
-        self.decay(os, buddy) + self.release_unused_segments(os, pool, 0)
     }
 
     /// Returns memory the heap kept for quick reuse but did not reuse: empty slabs kept per
@@ -513,7 +646,7 @@ impl Heap {
             while !slab.is_null() {
                 // SAFETY: empty slabs are ours; `next` is read before any unlinking.
                 unsafe {
-                    let next = (*slab).next;
+                    let next = (*slab).local().next;
                     // Queued slabs stay (remote-free invariant 2).
                     if (*slab).may_unassign() {
                         self.classes[c].empty.remove(slab);
@@ -524,22 +657,5 @@ impl Heap {
             }
         }
         flushed + self.purge_spares(os, 0)
-    }
-
-    /// True when the heap holds no segment at all.
-    pub fn is_unused(&self) -> bool {
-        self.segment_count == 0
-    }
-
-    /// Queues a full slab that received a remote free (called by the remote freer).
-    ///
-    /// # Safety
-    /// `heap` must be the owner of `slab`'s segment; `slab` must have been marked queued by
-    /// the caller's `push_remote`.
-    pub unsafe fn push_pending(heap: *mut Heap, slab: *mut Slab) {
-        // SAFETY: heaps are never freed (`pending` is atomic), and the QUEUED mark this
-        // thread set keeps the slab assigned and its segment mapped (remote-free invariant
-        // 2), so its `next_pending` is ours to write until the owner pops it.
-        unsafe { remote_free::push_pending(&(*heap).pending, slab, &(*slab).next_pending) }
     }
 }

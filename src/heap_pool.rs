@@ -11,7 +11,7 @@
 //! otherwise. A new thread adopts an abandoned heap first, taking over its slabs whole, so
 //! a dead thread's memory is reused rather than leaked.
 
-use crate::heap::Heap;
+use crate::heap::{Heap, OwnedHeap};
 use crate::os::Os;
 use core::ptr;
 
@@ -81,7 +81,7 @@ impl HeapPool {
         if !self.free.is_null() {
             let heap = self.free;
             // SAFETY: heaps on the free list are valid and unowned.
-            self.free = unsafe { (*heap).pool_next };
+            self.free = unsafe { (*heap).pool_links().next };
             return Some(heap);
         }
         if self.bump + HEAP_STRIDE_BYTES > self.bump_end {
@@ -113,17 +113,17 @@ impl HeapPool {
             let heap = self.abandoned;
             // SAFETY: heaps on the abandoned list are valid and unowned.
             unsafe {
-                self.abandoned = (*heap).pool_next;
+                self.abandoned = (*heap).pool_links().next;
                 self.abandoned_count -= 1;
-                if !(*heap).orphaned_by_fork {
+                if !(*heap).pool_links().orphaned_by_fork {
                     return Some(heap);
                 }
-                (*heap).orphaned_by_fork = false;
-                // SAFETY: taken off the list, the heap is ours to check.
-                if crate::validate::check_heap(heap).is_ok() {
+                (*heap).pool_links().orphaned_by_fork = false;
+                // Taken off the list, the heap is ours to check.
+                if OwnedHeap::claim(heap).is_some_and(|h| crate::validate::check_heap(&h).is_ok()) {
                     return Some(heap);
                 }
-                (*heap).pool_next = self.broken;
+                (*heap).pool_links().next = self.broken;
                 self.broken = heap;
             }
         }
@@ -134,10 +134,10 @@ impl HeapPool {
     unsafe fn push_active(&mut self, heap: *mut Heap) {
         // SAFETY: the caller's guarantee; the list's heaps are valid.
         unsafe {
-            (*heap).pool_prev = ptr::null_mut();
-            (*heap).pool_next = self.active;
+            (*heap).pool_links().prev = ptr::null_mut();
+            (*heap).pool_links().next = self.active;
             if !self.active.is_null() {
-                (*self.active).pool_prev = heap;
+                (*self.active).pool_links().prev = heap;
             }
         }
         self.active = heap;
@@ -148,17 +148,17 @@ impl HeapPool {
     unsafe fn unlink_active(&mut self, heap: *mut Heap) {
         // SAFETY: the caller's guarantee; its neighbours are on the list too.
         unsafe {
-            let (prev, next) = ((*heap).pool_prev, (*heap).pool_next);
+            let (prev, next) = ((*heap).pool_links().prev, (*heap).pool_links().next);
             if prev.is_null() {
                 self.active = next;
             } else {
-                (*prev).pool_next = next;
+                (*prev).pool_links().next = next;
             }
             if !next.is_null() {
-                (*next).pool_prev = prev;
+                (*next).pool_links().prev = prev;
             }
-            (*heap).pool_prev = ptr::null_mut();
-            (*heap).pool_next = ptr::null_mut();
+            (*heap).pool_links().prev = ptr::null_mut();
+            (*heap).pool_links().next = ptr::null_mut();
         }
     }
 
@@ -174,10 +174,10 @@ impl HeapPool {
         while !heap.is_null() {
             // SAFETY: heaps on the active list are valid; `next` is read before unlinking.
             unsafe {
-                let next = (*heap).pool_next;
+                let next = (*heap).pool_links().next;
                 if heap != keep && heap != global {
                     self.unlink_active(heap);
-                    (*heap).orphaned_by_fork = true;
+                    (*heap).pool_links().orphaned_by_fork = true;
                     self.release_inactive(heap);
                 }
                 heap = next;
@@ -202,7 +202,7 @@ impl HeapPool {
 
     fn is_active(&self, heap: *mut Heap) -> bool {
         // SAFETY: `heap` is a valid heap (caller of `release`).
-        self.active == heap || unsafe { !(*heap).pool_prev.is_null() }
+        self.active == heap || unsafe { !(*heap).pool_links().prev.is_null() }
     }
 
     /// # Safety
@@ -210,11 +210,11 @@ impl HeapPool {
     unsafe fn release_inactive(&mut self, heap: *mut Heap) {
         // SAFETY: the caller hands the heap over.
         unsafe {
-            if (*heap).is_unused() {
-                (*heap).pool_next = self.free;
+            if OwnedHeap::claim(heap).is_none_or(|h| h.is_unused()) {
+                (*heap).pool_links().next = self.free;
                 self.free = heap;
             } else {
-                (*heap).pool_next = self.abandoned;
+                (*heap).pool_links().next = self.abandoned;
                 self.abandoned = heap;
                 self.abandoned_count += 1;
             }

@@ -9,7 +9,7 @@
 
 use crate::allocator::{Context, MIN_ALIGN};
 use crate::fatal;
-use crate::heap::Heap;
+use crate::heap::{Heap, OwnedHeap};
 use crate::os::RealOs;
 use crate::size_class::{self, SMALL_MAX_BYTES};
 use crate::sync::ForkLock;
@@ -23,7 +23,7 @@ pub static CTX: Context<RealOs> = Context::new(RealOs);
 /// Which heap the calling thread allocates from.
 enum ThreadHeap {
     /// Its own heap.
-    Own(*mut Heap),
+    Own(OwnedHeap<'static>),
     /// The shared global heap (after the thread's exit cleanup).
     Global,
     /// No memory for a heap.
@@ -33,8 +33,7 @@ enum ThreadHeap {
 /// The calling thread's heap, created (or adopted) on first use.
 #[inline]
 fn thread_heap() -> ThreadHeap {
-    let heap = tls::heap();
-    if !heap.is_null() {
+    if let Some(heap) = tls::owned_heap() {
         return ThreadHeap::Own(heap);
     }
     if tls::state() == tls::STATE_EXITED || crate::config::check_mode() {
@@ -56,13 +55,16 @@ fn thread_start_slow() -> ThreadHeap {
     process_start();
     // SAFETY: the key exists (process_start) and the value is only read by our destructor.
     unsafe { libc::pthread_setspecific(THREAD_KEY.load(Ordering::Acquire), heap.cast()) };
-    ThreadHeap::Own(heap)
+    match tls::owned_heap() {
+        Some(heap) => ThreadHeap::Own(heap),
+        None => ThreadHeap::Unavailable,
+    }
 }
 
 /// Runs `f` with a heap the calling thread may use: its own, or the global one under its
 /// lock. Null when no heap can be had.
 #[inline]
-fn with_heap(f: impl FnOnce(*mut Heap) -> *mut u8) -> *mut u8 {
+fn with_heap(f: impl FnOnce(OwnedHeap) -> *mut u8) -> *mut u8 {
     match thread_heap() {
         ThreadHeap::Own(heap) => f(heap),
         ThreadHeap::Global => {
@@ -73,7 +75,11 @@ fn with_heap(f: impl FnOnce(*mut Heap) -> *mut u8) -> *mut u8 {
                     None => return ptr::null_mut(),
                 }
             }
-            f(global.0)
+            // SAFETY: the global heap is ours while its lock is held.
+            match unsafe { OwnedHeap::claim(global.0) } {
+                Some(heap) => f(heap),
+                None => ptr::null_mut(),
+            }
         }
         ThreadHeap::Unavailable => ptr::null_mut(),
     }
@@ -153,14 +159,12 @@ pub fn process_start() {
 /// The thread-exit destructor (pthread key): hands the heap back. Later allocations by
 /// this thread (other libraries' destructors run after ours) use the global heap.
 extern "C" fn thread_exit(_value: *mut libc::c_void) {
-    let heap = tls::heap();
-    if heap.is_null() {
+    let Some(heap) = tls::owned_heap() else {
         return;
-    }
+    };
     tls::set_heap(ptr::null_mut());
     tls::set_state(tls::STATE_EXITED);
-    // SAFETY: the thread owned the heap and no longer points to it.
-    unsafe { CTX.retire_heap(heap) };
+    CTX.retire_heap(heap);
 }
 
 /// Every global lock, in the order code nests them (the global heap's lock is held while
@@ -228,10 +232,10 @@ extern "C" fn fork_child() {
 /// `malloc`: at least `size` bytes, 16-byte aligned; null when memory is short.
 #[inline(always)]
 pub fn alloc(size: usize) -> *mut u8 {
-    let heap = tls::heap();
-    if size <= SMALL_MAX_BYTES && !heap.is_null() {
-        // SAFETY: the TLS heap is the calling thread's own.
-        return unsafe { CTX.alloc_small(heap, size_class::class_of(size)) };
+    if size <= SMALL_MAX_BYTES {
+        if let Some(heap) = tls::owned_heap() {
+            return CTX.alloc_small(heap, size_class::class_of(size));
+        }
     }
     alloc_slow(size)
 }
@@ -243,11 +247,9 @@ fn alloc_slow(size: usize) -> *mut u8 {
         return crate::check::alloc(size, MIN_ALIGN, false);
     }
     if size <= SMALL_MAX_BYTES {
-        // SAFETY: `with_heap` gives a heap the thread may use for the call.
-        return with_heap(|heap| unsafe { CTX.alloc_small(heap, size_class::class_of(size)) });
+        return with_heap(|heap| CTX.alloc_small(heap, size_class::class_of(size)));
     }
-    // SAFETY: the TLS heap (or null) is the calling thread's own.
-    unsafe { CTX.alloc_big(tls::heap(), size, MIN_ALIGN) }
+    CTX.alloc_big(tls::owned_heap(), size, MIN_ALIGN)
         .map_or(ptr::null_mut(), |(p, _)| p.as_ptr())
 }
 
@@ -259,8 +261,7 @@ pub fn alloc_aligned(size: usize, align_bytes: usize) -> *mut u8 {
     if crate::config::check_mode() {
         return crate::check::alloc(size, align_bytes, false);
     }
-    // SAFETY: `with_heap` gives a heap the thread may use for the call.
-    with_heap(|heap| unsafe {
+    with_heap(|heap| {
         CTX.alloc_with(heap, size, align_bytes)
             .map_or(ptr::null_mut(), |(p, _)| p.as_ptr())
     })
@@ -271,18 +272,18 @@ pub fn alloc_zeroed_aligned(size: usize, align_bytes: usize) -> *mut u8 {
     if crate::config::check_mode() {
         return crate::check::alloc(size, align_bytes.max(MIN_ALIGN), true);
     }
-    // SAFETY: `with_heap` gives a heap the thread may use for the call.
-    with_heap(|heap| unsafe {
-        match CTX.alloc_with(heap, size, align_bytes.max(MIN_ALIGN)) {
+    with_heap(
+        |heap| match CTX.alloc_with(heap, size, align_bytes.max(MIN_ALIGN)) {
             Some((p, zeroed)) => {
                 if !zeroed {
-                    p.as_ptr().write_bytes(0, size);
+                    // SAFETY: a fresh block of at least `size` bytes.
+                    unsafe { p.as_ptr().write_bytes(0, size) };
                 }
                 p.as_ptr()
             }
             None => ptr::null_mut(),
-        }
-    })
+        },
+    )
 }
 
 /// `free`.
@@ -291,8 +292,8 @@ pub fn alloc_zeroed_aligned(size: usize, align_bytes: usize) -> *mut u8 {
 /// `ptr` must be null or a live block of ours (bad pointers are reported where detected).
 #[inline(always)]
 pub unsafe fn free(ptr: *mut u8, call: &str) {
-    // SAFETY: the TLS heap (or null) is the calling thread's own.
-    unsafe { CTX.free_with(tls::heap(), ptr, call) }
+    // SAFETY: forwarded contract.
+    unsafe { CTX.free_with(tls::owned_heap(), ptr, call) }
 }
 
 /// `realloc` for a live, non-null `ptr` and a non-zero size, keeping `align_bytes`.
@@ -311,7 +312,7 @@ pub unsafe fn realloc_aligned(ptr: *mut u8, new_size: usize, align_bytes: usize)
     if unsafe { CTX.small_block_fits(ptr, new_size) } {
         return ptr;
     }
-    // SAFETY: `with_heap` gives a heap the thread may use; `ptr` is live (caller).
+    // SAFETY: `ptr` is a live block of ours (caller).
     with_heap(|heap| unsafe {
         CTX.realloc_with(
             heap,
@@ -341,9 +342,7 @@ pub fn trim() -> usize {
     if crate::config::check_mode() {
         crate::check::drain();
     }
-    let heap = tls::heap();
-    // SAFETY: the TLS heap (or null) is the calling thread's own.
-    unsafe { CTX.trim(heap) }
+    CTX.trim(tls::owned_heap())
 }
 
 /// The calling thread's heap, if it has one (for the heap checker and statistics).

@@ -79,7 +79,7 @@ impl SegmentHeader {
                 let slab = Self::slab_of(seg, base.as_ptr() as usize + i * SLAB_BYTES);
                 slab.write(Slab::new_unassigned(base.as_ptr().add(i * SLAB_BYTES)));
                 if i == 0 {
-                    (*slab).state = State::Metadata;
+                    (*slab).local().state = State::Metadata;
                 }
             }
         }

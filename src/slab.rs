@@ -18,6 +18,7 @@
 //! tell it) and [`QUEUED`] (the slab is on its heap's pending stack, or going onto it).
 
 use crate::size_class::{SizeClass, MIN_BLOCK_BYTES};
+use core::cell::UnsafeCell;
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 
@@ -91,106 +92,263 @@ pub fn free_cookie(addr: usize) -> usize {
     COOKIE_SECRET.load(Ordering::Relaxed) ^ addr
 }
 
-/// Metadata of one slab.
+/// Metadata of one slab: an owner-only part, and a part other threads touch (atomics only).
+///
+/// No `&mut Slab` is ever made: remote freers read and write the shared atomics while the
+/// owner updates its part, so the owner reaches its part through [`Slab::local`], a
+/// `&mut` that covers only the owner-only fields.
 #[repr(C)]
 pub struct Slab {
-    /// Free list that allocation pops and owner frees push (offset 0: the fast path).
+    /// Owner-only state (offset 0: the fast path reads `free` first).
+    local: UnsafeCell<SlabLocal>,
+    /// Block size; 0 when the slab holds no class. Read by remote freers to validate.
+    pub block_bytes: AtomicU32,
+    /// Remote frees: an atomic stack of blocks, flags in the low bits (`remote_free.rs`).
+    pub remote_free: AtomicUsize,
+    /// Link on the heap's pending stack (written by the remote freer that queues the slab).
+    pub next_pending: AtomicPtr<Slab>,
+}
+
+/// The owner-only part of a slab's metadata.
+#[repr(C)]
+pub struct SlabLocal {
+    /// Free list that allocation pops and owner frees push.
     pub free: *mut Block,
-    /// Blocks not free, with [`FULL_FLAG`] while full (owner only).
+    /// Blocks not free, with [`FULL_FLAG`] while full and [`CURRENT_FLAG`] while current.
     pub used: u32,
     /// Blocks in the slab.
     pub capacity: u32,
     /// Blocks carved into the free list so far (lazy building).
     pub built: u32,
-    /// Block size; 0 when the slab holds no class. Read by remote freers to validate.
-    pub block_bytes: AtomicU32,
+    /// The owner's copy of the block size (0 when unassigned).
+    pub block_bytes: u32,
     /// `ceil(2^48 / block_bytes)`: `(offset * recip) >> 48` is `offset / block_bytes` for
     /// every offset inside a slab, so the free path checks block starts without a division.
     pub recip: u64,
     /// Size class (valid while `block_bytes != 0`).
     pub class: SizeClass,
-    /// Where the slab is (owner only).
+    /// Where the slab is.
     pub state: State,
     /// The unbuilt part of the slab reads as zeros (fresh or purged memory).
     pub zeroed: bool,
-    /// Remote frees: an atomic stack of blocks, flags in the low bits.
-    pub remote_free: AtomicUsize,
-    /// List links (owner only).
+    /// List links.
     pub next: *mut Slab,
-    /// List links (owner only).
+    /// List links.
     pub prev: *mut Slab,
-    /// Link on the heap's pending stack.
-    pub next_pending: AtomicPtr<Slab>,
     /// First byte of the slab's memory.
     pub start: *mut u8,
 }
 
+// SAFETY: the shared fields are atomics; the owner-only part is reached only through
+// `Slab::local`, whose contract is that the caller owns the slab's heap (one thread at a
+// time), so no two threads ever touch it at once.
+unsafe impl Sync for Slab {}
+
 /// A slab with no free block: heaps point their `current` slots here until a real slab is
-/// needed, so the fast path needs no null check. Never written.
-pub struct SentinelSlab(Slab);
+/// needed, so the fast path needs no null check. Never written: the fast path only reads
+/// `free` (null) and falls to the slow path, which recognises the sentinel by address
+/// before touching it.
+pub static SENTINEL: Slab = Slab::new_unassigned(ptr::null_mut());
 
-// SAFETY: the sentinel is never written: the fast path only reads `free` (null) and falls
-// to the slow path, which recognises the sentinel by address before touching it.
-unsafe impl Sync for SentinelSlab {}
-
-/// The shared never-written empty slab.
-pub static SENTINEL: SentinelSlab = SentinelSlab(Slab::new_unassigned(ptr::null_mut()));
-
-impl SentinelSlab {
-    /// Its address, as the `*mut Slab` the heaps store (never written through).
-    #[inline(always)]
-    pub fn as_ptr(&'static self) -> *mut Slab {
-        ptr::addr_of!(self.0).cast_mut()
-    }
+/// The sentinel's address, as the `*mut Slab` the heaps store (never written through).
+#[inline(always)]
+pub fn sentinel() -> *mut Slab {
+    ptr::addr_of!(SENTINEL).cast_mut()
 }
 
 impl Slab {
     /// Metadata for a slab at `start` that holds no class yet.
     pub const fn new_unassigned(start: *mut u8) -> Slab {
         Slab {
-            free: ptr::null_mut(),
-            used: 0,
-            capacity: 0,
-            built: 0,
+            local: UnsafeCell::new(SlabLocal {
+                free: ptr::null_mut(),
+                used: 0,
+                capacity: 0,
+                built: 0,
+                block_bytes: 0,
+                recip: 0,
+                class: SizeClass::FIRST,
+                state: State::Spare,
+                zeroed: true,
+                next: ptr::null_mut(),
+                prev: ptr::null_mut(),
+                start,
+            }),
             block_bytes: AtomicU32::new(0),
-            recip: 0,
-            class: SizeClass::FIRST,
-            state: State::Spare,
-            zeroed: true,
             remote_free: AtomicUsize::new(0),
-            next: ptr::null_mut(),
-            prev: ptr::null_mut(),
             next_pending: AtomicPtr::new(ptr::null_mut()),
-            start,
         }
     }
 
-    /// Assigns the slab to a class with blocks of `block_bytes`; all blocks unbuilt.
-    pub fn assign(&mut self, class: SizeClass) {
+    /// The owner-only part.
+    ///
+    /// # Safety
+    /// The caller must own the slab's heap (its thread, or the lock that guards it), must
+    /// not hold another reference to this slab's owner-only part while it uses this one,
+    /// and `self` must not be the sentinel.
+    #[inline(always)]
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn local(&self) -> &mut SlabLocal {
+        // SAFETY: the caller's guarantee makes this the only reference to the part.
+        unsafe { &mut *self.local.get() }
+    }
+
+    /// Read-only view of the owner-only part (the heap checker, the sentinel test).
+    ///
+    /// # Safety
+    /// The caller must own the slab's heap, and no `&mut` to the part may be live.
+    #[inline(always)]
+    pub unsafe fn local_ref(&self) -> &SlabLocal {
+        // SAFETY: the caller's guarantee.
+        unsafe { &*self.local.get() }
+    }
+
+    /// Raw pointer to the owner-only part (for the fast paths, which read and write single
+    /// fields through it).
+    #[inline(always)]
+    pub fn local_ptr(slab: *mut Slab) -> *mut SlabLocal {
+        // Address arithmetic only (`UnsafeCell` is `repr(transparent)`): nothing is read.
+        slab.cast::<u8>()
+            .wrapping_add(core::mem::offset_of!(Slab, local))
+            .cast()
+    }
+
+    /// Assigns the slab to a class; all blocks unbuilt.
+    ///
+    /// # Safety
+    /// The caller must own the slab's heap; the slab must hold no live block.
+    pub unsafe fn assign(&self, class: SizeClass) {
         let block_bytes = class.block_bytes();
-        self.free = ptr::null_mut();
-        self.used = 0;
+        // SAFETY: the caller owns the slab.
+        let l = unsafe { self.local() };
+        l.free = ptr::null_mut();
+        l.used = 0;
         // Every class's block is at least 16 bytes: the divisor is never zero.
-        self.capacity = (SLAB_BYTES / block_bytes.max(MIN_BLOCK_BYTES)) as u32;
-        self.built = 0;
-        self.class = class;
+        l.capacity = (SLAB_BYTES / block_bytes.max(MIN_BLOCK_BYTES)) as u32;
+        l.built = 0;
+        l.class = class;
+        l.block_bytes = block_bytes as u32;
+        l.recip = (1u64 << 48).div_ceil(block_bytes.max(MIN_BLOCK_BYTES) as u64);
         self.block_bytes
             .store(block_bytes as u32, Ordering::Relaxed);
-        self.recip = (1u64 << 48).div_ceil(block_bytes.max(MIN_BLOCK_BYTES) as u64);
         self.remote_free.store(0, Ordering::Relaxed);
     }
 
-    /// Takes the slab out of its class (it must hold no live block).
-    pub fn unassign(&mut self) {
+    /// Takes the slab out of its class (it must hold no live block and not be queued).
+    ///
+    /// # Safety
+    /// The caller must own the slab's heap.
+    pub unsafe fn unassign(&self) {
         self.block_bytes.store(0, Ordering::Relaxed);
-        self.recip = 0;
-        self.free = ptr::null_mut();
-        self.used = 0;
-        self.built = 0;
-        self.capacity = 0;
+        // SAFETY: the caller owns the slab.
+        let l = unsafe { self.local() };
+        l.block_bytes = 0;
+        l.recip = 0;
+        l.free = ptr::null_mut();
+        l.used = 0;
+        l.built = 0;
+        l.capacity = 0;
     }
 
-    /// Live blocks (plus uncollected remote frees), without the full flag.
+    /// Moves every remotely freed block onto the local free list. Returns how many were
+    /// collected. The flags are kept.
+    ///
+    /// # Safety
+    /// The caller must own the slab's heap.
+    pub unsafe fn collect_remote(&self) -> u32 {
+        let head = remote_free::take_blocks(&self.remote_free) as *mut Block;
+        if head.is_null() {
+            return 0;
+        }
+        // SAFETY: the caller owns the slab.
+        let l = unsafe { self.local() };
+        let mut tail = head;
+        let mut count = 1u32;
+        // SAFETY: the stack holds blocks of this slab pushed by `push_remote` (Release),
+        // which the Acquire exchange in `take_blocks` synchronised with; we own them all.
+        unsafe {
+            while !(*tail).next.is_null() {
+                tail = (*tail).next;
+                count += 1;
+            }
+            (*tail).next = l.free;
+        }
+        l.free = head;
+        l.used -= count;
+        count
+    }
+
+    /// Pushes a block freed by a thread that does not own the slab. Returns true when the
+    /// owner asked to be told ([`NOTIFY`] was set): the caller must then queue the slab on
+    /// its heap's pending stack.
+    ///
+    /// # Safety
+    /// `block` must be a live block of this slab.
+    pub unsafe fn push_remote(&self, block: *mut u8) -> bool {
+        let block = block.cast::<Block>();
+        remote_free::push_block(&self.remote_free, block as usize, |next| {
+            // SAFETY: the block is live and being freed: its first words are ours until the
+            // push publishes it.
+            unsafe {
+                (*block).next = next as *mut Block;
+                (*block).cookie = free_cookie(block as usize);
+            }
+        })
+    }
+
+    /// Asks the next remote freer to notify the owner. Returns false (and sets nothing) when
+    /// remote frees are already waiting or the slab is already queued: the caller should
+    /// then collect instead of parking the slab.
+    pub fn request_notify(&self) -> bool {
+        remote_free::request_notify(&self.remote_free)
+    }
+
+    /// Clears [`NOTIFY`] (the owner took the slab off its full list by itself).
+    pub fn cancel_notify(&self) {
+        remote_free::cancel_notify(&self.remote_free)
+    }
+
+    /// Clears [`QUEUED`] (the owner took the slab off its pending stack).
+    pub fn clear_queued(&self) {
+        remote_free::clear_queued(&self.remote_free)
+    }
+
+    /// True when the slab is on (or going onto) its heap's pending stack.
+    pub fn is_queued(&self) -> bool {
+        remote_free::is_queued(&self.remote_free)
+    }
+
+    /// True when the slab may be unassigned: not queued (the remote-free protocol's
+    /// invariant 2, see `remote_free.rs`).
+    pub fn may_unassign(&self) -> bool {
+        remote_free::may_unassign(&self.remote_free)
+    }
+
+    /// True when `ptr` (an address inside this slab) is the start of a block: not inside
+    /// one, not in the slab's unusable tail. Reads only the atomic `block_bytes`, so remote
+    /// freers may call it.
+    pub fn is_block_start(&self, ptr: usize) -> bool {
+        let block_bytes = self.block_bytes.load(Ordering::Relaxed) as usize;
+        let offset = ptr & (SLAB_BYTES - 1);
+        match offset.checked_rem(block_bytes) {
+            Some(rem) => rem == 0 && offset + block_bytes <= SLAB_BYTES,
+            None => false,
+        }
+    }
+
+    /// True when the block at `ptr` carries its free cookie: it is free, not live.
+    ///
+    /// # Safety
+    /// `ptr` must be a block start of this slab.
+    #[inline]
+    pub unsafe fn is_free_block(ptr: *mut u8) -> bool {
+        // SAFETY: a block start of an assigned slab has at least 16 readable bytes.
+        unsafe { (*ptr.cast::<Block>()).cookie == free_cookie(ptr as usize) }
+    }
+}
+
+impl SlabLocal {
+    /// Live blocks (plus uncollected remote frees), without the flags.
     #[inline]
     pub fn live_count(&self) -> u32 {
         self.used & !(FULL_FLAG | CURRENT_FLAG)
@@ -213,8 +371,8 @@ impl Slab {
         if self.built >= self.capacity {
             return false;
         }
-        let block_bytes = self.block_bytes.load(Ordering::Relaxed) as usize;
-        let per_page = (EXTEND_BYTES / block_bytes.max(MIN_BLOCK_BYTES)) as u32;
+        let block_bytes = (self.block_bytes as usize).max(MIN_BLOCK_BYTES);
+        let per_page = (EXTEND_BYTES / block_bytes) as u32;
         let count = per_page
             .max(EXTEND_MIN_BLOCKS)
             .min(self.capacity - self.built);
@@ -272,110 +430,19 @@ impl Slab {
         self.used -= 1;
     }
 
-    /// Pushes a block freed by a thread that does not own the slab. Returns true when the
-    /// owner asked to be told ([`NOTIFY`] was set): the caller must then queue the slab on
-    /// its heap's pending stack.
-    ///
-    /// # Safety
-    /// `block` must be a live block of this slab.
-    pub unsafe fn push_remote(&self, block: *mut u8) -> bool {
-        let block = block.cast::<Block>();
-        remote_free::push_block(&self.remote_free, block as usize, |next| {
-            // SAFETY: the block is live and being freed: its first words are ours until the
-            // push publishes it.
-            unsafe {
-                (*block).next = next as *mut Block;
-                (*block).cookie = free_cookie(block as usize);
-            }
-        })
-    }
-
-    /// Moves every remotely freed block onto the local free list (owner only). Returns how
-    /// many were collected. The flags are kept.
-    pub fn collect_remote(&mut self) -> u32 {
-        let head = remote_free::take_blocks(&self.remote_free) as *mut Block;
-        if head.is_null() {
-            return 0;
-        }
-        let mut tail = head;
-        let mut count = 1u32;
-        // SAFETY: the stack holds blocks of this slab pushed by `push_remote` (Release),
-        // which our Acquire exchange synchronised with; we now own them all.
-        unsafe {
-            while !(*tail).next.is_null() {
-                tail = (*tail).next;
-                count += 1;
-            }
-            (*tail).next = self.free;
-        }
-        self.free = head;
-        self.used -= count;
-        count
-    }
-
-    /// Asks the next remote freer to notify the owner. Returns false (and sets nothing) when
-    /// remote frees are already waiting or the slab is already queued: the caller should
-    /// then collect instead of parking the slab.
-    pub fn request_notify(&self) -> bool {
-        remote_free::request_notify(&self.remote_free)
-    }
-
-    /// Clears [`NOTIFY`] (the owner took the slab off its full list by itself).
-    pub fn cancel_notify(&self) {
-        remote_free::cancel_notify(&self.remote_free)
-    }
-
-    /// Clears [`QUEUED`] (the owner took the slab off its pending stack).
-    pub fn clear_queued(&self) {
-        remote_free::clear_queued(&self.remote_free)
-    }
-
-    /// True when the slab is on (or going onto) its heap's pending stack.
-    pub fn is_queued(&self) -> bool {
-        remote_free::is_queued(&self.remote_free)
-    }
-
-    /// True when the slab may be unassigned: not queued (the remote-free protocol's
-    /// invariant 2, see `remote_free.rs`).
-    pub fn may_unassign(&self) -> bool {
-        remote_free::may_unassign(&self.remote_free)
-    }
-
-    /// True when `ptr` (an address inside this slab) is the start of a block: not inside
-    /// one, not in the slab's unusable tail. Reads only the atomic `block_bytes`, so remote
-    /// freers may call it.
-    pub fn is_block_start(&self, ptr: usize) -> bool {
-        let block_bytes = self.block_bytes.load(Ordering::Relaxed) as usize;
-        if block_bytes == 0 {
-            return false;
-        }
-        let offset = ptr & (SLAB_BYTES - 1);
-        offset % block_bytes == 0 && offset + block_bytes <= SLAB_BYTES
-    }
-
-    /// True when `ptr` is a block start that was handed out at least once (owner only:
-    /// reads `built`). No division: a multiply by `recip` (the free fast path runs it). An
-    /// unassigned slab has `built == 0`, so it answers false there too.
+    /// True when `ptr` is a block start that was handed out at least once. No division: a
+    /// multiply by `recip` (the free fast path runs it). An unassigned slab has
+    /// `built == 0`, so it answers false there too.
     #[inline(always)]
     pub fn is_built_block(&self, ptr: usize) -> bool {
         let offset = (ptr & (SLAB_BYTES - 1)) as u64;
         let index = (offset * self.recip) >> 48;
-        let block_bytes = self.block_bytes.load(Ordering::Relaxed) as u64;
-        index * block_bytes == offset && index < self.built as u64
-    }
-
-    /// True when the block at `ptr` carries its free cookie: it is free, not live.
-    ///
-    /// # Safety
-    /// `ptr` must be a block start of this slab.
-    #[inline]
-    pub unsafe fn is_free_block(ptr: *mut u8) -> bool {
-        // SAFETY: a block start of an assigned slab has at least 16 readable bytes.
-        unsafe { (*ptr.cast::<Block>()).cookie == free_cookie(ptr as usize) }
+        index * self.block_bytes as u64 == offset && index < self.built as u64
     }
 }
 
-/// An intrusive doubly-linked list of slabs, through `Slab::next`/`prev` (owner only).
+/// An intrusive doubly-linked list of slabs, through their owner-only `next`/`prev` (the
+/// owner's lists only: every slab on one is owned by the list's owner).
 pub struct SlabList {
     head: *mut Slab,
     tail: *mut Slab,
@@ -420,12 +487,12 @@ impl SlabList {
     pub unsafe fn push_front(&mut self, slab: *mut Slab) {
         // SAFETY: `slab` is valid (caller) and the list's slabs are valid (invariant).
         unsafe {
-            (*slab).prev = ptr::null_mut();
-            (*slab).next = self.head;
+            (*Slab::local_ptr(slab)).prev = ptr::null_mut();
+            (*Slab::local_ptr(slab)).next = self.head;
             if self.head.is_null() {
                 self.tail = slab;
             } else {
-                (*self.head).prev = slab;
+                (*Slab::local_ptr(self.head)).prev = slab;
             }
         }
         self.head = slab;
@@ -439,12 +506,12 @@ impl SlabList {
     pub unsafe fn push_back(&mut self, slab: *mut Slab) {
         // SAFETY: as in `push_front`.
         unsafe {
-            (*slab).next = ptr::null_mut();
-            (*slab).prev = self.tail;
+            (*Slab::local_ptr(slab)).next = ptr::null_mut();
+            (*Slab::local_ptr(slab)).prev = self.tail;
             if self.tail.is_null() {
                 self.head = slab;
             } else {
-                (*self.tail).next = slab;
+                (*Slab::local_ptr(self.tail)).next = slab;
             }
         }
         self.tail = slab;
@@ -458,19 +525,19 @@ impl SlabList {
     pub unsafe fn remove(&mut self, slab: *mut Slab) {
         // SAFETY: `slab` and its neighbours are on this list, hence valid.
         unsafe {
-            let (prev, next) = ((*slab).prev, (*slab).next);
+            let (prev, next) = ((*Slab::local_ptr(slab)).prev, (*Slab::local_ptr(slab)).next);
             if prev.is_null() {
                 self.head = next;
             } else {
-                (*prev).next = next;
+                (*Slab::local_ptr(prev)).next = next;
             }
             if next.is_null() {
                 self.tail = prev;
             } else {
-                (*next).prev = prev;
+                (*Slab::local_ptr(next)).prev = prev;
             }
-            (*slab).next = ptr::null_mut();
-            (*slab).prev = ptr::null_mut();
+            (*Slab::local_ptr(slab)).next = ptr::null_mut();
+            (*Slab::local_ptr(slab)).prev = ptr::null_mut();
         }
         self.len -= 1;
     }
@@ -501,7 +568,7 @@ impl SlabList {
         let mut cur = self.head;
         while !cur.is_null() {
             // SAFETY: slabs on the list are valid.
-            let next = unsafe { (*cur).next };
+            let next = unsafe { (*Slab::local_ptr(cur)).next };
             f(cur);
             cur = next;
         }
@@ -513,19 +580,29 @@ mod tests {
     use super::*;
     use std::vec::Vec;
 
+    /// The owner-only part of a test's slab.
+    #[allow(clippy::mut_from_ref)]
+    fn own(slab: &Slab) -> &mut SlabLocal {
+        // SAFETY: the test owns the slab and uses each returned reference briefly.
+        unsafe { slab.local() }
+    }
+
     /// A slab over a heap buffer aligned to the slab size.
-    fn with_slab(block_bytes: usize, f: impl FnOnce(&mut Slab)) {
+    /// The test owns the slab: `local()` is the only reference to its owner-only part at
+    /// each use.
+    fn with_slab(block_bytes: usize, f: impl FnOnce(&Slab)) {
         let layout = std::alloc::Layout::from_size_align(SLAB_BYTES, SLAB_BYTES).unwrap();
         // SAFETY: non-zero size.
         let mem = unsafe { std::alloc::alloc(layout) };
         assert!(!mem.is_null());
-        let mut slab = Slab::new_unassigned(mem);
-        slab.assign(crate::size_class::class_of(block_bytes));
+        let slab = Slab::new_unassigned(mem);
+        // SAFETY: the test owns the slab, which holds no block.
+        unsafe { slab.assign(crate::size_class::class_of(block_bytes)) };
         assert_eq!(
             slab.block_bytes.load(Ordering::Relaxed) as usize,
             block_bytes
         );
-        f(&mut slab);
+        f(&slab);
         // SAFETY: allocated above with this layout.
         unsafe { std::alloc::dealloc(mem, layout) };
     }
@@ -535,7 +612,7 @@ mod tests {
         with_slab(48, |slab| {
             let mut seen = Vec::new();
             loop {
-                let p = slab.pop();
+                let p = own(slab).pop();
                 if p.is_null() {
                     break;
                 }
@@ -543,7 +620,7 @@ mod tests {
                 seen.push(p as usize);
             }
             assert_eq!(seen.len(), SLAB_BYTES / 48);
-            assert_eq!(slab.live_count() as usize, seen.len());
+            assert_eq!(own(slab).live_count() as usize, seen.len());
             seen.sort();
             seen.dedup();
             assert_eq!(seen.len(), SLAB_BYTES / 48);
@@ -553,39 +630,43 @@ mod tests {
     #[test]
     fn extension_is_lazy() {
         with_slab(16, |slab| {
-            let p = slab.pop();
+            let p = own(slab).pop();
             assert!(!p.is_null());
-            assert_eq!(slab.built as usize, 4096 / 16);
+            assert_eq!(own(slab).built as usize, 4096 / 16);
         });
     }
 
     #[test]
     fn local_and_remote_frees_keep_counts() {
         with_slab(256, |slab| {
-            let a = slab.pop();
-            let b = slab.pop();
-            let c = slab.pop();
-            assert_eq!(slab.live_count(), 3);
+            let a = own(slab).pop();
+            let b = own(slab).pop();
+            let c = own(slab).pop();
+            assert_eq!(own(slab).live_count(), 3);
             // SAFETY: a is a live block of this slab.
-            unsafe { slab.push_local(a) };
-            assert_eq!(slab.live_count(), 2);
+            unsafe { own(slab).push_local(a) };
+            assert_eq!(own(slab).live_count(), 2);
             // SAFETY: b and c are live blocks of this slab.
             unsafe {
                 assert!(!slab.push_remote(b));
                 assert!(!slab.push_remote(c));
             }
-            assert_eq!(slab.live_count(), 2, "remote frees count until collected");
-            assert_eq!(slab.collect_remote(), 2);
-            assert_eq!(slab.live_count(), 0);
-            assert_eq!(slab.collect_remote(), 0);
+            assert_eq!(
+                own(slab).live_count(),
+                2,
+                "remote frees count until collected"
+            );
+            assert_eq!(unsafe { slab.collect_remote() }, 2);
+            assert_eq!(own(slab).live_count(), 0);
+            assert_eq!(unsafe { slab.collect_remote() }, 0);
         });
     }
 
     #[test]
     fn notify_goes_to_the_first_remote_freer_only() {
         with_slab(1024, |slab| {
-            let a = slab.pop();
-            let b = slab.pop();
+            let a = own(slab).pop();
+            let b = own(slab).pop();
             assert!(slab.request_notify());
             // SAFETY: a and b are live blocks of this slab.
             unsafe {
@@ -593,7 +674,7 @@ mod tests {
                 assert!(!slab.push_remote(b), "second must not");
             }
             assert!(!slab.request_notify(), "queued slab cannot be parked again");
-            assert_eq!(slab.collect_remote(), 2);
+            assert_eq!(unsafe { slab.collect_remote() }, 2);
             slab.clear_queued();
             assert!(slab.request_notify());
             slab.cancel_notify();
@@ -604,13 +685,13 @@ mod tests {
     #[test]
     fn block_start_check_rejects_interior_and_foreign_pointers() {
         with_slab(96, |slab| {
-            let p = slab.pop() as usize;
+            let p = own(slab).pop() as usize;
             assert!(slab.is_block_start(p));
             assert!(!slab.is_block_start(p + 8));
             // The tail past the last whole block is not a block.
             let last = (SLAB_BYTES / 96) * 96;
-            assert!(!slab.is_block_start(slab.start as usize + last));
-            assert!(slab.is_block_start(slab.start as usize + last - 96));
+            assert!(!slab.is_block_start(own(slab).start as usize + last));
+            assert!(slab.is_block_start(own(slab).start as usize + last - 96));
         });
     }
 

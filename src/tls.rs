@@ -17,7 +17,7 @@
 //! - the heap pointer (null until the thread's first allocation takes the slow path);
 //! - the thread state ([`STATE_NEW`], [`STATE_ACTIVE`], [`STATE_EXITED`]).
 
-use crate::heap::Heap;
+use crate::heap::{Heap, OwnedHeap};
 
 /// The thread has not allocated yet.
 pub const STATE_NEW: usize = 0;
@@ -103,6 +103,17 @@ mod slot {
 #[inline(always)]
 pub fn heap() -> *mut Heap {
     slot::read::<0>() as *mut Heap
+}
+
+/// The calling thread's heap, as the proof of ownership the allocator's methods take.
+///
+/// Callers hold the result only for the allocator call at hand and never across a call
+/// that could allocate again (so a thread never has two at once).
+#[inline(always)]
+pub fn owned_heap() -> Option<OwnedHeap<'static>> {
+    // SAFETY: the slot holds the calling thread's own heap (or null), which no other
+    // thread uses while it is set here; see above for the one-at-a-time rule.
+    unsafe { OwnedHeap::claim(heap()) }
 }
 
 /// Sets the calling thread's heap.

@@ -9,11 +9,11 @@
 //! - every list holds slabs of the right state and class, and its length is right; every
 //!   slab of the heap is in exactly one place (current, a class list, or a spare list).
 
-use crate::heap::Heap;
+use crate::heap::{Heap, OwnedHeap};
 use crate::segment::{SegmentHeader, SLABS_PER_SEGMENT};
 use crate::size_class::CLASS_COUNT;
 use crate::slab::{
-    Slab, SlabList, State, CURRENT_FLAG, FULL_FLAG, NOTIFY, QUEUED, SENTINEL, SLAB_BYTES,
+    sentinel, Slab, SlabList, State, CURRENT_FLAG, FULL_FLAG, NOTIFY, QUEUED, SLAB_BYTES,
 };
 use core::sync::atomic::Ordering;
 
@@ -23,16 +23,14 @@ pub type CheckResult = Result<(), &'static str>;
 /// Checks the calling thread's heap, the global heap and the buddy arena.
 pub fn check_current() -> CheckResult {
     let ctx = &crate::process::CTX;
-    let heap = crate::process::current_heap();
-    if !heap.is_null() {
-        // SAFETY: the calling thread owns its heap.
-        unsafe { check_heap(heap)? };
+    if let Some(heap) = crate::tls::owned_heap() {
+        check_heap(&heap)?;
     }
     {
         let global = ctx.global_heap.lock();
-        if !global.0.is_null() {
-            // SAFETY: the global heap is ours while its lock is held.
-            unsafe { check_heap(global.0)? };
+        // SAFETY: the global heap is ours while its lock is held.
+        if let Some(heap) = unsafe { OwnedHeap::claim(global.0) } {
+            check_heap(&heap)?;
         }
     }
     ctx.buddy.lock().check()
@@ -42,8 +40,13 @@ pub fn check_current() -> CheckResult {
 ///
 /// # Safety
 /// The caller must own the slab's heap.
-unsafe fn check_slab(slab: &Slab) -> CheckResult {
-    let block_bytes = slab.block_bytes.load(Ordering::Relaxed) as usize;
+unsafe fn check_slab(shared: &Slab) -> CheckResult {
+    // SAFETY: the caller owns the slab; nothing else references its owner-only part now.
+    let slab = unsafe { shared.local_ref() };
+    let block_bytes = shared.block_bytes.load(Ordering::Relaxed) as usize;
+    if block_bytes != slab.block_bytes as usize {
+        return Err("slab: the owner's block size differs from the shared one");
+    }
     if block_bytes == 0 {
         return if slab.state == State::Spare || slab.state == State::Metadata {
             Ok(())
@@ -63,7 +66,7 @@ unsafe fn check_slab(slab: &Slab) -> CheckResult {
     let mut free_count = 0u32;
     let mut cur = slab.free;
     while !cur.is_null() {
-        if !slab.is_block_start(cur as usize)
+        if !shared.is_block_start(cur as usize)
             || (cur as usize) & !(SLAB_BYTES - 1) != slab.start as usize
         {
             return Err("slab: free-list link outside the slab or inside a block");
@@ -84,11 +87,11 @@ unsafe fn check_slab(slab: &Slab) -> CheckResult {
     }
     // Remote frees: pushed blocks are immutable below the head, so walking a snapshot is
     // safe while other threads push.
-    let mut remote =
-        (slab.remote_free.load(Ordering::Acquire) & !(NOTIFY | QUEUED)) as *mut crate::slab::Block;
+    let mut remote = (shared.remote_free.load(Ordering::Acquire) & !(NOTIFY | QUEUED))
+        as *mut crate::slab::Block;
     let mut remote_count = 0u32;
     while !remote.is_null() {
-        if !slab.is_block_start(remote as usize) {
+        if !shared.is_block_start(remote as usize) {
             return Err("slab: remote-free link outside the slab or inside a block");
         }
         remote_count += 1;
@@ -106,8 +109,8 @@ fn check_list(list: &SlabList, state: State, class: Option<usize>) -> Result<usi
     let mut bad = None;
     list.for_each(|slab| {
         count += 1;
-        // SAFETY: slabs on a heap's list are valid.
-        let s = unsafe { &*slab };
+        // SAFETY: slabs on a heap's list are valid and the checker's caller owns them.
+        let s = unsafe { (*slab).local_ref() };
         if s.state != state {
             bad = Some("list: slab state does not match its list");
         } else if class.is_some_and(|c| s.class.index() != c) {
@@ -162,18 +165,15 @@ unsafe fn check_pending(heap: *mut Heap, segments: usize) -> CheckResult {
 }
 
 /// Checks one heap.
-///
-/// # Safety
-/// The caller must own `heap`.
-pub unsafe fn check_heap(heap: *mut Heap) -> CheckResult {
-    // SAFETY: the caller owns the heap.
-    let h = unsafe { &*heap };
+pub fn check_heap(owned: &OwnedHeap) -> CheckResult {
+    let heap = owned.as_ptr();
+    let h = owned.local_ref();
     let mut placed = 0;
     for c in 0..CLASS_COUNT {
         let cur = h.current[c];
-        if cur != SENTINEL.as_ptr() {
-            // SAFETY: a current slab is a valid slab of this heap.
-            let s = unsafe { &*cur };
+        if cur != sentinel() {
+            // SAFETY: a current slab is a valid slab of this heap, which we own.
+            let s = unsafe { (*cur).local_ref() };
             if s.state != State::Current || s.class.index() != c {
                 return Err("heap: current slab has the wrong state or class");
             }
