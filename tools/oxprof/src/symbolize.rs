@@ -13,9 +13,12 @@
 //! `/usr/lib/debug/` (checked against the link's CRC). A debug file compressed with dwz
 //! points at a shared supplementary file through `.gnu_debugaltlink`; it is loaded too.
 //!
-//! Each file is read once per run and kept, so converting many dumps of one program
-//! reads its libraries once. Files that cannot be read leave their addresses unknown,
-//! with one note on stderr per file.
+//! Each file is read once per run and kept to the end of the run, so converting many
+//! dumps of one program reads its libraries once. The bytes of a file are deliberately
+//! never freed (`keep`): the DWARF reader borrows them for as long as the file is
+//! cached, which is the whole run, and borrowing saves a copy of every debug section.
+//! Files that cannot be read leave their addresses unknown, with one note on stderr per
+//! file.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -31,7 +34,7 @@ use crate::raw::MapEntry;
 /// Where distributions install separate debug files.
 const DEBUG_ROOT: &str = "/usr/lib/debug";
 
-type Reader = gimli::EndianRcSlice<gimli::RunTimeEndian>;
+type Reader = gimli::EndianSlice<'static, gimli::RunTimeEndian>;
 
 /// One function frame at an address. An address inside inlined code has several.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -116,8 +119,8 @@ pub struct ElfObject {
 impl ElfObject {
     /// Reads `path` and whatever debug files belong to it.
     pub fn load(path: &Path) -> Result<ElfObject, String> {
-        let data = std::fs::read(path).map_err(|e| e.to_string())?;
-        let file = object::File::parse(&*data).map_err(|e| e.to_string())?;
+        let data = keep(std::fs::read(path).map_err(|e| e.to_string())?);
+        let file = object::File::parse(data).map_err(|e| e.to_string())?;
         let build_id = file.build_id().ok().flatten().map(<[u8]>::to_vec);
         let loads = file
             .segments()
@@ -140,7 +143,7 @@ impl ElfObject {
         };
         let debug_file = debug
             .as_ref()
-            .and_then(|(_, data)| object::File::parse(&**data).ok());
+            .and_then(|(_, data)| object::File::parse(*data).ok());
 
         let mut symbols = own_symbols;
         if symbols.is_empty() {
@@ -349,15 +352,28 @@ fn function_symbols<'data, S: ObjectSymbol<'data>>(
 }
 
 /// A section's bytes (decompressed), or empty, as gimli reads them.
-fn section_reader(file: &object::File<'_>, name: &str, endian: gimli::RunTimeEndian) -> Reader {
-    let data = file
+fn section_reader(
+    file: &object::File<'static>,
+    name: &str,
+    endian: gimli::RunTimeEndian,
+) -> Reader {
+    let data = match file
         .section_by_name(name)
         .and_then(|section| section.uncompressed_data().ok())
-        .unwrap_or(Cow::Borrowed(&[]));
-    gimli::EndianRcSlice::new(Rc::from(&*data), endian)
+    {
+        Some(Cow::Borrowed(data)) => data,
+        Some(Cow::Owned(decompressed)) => keep(decompressed),
+        None => &[],
+    };
+    gimli::EndianSlice::new(data, endian)
 }
 
-fn load_dwarf(file: &object::File<'_>, path: &Path) -> Option<addr2line::Context<Reader>> {
+/// Keeps bytes for the rest of the run (see the module note).
+fn keep(data: Vec<u8>) -> &'static [u8] {
+    Box::leak(data.into_boxed_slice())
+}
+
+fn load_dwarf(file: &object::File<'static>, path: &Path) -> Option<addr2line::Context<Reader>> {
     let endian = if file.is_little_endian() {
         gimli::RunTimeEndian::Little
     } else {
@@ -369,7 +385,7 @@ fn load_dwarf(file: &object::File<'_>, path: &Path) -> Option<addr2line::Context
         let sup_data = find_supplementary_file(path, name, build_id);
         if let Some(sup) = sup_data
             .as_ref()
-            .and_then(|data| object::File::parse(&**data).ok())
+            .and_then(|data| object::File::parse(*data).ok())
         {
             // Without it, names and lines that dwz moved out stay unknown.
             let _ = dwarf.load_sup(|id| Ok::<_, ()>(section_reader(&sup, id.name(), endian)));
@@ -393,7 +409,7 @@ fn find_debug_file(
     path: &Path,
     file: &object::File<'_>,
     build_id: Option<&[u8]>,
-) -> Option<(PathBuf, Vec<u8>)> {
+) -> Option<(PathBuf, &'static [u8])> {
     let mut candidates: Vec<(PathBuf, Option<u32>)> = Vec::new();
     if let Some(by_id) = build_id.and_then(build_id_path) {
         candidates.push((by_id, None));
@@ -421,18 +437,19 @@ fn find_debug_file(
                     return None;
                 }
             }
-            Some((candidate, data))
+            Some((candidate, keep(data)))
         })
 }
 
 /// The dwz supplementary file named by `.gnu_debugaltlink` of the debug file at `path`.
-fn find_supplementary_file(path: &Path, name: &[u8], build_id: &[u8]) -> Option<Vec<u8>> {
+fn find_supplementary_file(path: &Path, name: &[u8], build_id: &[u8]) -> Option<&'static [u8]> {
     let name = Path::new(OsStr::from_bytes(name));
     let mut candidates = vec![path.parent().unwrap_or(Path::new("/")).join(name)];
     candidates.extend(build_id_path(build_id));
     candidates
         .iter()
         .find_map(|candidate| std::fs::read(candidate).ok())
+        .map(keep)
 }
 
 #[cfg(test)]
