@@ -1,8 +1,8 @@
 //! `oxprof convert` on raw profiles of real C processes: `fixtures/workload.c` run under
 //! `fixtures/sampler.c`, a small preloaded sampling profiler that writes the raw format
 //! with the process's real return addresses and maps (glibc and the dynamic loader
-//! included). Needs a C compiler; each test says so and passes without checking
-//! anything when `cc` is missing.
+//! included). Needs a C compiler and binutils; each test says so and passes without
+//! checking anything when `cc` or `objcopy` is missing.
 
 mod support;
 
@@ -33,10 +33,12 @@ fn build() -> Option<&'static Build> {
     static BUILD: OnceLock<Option<Build>> = OnceLock::new();
     BUILD
         .get_or_init(|| {
-            if !run(Command::new("cc")
-                .arg("--version")
-                .stdout(std::process::Stdio::null()))
-            {
+            let have = |tool: &str| {
+                run(Command::new(tool)
+                    .arg("--version")
+                    .stdout(std::process::Stdio::null()))
+            };
+            if !have("cc") || !have("objcopy") {
                 return None;
             }
             let dir = scratch_dir("c-build");
@@ -52,7 +54,7 @@ fn build() -> Option<&'static Build> {
                 .arg(format!("{FIXTURES}/sampler.c"))
                 .args(["-ldl", "-lm"])));
             assert!(run(Command::new("cc")
-                .args(["-O0", "-g", "-o"])
+                .args(["-O0", "-g", "-Wl,--build-id=sha1", "-o"])
                 .arg(&workload)
                 .arg(format!("{FIXTURES}/workload.c"))));
             assert!(run(Command::new("objcopy")
@@ -78,7 +80,7 @@ macro_rules! build_or_skip {
         match build() {
             Some(build) => build,
             None => {
-                eprintln!("skipped: no C compiler (`cc`) to build the test programs");
+                eprintln!("skipped: no C compiler (`cc`) or `objcopy` to build the test programs");
                 return;
             }
         }
