@@ -162,7 +162,7 @@ impl<O: Os> Context<O> {
         //   interior pointer, or a block never handed out);
         // - the free cookie in the block's second word: a double free.
         unsafe {
-            let used = (*slab).used;
+            let used = (*slab).used.get();
             let block = ptr.cast::<Block>();
             let cookie = free_cookie(addr);
             // The `unchecked-free` feature drops the pointer checks (kept for measuring
@@ -177,7 +177,7 @@ impl<O: Os> Context<O> {
             (*block).next = (*slab).free;
             (*block).cookie = cookie;
             (*slab).free = block;
-            (*slab).used = used - 1;
+            (*slab).used.set(used - 1);
         }
     }
 
@@ -458,4 +458,5 @@ unsafe fn free_remote(
             Heap::push_pending(SegmentHeader::owner(seg), slab);
         }
     }
+    crate::stats::remote_free();
 }

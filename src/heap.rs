@@ -78,6 +78,8 @@ pub struct Heap {
     pub last_decay_ms: u64,
     /// Link in the heap pool's lists.
     pub pool_next: *mut Heap,
+    /// Counters for the statistics (slow paths only).
+    pub stats: crate::stats::HeapStats,
 }
 
 // SAFETY: a heap is used by one thread at a time: its owner, or whoever holds the lock
@@ -112,6 +114,7 @@ impl Heap {
                 slow_ticks: 0,
                 last_decay_ms: 0,
                 pool_next: ptr::null_mut(),
+                stats: crate::stats::HeapStats::new(),
             })
         };
     }
@@ -131,6 +134,7 @@ impl Heap {
         // SAFETY: the caller owns the heap.
         let h = unsafe { &mut *heap };
         let c = class.index();
+        h.stats.count_refill(c);
         let cur = h.current[c];
         if cur != SENTINEL.as_ptr() {
             // SAFETY: a current slab is a valid slab of this heap.

@@ -17,6 +17,7 @@
 //! [`NOTIFY`] (the owner parked the slab on its full list and asks the next remote freer to
 //! tell it) and [`QUEUED`] (the slab is on its heap's pending stack, or going onto it).
 
+use crate::counter::OwnerU32;
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 
@@ -98,8 +99,9 @@ pub fn free_cookie(addr: usize) -> usize {
 pub struct Slab {
     /// Free list that allocation pops and owner frees push (offset 0: the fast path).
     pub free: *mut Block,
-    /// Blocks not free, with [`FULL_FLAG`] while full (owner only).
-    pub used: u32,
+    /// Blocks not free, with [`FULL_FLAG`] while full. Written by the owner only; the
+    /// statistics read it from other threads.
+    pub used: OwnerU32,
     /// Blocks in the slab.
     pub capacity: u32,
     /// Blocks carved into the free list so far (lazy building).
@@ -151,7 +153,7 @@ impl Slab {
     pub const fn new_unassigned(start: *mut u8) -> Slab {
         Slab {
             free: ptr::null_mut(),
-            used: 0,
+            used: OwnerU32::new(0),
             capacity: 0,
             built: 0,
             block_bytes: AtomicU32::new(0),
@@ -170,7 +172,7 @@ impl Slab {
     /// Assigns the slab to a class with blocks of `block_bytes`; all blocks unbuilt.
     pub fn assign(&mut self, class: u8, block_bytes: usize) {
         self.free = ptr::null_mut();
-        self.used = 0;
+        self.used.set(0);
         self.capacity = (SLAB_BYTES / block_bytes) as u32;
         self.built = 0;
         self.class = class;
@@ -178,14 +180,16 @@ impl Slab {
             .store(block_bytes as u32, Ordering::Relaxed);
         self.recip = (1u64 << 48).div_ceil(block_bytes as u64);
         self.remote_free.store(0, Ordering::Relaxed);
+        crate::stats::held_add(SLAB_BYTES);
     }
 
     /// Takes the slab out of its class (it must hold no live block).
     pub fn unassign(&mut self) {
+        crate::stats::held_sub(SLAB_BYTES);
         self.block_bytes.store(0, Ordering::Relaxed);
         self.recip = 0;
         self.free = ptr::null_mut();
-        self.used = 0;
+        self.used.set(0);
         self.built = 0;
         self.capacity = 0;
     }
@@ -193,7 +197,7 @@ impl Slab {
     /// Live blocks (plus uncollected remote frees), without the full flag.
     #[inline]
     pub fn live_count(&self) -> u32 {
-        self.used & !(FULL_FLAG | CURRENT_FLAG)
+        self.used.get() & !(FULL_FLAG | CURRENT_FLAG)
     }
 
     /// Makes the slab its heap's current slab for its class (the caller stores it there).

@@ -54,10 +54,10 @@ unsafe fn check_slab(slab: &Slab) -> CheckResult {
     if slab.capacity as usize != SLAB_BYTES / block_bytes || slab.built > slab.capacity {
         return Err("slab: capacity or built count is wrong");
     }
-    if (slab.used & FULL_FLAG != 0) != (slab.state == State::Full) {
+    if (slab.used.get() & FULL_FLAG != 0) != (slab.state == State::Full) {
         return Err("slab: full flag does not match the slab's state");
     }
-    if (slab.used & CURRENT_FLAG != 0) != (slab.state == State::Current) {
+    if (slab.used.get() & CURRENT_FLAG != 0) != (slab.state == State::Current) {
         return Err("slab: current flag does not match the slab's state");
     }
     let mut free_count = 0u32;

@@ -100,6 +100,7 @@ unsafe impl Os for RealOs {
             // as zeros, which the allocator relies on to skip zeroing in calloc.
             unsafe { libc::madvise(ptr.as_ptr().cast(), bytes, libc::MADV_DONTNEED) };
         });
+        stats::add_purged(bytes);
     }
 
     unsafe fn resize_in_place(&self, ptr: NonNull<u8>, old_bytes: usize, new_bytes: usize) -> bool {
