@@ -149,11 +149,11 @@ typedef struct {
    */
   size_t heaps_adopted;
   /**
-   * Threads that allocated (got a heap).
+   * Threads that got a heap (a thread gets one at its first small allocation).
    */
   size_t threads_started;
   /**
-   * Of those, threads that exited.
+   * Of those, threads that exited (and handed their heap back).
    */
   size_t threads_exited;
   /**

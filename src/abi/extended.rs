@@ -78,9 +78,9 @@ pub struct OxStats {
     pub huge_cached_count: usize,
     /// Abandoned heaps adopted by new threads.
     pub heaps_adopted: usize,
-    /// Threads that allocated (got a heap).
+    /// Threads that got a heap (a thread gets one at its first small allocation).
     pub threads_started: usize,
-    /// Of those, threads that exited.
+    /// Of those, threads that exited (and handed their heap back).
     pub threads_exited: usize,
     /// Frees of a block by a thread other than its owner.
     pub remote_frees: usize,

@@ -314,7 +314,7 @@ fn write_text(w: &mut Writer, c: &Census, p: &Process) {
         .str(" calls\n");
     label(w, "threads")
         .usize(s.threads_started.saturating_sub(s.threads_exited))
-        .str(" live (")
+        .str(" with a heap (")
         .usize(s.threads_started)
         .str(" started, ")
         .usize(s.threads_exited)
