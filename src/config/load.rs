@@ -291,43 +291,38 @@ pub(super) fn load_slow() {
         }
     }
     LOADER.store(me, Ordering::Relaxed);
-    // The syscalls below must not change the program's errno.
-    // SAFETY: the calling thread's errno slot.
-    let errno_slot = unsafe { libc::__errno_location() };
-    // SAFETY: as above.
-    let saved_errno = unsafe { *errno_slot };
-
-    let mut settings = Settings::defaults();
-    let mut w = Writer::to_fd(2);
-    if !scan_environ(&mut settings, &mut w) {
-        scan_proc_environ(&mut settings, &mut w);
-    }
-    for p in &mut settings.paths {
-        p.make_absolute();
-    }
-    for i in 0..OPTION_COUNT {
-        if let (Some(v), Some(s)) = (VALUES.get(i), SOURCES.get(i)) {
-            v.store(
-                settings.values.get(i).copied().unwrap_or(0),
-                Ordering::Relaxed,
-            );
-            s.store(
-                settings.sources.get(i).copied().unwrap_or(Source::Default) as u8,
-                Ordering::Relaxed,
-            );
+    // The syscalls of loading must not change the program's errno.
+    crate::os::real::keep_errno(|| {
+        let mut settings = Settings::defaults();
+        let mut w = Writer::to_fd(2);
+        if !scan_environ(&mut settings, &mut w) {
+            scan_proc_environ(&mut settings, &mut w);
         }
-    }
-    // SAFETY: this thread moved STATE to LOADING, so it is the only writer, and no reader
-    // looks at the buffers before the release store of LOADED below.
-    unsafe { *PATHS.0.get() = settings.paths };
-    STATE.store(LOADED, Ordering::Release);
+        for p in &mut settings.paths {
+            p.make_absolute();
+        }
+        for i in 0..OPTION_COUNT {
+            if let (Some(v), Some(s)) = (VALUES.get(i), SOURCES.get(i)) {
+                v.store(
+                    settings.values.get(i).copied().unwrap_or(0),
+                    Ordering::Relaxed,
+                );
+                s.store(
+                    settings.sources.get(i).copied().unwrap_or(Source::Default) as u8,
+                    Ordering::Relaxed,
+                );
+            }
+        }
+        // SAFETY: this thread moved STATE to LOADING, so it is the only writer, and no reader
+        // looks at the buffers before the release store of LOADED below.
+        unsafe { *PATHS.0.get() = settings.paths };
+        STATE.store(LOADED, Ordering::Release);
 
-    if verbose() {
-        write_verbose(&mut w);
-    }
-    w.flush();
-    // SAFETY: as above.
-    unsafe { *errno_slot = saved_errno };
+        if verbose() {
+            write_verbose(&mut w);
+        }
+        w.flush();
+    });
 }
 
 #[cfg(test)]

@@ -86,11 +86,11 @@ fn resident_in(base: usize, bytes: usize) -> usize {
 /// Gathers every figure. With `resident`, also measures resident memory with `mincore`
 /// (one system call per 4 MiB mapped); otherwise `resident_bytes` is 0.
 pub fn take(resident: bool) -> Census {
-    // SAFETY: the calling thread's errno slot; mincore must not change the program's errno.
-    let errno_slot = unsafe { libc::__errno_location() };
-    // SAFETY: as above.
-    let saved_errno = unsafe { *errno_slot };
+    // mincore must not change the program's errno.
+    crate::os::real::keep_errno(|| take_now(resident))
+}
 
+fn take_now(resident: bool) -> Census {
     let mut classes = [ClassFigures::default(); CLASS_COUNT];
     for (i, c) in classes.iter_mut().enumerate() {
         c.block_bytes = size_class::SizeClass::from_index(i).map_or(0, |s| s.block_bytes());
@@ -217,8 +217,5 @@ pub fn take(resident: bool) -> Census {
         // The rest of what is mapped (heaps, the allocator's own metadata) counts whole.
         s.resident_bytes = resident_bytes + s.mapped_bytes.saturating_sub(covered);
     }
-
-    // SAFETY: as above.
-    unsafe { *errno_slot = saved_errno };
     Census { stats: s, classes }
 }

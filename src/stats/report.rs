@@ -45,10 +45,12 @@ pub fn at_start() {
     if !config::show_stats() || STARTED.swap(true, Ordering::AcqRel) {
         return;
     }
-    // SAFETY: the calling thread's errno slot; start-up must leave errno alone.
-    let errno_slot = unsafe { libc::__errno_location() };
-    // SAFETY: as above.
-    let saved_errno = unsafe { *errno_slot };
+    // Start-up must leave the program's errno alone.
+    crate::os::real::keep_errno(prepare);
+}
+
+/// The work of [`at_start`].
+fn prepare() {
     // A high number, below the descriptor limit, that programs are unlikely to use or to
     // close one by one; kept small enough that the kernel's descriptor table stays small.
     let mut limit = libc::rlimit {
@@ -64,7 +66,7 @@ pub fn at_start() {
     // SAFETY: duplicating fd 2 (if open) has no memory effects.
     let mut fd = unsafe { libc::fcntl(2, libc::F_DUPFD_CLOEXEC, lowest) };
     if fd < 0 && lowest > 3 {
-        // SAFETY: as above.
+        // SAFETY: as above: a duplicate of fd 2 at the lowest free number from 3.
         fd = unsafe { libc::fcntl(2, libc::F_DUPFD_CLOEXEC, 3) };
     }
     if let Some((dev, ino)) = identity(fd).filter(|_| fd >= 0) {
@@ -75,8 +77,6 @@ pub fn at_start() {
     // SAFETY: registering a plain function that takes no argument; atexit does not call
     // malloc for the first 32 registrations, and may safely call ours in any case.
     unsafe { libc::atexit(at_exit) };
-    // SAFETY: as above.
-    unsafe { *errno_slot = saved_errno };
 }
 
 /// The descriptor a report to "stderr" goes to: the private copy if it still refers to the
