@@ -17,7 +17,14 @@
 #include <stdint.h>
 
 /**
- * Figures about the allocator, filled in by `ox_stats_get`.
+ * Figures about the allocator, filled in by `ox_stats_get` (C) and returned by
+ * `oxmalloc::stats()` (Rust, as `oxmalloc::Stats`).
+ *
+ * They are gathered when asked for: small blocks are counted by walking every slab, medium
+ * and huge ones under their allocators' locks. Each figure is exact when taken, but a
+ * program that allocates in other threads meanwhile may see them disagree slightly. Live
+ * counts include blocks freed by other threads that their owner has not collected yet.
+ * Fields are only ever added at the end.
  */
 typedef struct {
   /**
@@ -29,11 +36,11 @@ typedef struct {
    */
   size_t peak_mapped_bytes;
   /**
-   * Bytes in allocated medium (buddy) spans.
+   * Bytes in allocated medium (buddy) blocks, live or parked in a thread's cache.
    */
   size_t medium_allocated_bytes;
   /**
-   * Bytes mapped for live huge blocks.
+   * Bytes mapped for live huge blocks (whole mappings: the header OS page included).
    */
   size_t huge_live_bytes;
   /**
@@ -48,6 +55,115 @@ typedef struct {
    * Heaps of exited threads waiting to be adopted.
    */
   size_t heaps_abandoned;
+  /**
+   * Bytes in live blocks: small blocks at their size class's block size, medium blocks
+   * in whole OS pages, huge blocks as `huge_live_bytes`.
+   */
+  size_t live_bytes;
+  /**
+   * Live blocks.
+   */
+  size_t live_blocks;
+  /**
+   * Bytes in live small blocks (up to 16 KiB).
+   */
+  size_t small_live_bytes;
+  /**
+   * Live small blocks.
+   */
+  size_t small_live_blocks;
+  /**
+   * Bytes in live medium blocks (up to 1 MiB).
+   */
+  size_t medium_live_bytes;
+  /**
+   * Live medium blocks.
+   */
+  size_t medium_live_blocks;
+  /**
+   * Live huge blocks.
+   */
+  size_t huge_live_blocks;
+  /**
+   * Bytes mapped and not in live blocks (free blocks, spare slabs, free spans, caches,
+   * the allocator's metadata): `mapped_bytes - live_bytes`.
+   */
+  size_t free_bytes;
+  /**
+   * Bytes held for blocks now: slabs assigned to a size class, allocated medium blocks,
+   * live huge mappings.
+   */
+  size_t held_bytes;
+  /**
+   * The most bytes ever held at once: an upper bound of the peak of live bytes (small
+   * blocks count by whole 64 KiB slabs; counting them one by one would cost every
+   * `malloc`).
+   */
+  size_t peak_held_bytes;
+  /**
+   * Bytes of the allocator's mappings resident in memory (by `mincore`).
+   */
+  size_t resident_bytes;
+  /**
+   * Bytes given back to the OS with `madvise` so far (still mapped).
+   */
+  size_t purged_bytes;
+  /**
+   * `madvise` calls that gave memory back.
+   */
+  size_t purge_count;
+  /**
+   * 4 MiB slab segments mapped (pooled ones included).
+   */
+  size_t segments;
+  /**
+   * Unused segments kept for reuse.
+   */
+  size_t pooled_segments;
+  /**
+   * 64 KiB slabs assigned to a size class.
+   */
+  size_t slabs;
+  /**
+   * Medium blocks freed and parked in threads' caches.
+   */
+  size_t medium_cached_blocks;
+  /**
+   * Their bytes.
+   */
+  size_t medium_cached_bytes;
+  /**
+   * Bytes in free medium spans.
+   */
+  size_t medium_free_bytes;
+  /**
+   * 4 MiB medium regions mapped.
+   */
+  size_t medium_regions;
+  /**
+   * Freed huge mappings kept for reuse.
+   */
+  size_t huge_cached_count;
+  /**
+   * Abandoned heaps adopted by new threads.
+   */
+  size_t heaps_adopted;
+  /**
+   * Threads that got a heap (a thread gets one at its first small allocation).
+   */
+  size_t threads_started;
+  /**
+   * Of those, threads that exited (and handed their heap back).
+   */
+  size_t threads_exited;
+  /**
+   * Frees of a block by a thread other than its owner.
+   */
+  size_t remote_frees;
+  /**
+   * Allocating calls that returned NULL for lack of memory.
+   */
+  size_t failed_requests;
 } ox_stats;
 
 #ifdef __cplusplus

@@ -74,7 +74,7 @@ impl<O: Os> Context<O> {
             }
             (*local).free = (*block).next;
             (*block).cookie = 0;
-            (*local).used += 1;
+            (*slab).used.set((*slab).used.get() + 1);
             block.cast()
         }
     }
@@ -164,7 +164,7 @@ impl<O: Os> Context<O> {
         //   interior pointer, or a block never handed out);
         // - the free cookie in the block's second word: a double free.
         unsafe {
-            let used = (*local).used;
+            let used = (*slab).used.get();
             let block = ptr.cast::<Block>();
             let cookie = free_cookie(addr);
             // The `unchecked-free` feature drops the pointer checks (kept for measuring
@@ -178,7 +178,7 @@ impl<O: Os> Context<O> {
             (*block).next = (*local).free;
             (*block).cookie = cookie;
             (*local).free = block;
-            (*local).used = used - 1;
+            (*slab).used.set(used - 1);
         }
     }
 
@@ -468,6 +468,7 @@ unsafe fn free_remote(
             Heap::push_pending(SegmentHeader::owner(seg), slab);
         }
     }
+    crate::stats::remote_free();
 }
 
 /// With the test-only `race-window` feature, a remote freer that must queue a slab pauses

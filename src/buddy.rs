@@ -148,6 +148,23 @@ pub enum FreeError {
     InvalidPointer,
 }
 
+/// What [`BuddyArena::census`] counts.
+#[derive(Clone, Copy, Default, Debug)]
+pub struct BuddyCensus {
+    /// Regions mapped.
+    pub regions: usize,
+    /// Blocks allocated to the program.
+    pub live_blocks: usize,
+    /// Their bytes (whole OS pages).
+    pub live_bytes: usize,
+    /// Blocks freed by the program and parked in a thread's medium cache.
+    pub cached_blocks: usize,
+    /// Their bytes.
+    pub cached_bytes: usize,
+    /// Bytes in free spans.
+    pub free_bytes: usize,
+}
+
 /// The buddy arena: free lists per order across all regions.
 pub struct BuddyArena {
     free: [*mut SlotMeta; MAX_ORDER + 1],
@@ -357,6 +374,7 @@ impl BuddyArena {
             self.dirty_free_bytes = self.dirty_free_bytes.saturating_sub(request.bytes());
         }
         self.allocated_bytes += request.bytes();
+        crate::stats::held_add(request.bytes());
         NonNull::new(slot_address(region, index)).map(|p| (p, !dirty))
     }
 
@@ -442,6 +460,7 @@ impl BuddyArena {
             (*region).free_bytes = (*region).free_bytes + old_bytes - new_bytes;
         }
         self.allocated_bytes = self.allocated_bytes + new_bytes - old_bytes;
+        crate::stats::held_resize(old_bytes, new_bytes);
         true
     }
 
@@ -510,6 +529,7 @@ impl BuddyArena {
             (*region).free_bytes += bytes;
         }
         self.allocated_bytes -= bytes;
+        crate::stats::held_sub(bytes);
         self.dirty_free_bytes += bytes;
         // Cut [first, first + pages) into aligned power-of-two pieces.
         let end = first + pages;
@@ -640,6 +660,51 @@ impl BuddyArena {
             r = next;
         }
         released + self.purge(os)
+    }
+
+    /// Counts the arena's blocks for the statistics: walks every region's slots (under the
+    /// arena's lock, which the caller holds through `&self`).
+    pub fn census(&self) -> BuddyCensus {
+        let mut c = BuddyCensus {
+            regions: self.region_count,
+            ..BuddyCensus::default()
+        };
+        let mut r = self.regions;
+        while !r.is_null() {
+            let mut index = HEADER_SLOTS;
+            while index < SLOT_COUNT {
+                let meta = slot_meta(r, index);
+                // SAFETY: a live region's slot array; the arena's lock is held.
+                let (state, order, pages) = unsafe {
+                    (
+                        state_of(meta),
+                        (*meta).order as usize,
+                        (*meta).pages as usize,
+                    )
+                };
+                let len = match state {
+                    SlotState::Free => {
+                        c.free_bytes += span_bytes(order);
+                        1 << order
+                    }
+                    SlotState::Allocated => {
+                        c.live_blocks += 1;
+                        c.live_bytes += pages << SLOT_SHIFT;
+                        pages
+                    }
+                    SlotState::Cached => {
+                        c.cached_blocks += 1;
+                        c.cached_bytes += pages << SLOT_SHIFT;
+                        pages
+                    }
+                    SlotState::Interior | SlotState::Header => 1,
+                };
+                index += len.max(1);
+            }
+            // SAFETY: live region header.
+            r = unsafe { (*r).next };
+        }
+        c
     }
 
     /// Checks the arena's invariants; `Err` names the first violation.

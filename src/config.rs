@@ -1,126 +1,269 @@
-//! Options from `OXMALLOC_*` environment variables, read once, lazily, the first time the
-//! allocator leaves its fast path.
+//! Options: the `OXMALLOC_*` environment variables, read once at start-up.
 //!
-//! The environment is scanned without allocating: through `environ` when libc has set it
-//! up, and otherwise (a `malloc` from the dynamic loader before libc's initialisation)
-//! through `/proc/self/environ` read with raw syscalls into a stack buffer.
+//! One table, [`OPTIONS`], says everything about an option: its name, the kind of value it
+//! takes, its default and what it does. The parser, the `OXMALLOC_VERBOSE` start-up lines
+//! and the README's options table (checked by `cargo test --test options_doc`) are all made
+//! from it, so they cannot disagree.
 //!
-//! Options:
-//! - `OXMALLOC_CHECK=1`: the check mode (see `check.rs`): every block gets a trailer and
-//!   canary bytes checked at free, freed blocks wait in a quarantine before reuse, so
-//!   writes past the end and double frees of reused blocks are reported. Slow: every call
-//!   goes through one lock.
-//! - `OXMALLOC_STATS=1`: print the `malloc_stats` report to fd 2 when the process exits.
-//! - `OXMALLOC_PURGE_DELAY_MS=N`: how long freed memory may stay resident with no use
-//!   before it is returned to the OS (default 1000).
+//! Loading happens once: at the first call that needs an option (the first `malloc` that
+//! leaves the fast path, which may come from the dynamic loader before libc is set up), or
+//! at the latest in the library's ELF constructor. It does not allocate: the environment is
+//! scanned through `environ` when libc has set it up, and otherwise through
+//! `/proc/self/environ` read with raw syscalls into a stack buffer. A name that starts with
+//! `OXMALLOC_` but is not an option, or a value that does not parse, gets one warning line
+//! on stderr and the default is used. An empty value counts as unset.
+//!
+//! `load` scans and parses, `parse` holds the value parsers, `verbose` prints the start-up
+//! lines.
+//!
+//! The values live in atomics (the purge delay can be changed later by `mallopt`) and, for
+//! paths, in fixed buffers written only by the one loading thread before it publishes
+//! [`LOADED`] with a release store; readers call [`ensure_loaded`] first, whose acquire load
+//! orders their reads after those writes.
 
-use core::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+mod load;
+pub mod parse;
+mod verbose;
 
-const NOT_LOADED: u8 = 0;
-const LOADED: u8 = 1;
+pub use parse::StatsMode;
+pub use verbose::write_verbose;
+
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+
+/// The kind of value an option takes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Kind {
+    /// On or off.
+    Bool,
+    /// Milliseconds (`u32`).
+    Millis,
+    /// A byte count (`u64`) with an optional `k`/`m`/`g` suffix.
+    Bytes,
+    /// `off`, `text` or `json`.
+    Stats,
+    /// A file or directory path of at most [`PATH_MAX_BYTES`] bytes.
+    Path,
+    /// A signal name or number, or none.
+    Signal,
+}
+
+impl Kind {
+    /// The values accepted, as warnings and the README say it.
+    pub const fn accepted(self) -> &'static str {
+        match self {
+            Kind::Bool => "1/0, true/false, yes/no, on/off (any case)",
+            Kind::Millis => "a whole number of milliseconds from 0 to 4294967295",
+            Kind::Bytes => {
+                "a whole number of bytes, optionally followed by k, m or g (KiB, MiB, GiB)"
+            }
+            Kind::Stats => "0/off, 1/text, json",
+            Kind::Path => "a path of at most 255 bytes",
+            Kind::Signal => "a signal name (SIGUSR2 or USR2, RTMIN+n) or number (1-64), or none",
+        }
+    }
+
+    /// The type column of the README table.
+    pub const fn type_name(self) -> &'static str {
+        match self {
+            Kind::Bool => "bool",
+            Kind::Millis => "u32 (ms)",
+            Kind::Bytes => "u64 (bytes)",
+            Kind::Stats => "off \\| text \\| json",
+            Kind::Path => "path",
+            Kind::Signal => "signal",
+        }
+    }
+}
+
+/// One option.
+pub struct OptionSpec {
+    /// The environment variable.
+    pub name: &'static str,
+    /// The kind of value.
+    pub kind: Kind,
+    /// The default, written as a user would write the value (parsed at start-up like one).
+    pub default: &'static str,
+    /// What the option does (one sentence or two; Markdown).
+    pub meaning: &'static str,
+}
+
+/// An option's index in [`OPTIONS`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(usize)]
+pub enum Opt {
+    /// `OXMALLOC_CHECK`.
+    Check,
+    /// `OXMALLOC_PURGE_DELAY_MS`.
+    PurgeDelayMs,
+    /// `OXMALLOC_STATS`.
+    Stats,
+    /// `OXMALLOC_STATS_FILE`.
+    StatsFile,
+    /// `OXMALLOC_VERBOSE`.
+    Verbose,
+    /// `OXMALLOC_PROF`.
+    Prof,
+    /// `OXMALLOC_PROF_DIR`.
+    ProfDir,
+    /// `OXMALLOC_PROF_INTERVAL`.
+    ProfInterval,
+    /// `OXMALLOC_PROF_SIGNAL`.
+    ProfSignal,
+    /// `OXMALLOC_PROF_DUMP_BYTES`.
+    ProfDumpBytes,
+    /// `OXMALLOC_PROF_DUMP_PEAK`.
+    ProfDumpPeak,
+}
+
+/// Number of options.
+pub const OPTION_COUNT: usize = 11;
+
+/// Every option, in [`Opt`] order (a unit test checks the order).
+pub static OPTIONS: [OptionSpec; OPTION_COUNT] = [
+    OptionSpec {
+        name: "OXMALLOC_CHECK",
+        kind: Kind::Bool,
+        default: "off",
+        meaning: "Check mode: every block gets canary bytes and a trailer checked at \
+                  `free`/`realloc` (a write past the end is reported), and freed blocks wait in \
+                  a 1024-entry quarantine before reuse (a double free after other allocations \
+                  is reported). Slow: every call goes through one lock.",
+    },
+    OptionSpec {
+        name: "OXMALLOC_PURGE_DELAY_MS",
+        kind: Kind::Millis,
+        default: "1000",
+        meaning: "How long freed memory may stay resident unused before it goes back to the \
+                  OS. `mallopt(M_TRIM_THRESHOLD, 0)` sets it to 0.",
+    },
+    OptionSpec {
+        name: "OXMALLOC_STATS",
+        kind: Kind::Stats,
+        default: "off",
+        meaning: "Print a statistics report when the process exits: `text` (or `1`) for \
+                  people, `json` for programs. It goes to a copy of stderr taken at start-up, \
+                  so a program that closes fd 2 still gets it.",
+    },
+    OptionSpec {
+        name: "OXMALLOC_STATS_FILE",
+        kind: Kind::Path,
+        default: "",
+        meaning: "Write the exit report to this file instead of stderr; `%p` becomes the pid, \
+                  so each process of a program that forks or runs others writes its own. A \
+                  relative path is taken from the directory at start-up.",
+    },
+    OptionSpec {
+        name: "OXMALLOC_VERBOSE",
+        kind: Kind::Bool,
+        default: "off",
+        meaning: "At start-up, print the version, the build features, the TLS model and \
+                  every option in effect with where its value came from, on stderr.",
+    },
+    OptionSpec {
+        name: "OXMALLOC_PROF",
+        kind: Kind::Bool,
+        default: "off",
+        meaning: "Heap profiler: sample allocations and write profiles to \
+                  `OXMALLOC_PROF_DIR`.",
+    },
+    OptionSpec {
+        name: "OXMALLOC_PROF_DIR",
+        kind: Kind::Path,
+        default: ".",
+        meaning: "Directory the heap profiles are written to (relative: from the directory \
+                  at start-up).",
+    },
+    OptionSpec {
+        name: "OXMALLOC_PROF_INTERVAL",
+        kind: Kind::Bytes,
+        default: "524288",
+        meaning: "Mean number of bytes allocated between two samples of the heap profiler.",
+    },
+    OptionSpec {
+        name: "OXMALLOC_PROF_SIGNAL",
+        kind: Kind::Signal,
+        default: "none",
+        meaning: "Write a heap profile when the process receives this signal.",
+    },
+    OptionSpec {
+        name: "OXMALLOC_PROF_DUMP_BYTES",
+        kind: Kind::Bytes,
+        default: "0",
+        meaning: "Write a heap profile every time this many more bytes have been allocated \
+                  (0: never).",
+    },
+    OptionSpec {
+        name: "OXMALLOC_PROF_DUMP_PEAK",
+        kind: Kind::Bool,
+        default: "off",
+        meaning: "Write a heap profile at each new peak of live bytes.",
+    },
+];
+
+/// Where an option's value came from.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u8)]
+pub enum Source {
+    /// The table's default.
+    Default = 0,
+    /// The environment.
+    Environment = 1,
+    /// A `mallopt` call.
+    Mallopt = 2,
+}
+
+impl Source {
+    fn from_u8(v: u8) -> Source {
+        match v {
+            1 => Source::Environment,
+            2 => Source::Mallopt,
+            _ => Source::Default,
+        }
+    }
+
+    /// As the verbose lines say it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::Default => "default",
+            Source::Environment => "environment",
+            Source::Mallopt => "mallopt",
+        }
+    }
+}
+
+/// Longest path value, in bytes.
+pub const PATH_MAX_BYTES: usize = 255;
+/// The options that take a path, in the order of their buffers.
+const PATH_OPTIONS: [Opt; 2] = [Opt::StatsFile, Opt::ProfDir];
+
+/// The buffer index of a path option.
+fn path_slot(index: usize) -> Option<usize> {
+    PATH_OPTIONS.iter().position(|&o| o as usize == index)
+}
+
+/// Loading state: [`NOT_LOADED`], [`LOADING`] (one thread is parsing), [`LOADED`].
 static STATE: AtomicU8 = AtomicU8::new(NOT_LOADED);
-static CHECK: AtomicU8 = AtomicU8::new(0);
-static STATS: AtomicU8 = AtomicU8::new(0);
-static PURGE_DELAY_MS: AtomicU32 = AtomicU32::new(1000);
+const NOT_LOADED: u8 = 0;
+const LOADING: u8 = 1;
+/// The options are published.
+pub const LOADED: u8 = 2;
+/// The loading thread (`pthread_self`), while [`LOADING`].
+static LOADER: AtomicUsize = AtomicUsize::new(0);
 
-extern "C" {
-    static environ: *const *const libc::c_char;
-}
+static VALUES: [AtomicU64; OPTION_COUNT] = [const { AtomicU64::new(0) }; OPTION_COUNT];
+static SOURCES: [AtomicU8; OPTION_COUNT] = [const { AtomicU8::new(0) }; OPTION_COUNT];
 
-/// Applies one `NAME=value` entry if it is one of ours.
-fn apply(entry: &[u8]) {
-    let Some(eq) = entry.iter().position(|&b| b == b'=') else {
-        return;
-    };
-    let (name, value) = (&entry[..eq], &entry[eq + 1..]);
-    let on = !value.is_empty() && value != b"0";
-    match name {
-        b"OXMALLOC_CHECK" => CHECK.store(u8::from(on), Ordering::Relaxed),
-        b"OXMALLOC_STATS" => STATS.store(u8::from(on), Ordering::Relaxed),
-        b"OXMALLOC_PURGE_DELAY_MS" => {
-            if let Some(ms) = parse_u32(value) {
-                PURGE_DELAY_MS.store(ms, Ordering::Relaxed);
-            }
-        }
-        _ => {}
-    }
-}
+/// The path buffers, written by the loading thread only, before it publishes [`LOADED`].
+struct PathBuffers(UnsafeCell<[load::PathValue; PATH_OPTIONS.len()]>);
 
-fn parse_u32(digits: &[u8]) -> Option<u32> {
-    if digits.is_empty() {
-        return None;
-    }
-    let mut v: u32 = 0;
-    for &d in digits {
-        if !d.is_ascii_digit() {
-            return None;
-        }
-        v = v.checked_mul(10)?.checked_add(u32::from(d - b'0'))?;
-    }
-    Some(v)
-}
+// SAFETY: written only by the single thread that moved STATE from NOT_LOADED to LOADING,
+// before its release store of LOADED; read only after an acquire load saw LOADED.
+unsafe impl Sync for PathBuffers {}
 
-/// Scans `environ`; false when libc has not set it up yet.
-fn scan_environ() -> bool {
-    // SAFETY: `environ` is libc's environment: null, or a null-terminated array of
-    // null-terminated strings that stay valid while we read them.
-    unsafe {
-        let mut entry = environ;
-        if entry.is_null() {
-            return false;
-        }
-        while !(*entry).is_null() {
-            let s = core::ffi::CStr::from_ptr(*entry).to_bytes();
-            if s.starts_with(b"OXMALLOC_") {
-                apply(s);
-            }
-            entry = entry.add(1);
-        }
-    }
-    true
-}
-
-/// Scans `/proc/self/environ` (entries separated by NUL) with a small stack buffer.
-fn scan_proc_environ() {
-    // SAFETY: a path literal with its terminator; open(2) does not allocate.
-    let fd = unsafe {
-        libc::open(
-            c"/proc/self/environ".as_ptr(),
-            libc::O_RDONLY | libc::O_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return;
-    }
-    let mut buf = [0u8; 1024];
-    let mut entry = [0u8; 256];
-    let mut len = 0usize;
-    let mut overflow = false;
-    loop {
-        // SAFETY: reading into a stack buffer of that length.
-        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
-        if n <= 0 {
-            break;
-        }
-        for &b in buf.iter().take(n as usize) {
-            if b == 0 {
-                let text = entry.get(..len).unwrap_or(&[]);
-                if !overflow && text.starts_with(b"OXMALLOC_") {
-                    apply(text);
-                }
-                len = 0;
-                overflow = false;
-            } else if let Some(slot) = entry.get_mut(len) {
-                *slot = b;
-                len += 1;
-            } else {
-                overflow = true;
-            }
-        }
-    }
-    // SAFETY: closing the descriptor we opened.
-    unsafe { libc::close(fd) };
-}
+static PATHS: PathBuffers = PathBuffers(UnsafeCell::new(
+    [load::PathValue::EMPTY; PATH_OPTIONS.len()],
+));
 
 /// Loads the options if not done yet. Cheap after the first call.
 #[inline]
@@ -128,49 +271,157 @@ pub fn ensure_loaded() {
     if STATE.load(Ordering::Acquire) == LOADED {
         return;
     }
-    load_slow();
+    load::load_slow();
 }
 
-#[cold]
-#[inline(never)]
-fn load_slow() {
-    // Racing loaders compute the same values; the errno of the syscalls is kept.
-    // SAFETY: the calling thread's errno slot.
-    let errno_slot = unsafe { libc::__errno_location() };
-    // SAFETY: as above.
-    let saved = unsafe { *errno_slot };
-    if !scan_environ() {
-        scan_proc_environ();
+fn value(opt: Opt) -> u64 {
+    ensure_loaded();
+    VALUES
+        .get(opt as usize)
+        .map_or(0, |v| v.load(Ordering::Relaxed))
+}
+
+fn path(opt: Opt) -> &'static [u8] {
+    ensure_loaded();
+    if STATE.load(Ordering::Acquire) != LOADED {
+        // Re-entered while loading: no path yet.
+        return &[];
     }
-    // SAFETY: as above.
-    unsafe { *errno_slot = saved };
-    STATE.store(LOADED, Ordering::Release);
+    let Some(slot) = path_slot(opt as usize) else {
+        return &[];
+    };
+    // SAFETY: LOADED was seen with acquire ordering, so the buffers are written and will
+    // never be written again; a shared reference to them lives as long as the process.
+    let paths: &'static [load::PathValue; PATH_OPTIONS.len()] = unsafe { &*PATHS.0.get() };
+    paths.get(slot).map_or(&[], |p| p.as_bytes())
 }
 
-/// True in check mode (`OXMALLOC_CHECK=1`).
+/// Where option `opt`'s value came from.
+pub fn source(opt: Opt) -> Source {
+    ensure_loaded();
+    Source::from_u8(
+        SOURCES
+            .get(opt as usize)
+            .map_or(0, |s| s.load(Ordering::Relaxed)),
+    )
+}
+
+/// True in check mode (`OXMALLOC_CHECK`).
 #[inline]
 pub fn check_mode() -> bool {
-    ensure_loaded();
-    CHECK.load(Ordering::Relaxed) != 0
-}
-
-/// True when `OXMALLOC_STATS` asked for a report at exit.
-pub fn show_stats() -> bool {
-    ensure_loaded();
-    STATS.load(Ordering::Relaxed) != 0
+    value(Opt::Check) != 0
 }
 
 /// How long freed memory may stay resident unused, in milliseconds.
 pub fn purge_delay_ms() -> u64 {
-    ensure_loaded();
-    u64::from(PURGE_DELAY_MS.load(Ordering::Relaxed))
+    value(Opt::PurgeDelayMs)
 }
+
+/// Changes the purge delay (`mallopt(M_TRIM_THRESHOLD, ...)`).
+pub fn set_purge_delay_ms(ms: u32) {
+    ensure_loaded();
+    if let (Some(v), Some(s)) = (
+        VALUES.get(Opt::PurgeDelayMs as usize),
+        SOURCES.get(Opt::PurgeDelayMs as usize),
+    ) {
+        v.store(u64::from(ms), Ordering::Relaxed);
+        s.store(Source::Mallopt as u8, Ordering::Relaxed);
+    }
+}
+
+/// The exit report asked for by `OXMALLOC_STATS`.
+pub fn stats_mode() -> StatsMode {
+    StatsMode::from_u64(value(Opt::Stats))
+}
+
+/// True when `OXMALLOC_STATS` asked for a report at exit.
+pub fn show_stats() -> bool {
+    stats_mode() != StatsMode::Off
+}
+
+/// `OXMALLOC_STATS_FILE` (absolute when it fits; `%p` not yet expanded), empty for stderr.
+pub fn stats_file() -> &'static [u8] {
+    path(Opt::StatsFile)
+}
+
+/// True with `OXMALLOC_VERBOSE`.
+pub fn verbose() -> bool {
+    value(Opt::Verbose) != 0
+}
+
+/// True when the heap profiler is on (`OXMALLOC_PROF`).
+pub fn prof_enabled() -> bool {
+    value(Opt::Prof) != 0
+}
+
+/// The directory heap profiles go to (`OXMALLOC_PROF_DIR`; absolute when it fits; no NUL).
+pub fn prof_dir() -> &'static [u8] {
+    path(Opt::ProfDir)
+}
+
+/// Mean bytes between two profiler samples (`OXMALLOC_PROF_INTERVAL`).
+pub fn prof_interval_bytes() -> u64 {
+    value(Opt::ProfInterval)
+}
+
+/// The signal that asks for a profile (`OXMALLOC_PROF_SIGNAL`), 0 for none.
+pub fn prof_signal() -> i32 {
+    i32::try_from(value(Opt::ProfSignal)).unwrap_or(0)
+}
+
+/// Write a profile every this many bytes allocated (`OXMALLOC_PROF_DUMP_BYTES`), 0 never.
+pub fn prof_dump_bytes() -> u64 {
+    value(Opt::ProfDumpBytes)
+}
+
+/// Write a profile at each new peak of live bytes (`OXMALLOC_PROF_DUMP_PEAK`).
+pub fn prof_dump_peak() -> bool {
+    value(Opt::ProfDumpPeak) != 0
+}
+
+/// The build features compiled in, for the verbose lines and reports.
+pub fn build_features() -> &'static str {
+    match (
+        cfg!(feature = "c-exports"),
+        cfg!(feature = "unchecked-free"),
+    ) {
+        (true, false) => "c-exports",
+        (true, true) => "c-exports, unchecked-free",
+        (false, false) => "none",
+        (false, true) => "unchecked-free",
+    }
+}
+
+/// The TLS model of this build.
+pub fn tls_mode() -> &'static str {
+    if cfg!(any(feature = "portable-tls", not(target_arch = "x86_64"))) {
+        "portable (thread_local!)"
+    } else {
+        "initial-exec"
+    }
+}
+
+/// Runs when the library is loaded, after libc is set up: loads the options (so that
+/// `OXMALLOC_VERBOSE` speaks even in a program that never allocates) and prepares the exit
+/// report. Loading may already have happened at an earlier `malloc`; both steps run once.
+extern "C" fn on_load() {
+    ensure_loaded();
+    crate::stats::report::at_start();
+}
+
+/// The ELF constructor entry (`.init_array`), run by the dynamic loader for the shared
+/// library and by the C runtime for a program linked with the static one.
+#[used]
+#[link_section = ".init_array"]
+static ON_LOAD: extern "C" fn() = on_load;
 
 /// Sets the check mode (tests only: the process allocator reads the environment).
 #[cfg(test)]
 pub fn set_check_mode_for_tests(on: bool) {
     ensure_loaded();
-    CHECK.store(u8::from(on), Ordering::Relaxed);
+    if let Some(v) = VALUES.get(Opt::Check as usize) {
+        v.store(u64::from(on), Ordering::Relaxed);
+    }
 }
 
 #[cfg(test)]
@@ -178,19 +429,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn numbers_parse_strictly() {
-        assert_eq!(parse_u32(b"250"), Some(250));
-        assert_eq!(parse_u32(b""), None);
-        assert_eq!(parse_u32(b"12x"), None);
-        assert_eq!(parse_u32(b"99999999999"), None);
-    }
-
-    #[test]
-    fn proc_environ_scan_finds_nothing_unexpected() {
-        // The test process has no OXMALLOC_CHECK unless the runner set it; both scans
-        // must agree.
-        let before = CHECK.load(Ordering::Relaxed);
-        scan_proc_environ();
-        assert_eq!(CHECK.load(Ordering::Relaxed), before);
+    fn table_is_in_index_order() {
+        let order = [
+            (Opt::Check, "OXMALLOC_CHECK"),
+            (Opt::PurgeDelayMs, "OXMALLOC_PURGE_DELAY_MS"),
+            (Opt::Stats, "OXMALLOC_STATS"),
+            (Opt::StatsFile, "OXMALLOC_STATS_FILE"),
+            (Opt::Verbose, "OXMALLOC_VERBOSE"),
+            (Opt::Prof, "OXMALLOC_PROF"),
+            (Opt::ProfDir, "OXMALLOC_PROF_DIR"),
+            (Opt::ProfInterval, "OXMALLOC_PROF_INTERVAL"),
+            (Opt::ProfSignal, "OXMALLOC_PROF_SIGNAL"),
+            (Opt::ProfDumpBytes, "OXMALLOC_PROF_DUMP_BYTES"),
+            (Opt::ProfDumpPeak, "OXMALLOC_PROF_DUMP_PEAK"),
+        ];
+        assert_eq!(order.len(), OPTION_COUNT);
+        for (opt, name) in order {
+            assert_eq!(OPTIONS[opt as usize].name, name);
+        }
     }
 }

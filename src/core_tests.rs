@@ -109,7 +109,7 @@ fn remote_frees_reach_a_full_slab_through_the_pending_stack() {
             .load(std::sync::atomic::Ordering::Relaxed)
             .is_null());
         assert_eq!(
-            (*first).local_ref().live_count() as usize,
+            (*first).live_count() as usize,
             per_slab,
             "not collected yet"
         );
@@ -118,7 +118,7 @@ fn remote_frees_reach_a_full_slab_through_the_pending_stack() {
             .pending
             .load(std::sync::atomic::Ordering::Relaxed)
             .is_null());
-        assert_eq!((*first).local_ref().live_count(), 0);
+        assert_eq!((*first).live_count(), 0);
         assert_ne!((*first).local_ref().state, State::Full);
         check(owner);
         // The memory is reused.

@@ -76,6 +76,9 @@ pub struct Heap {
     pub pending: AtomicPtr<Slab>,
     /// The heap pool's links and marks (under the pool's lock).
     pool: UnsafeCell<PoolLinks>,
+    /// Counters for the statistics: written by the owner with relaxed loads and stores
+    /// (slow paths only), read by the reports from any thread.
+    pub stats: crate::stats::HeapStats,
 }
 
 /// The owner-only part of a heap.
@@ -153,6 +156,7 @@ impl Heap {
                     prev: ptr::null_mut(),
                     orphaned_by_fork: false,
                 }),
+                stats: crate::stats::HeapStats::new(),
             })
         };
     }
@@ -234,11 +238,18 @@ impl<'a> OwnedHeap<'a> {
         unsafe { &*(*self.heap.as_ptr()).local.get() }
     }
 
+    /// The heap's shared part: `pending` and `stats` (atomics), and nothing owner-only.
+    #[inline(always)]
+    pub fn shared(&self) -> &Heap {
+        // SAFETY: heaps are never freed; a `&Heap` reaches only the atomic parts without
+        // unsafe code (the cells stay behind their accessors' contracts).
+        unsafe { &*self.heap.as_ptr() }
+    }
+
     /// The pending stack.
     #[inline(always)]
     pub fn pending(&self) -> &AtomicPtr<Slab> {
-        // SAFETY: heaps are never freed; `pending` is atomic.
-        unsafe { &(*self.heap.as_ptr()).pending }
+        &self.shared().pending
     }
 
     /// Allocates a block of `class` when the current slab has no free block.
@@ -252,6 +263,7 @@ impl<'a> OwnedHeap<'a> {
     ) -> *mut u8 {
         let heap = self.as_ptr();
         let c = class.index();
+        self.shared().stats.count_refill(c);
         let cur = self.local().current[c];
         if cur != sentinel() {
             // SAFETY: a current slab is a valid slab of this heap, which we own.
@@ -259,12 +271,11 @@ impl<'a> OwnedHeap<'a> {
                 // Reuse blocks other threads freed before carving fresh ones: carving
                 // first would touch new memory while freed blocks wait.
                 (*cur).collect_remote();
-                let s = (*cur).local();
-                let p = s.pop();
+                let p = (*cur).pop();
                 if !p.is_null() {
                     return p;
                 }
-                s.end_current();
+                (*cur).end_current();
                 self.local().current[c] = sentinel();
                 // `cur` was current, now on no list.
                 self.local().park_full(cur);
@@ -295,10 +306,10 @@ impl<'a> OwnedHeap<'a> {
         };
         // SAFETY: `next` came off one of our lists and is ours.
         unsafe {
-            (*next).local().make_current();
+            (*next).make_current();
             (*next).collect_remote();
             h.current[c] = next;
-            (*next).local().pop()
+            (*next).pop()
         }
     }
 
@@ -320,7 +331,7 @@ impl<'a> OwnedHeap<'a> {
                 }
                 // A Full slab is on its class's full list.
                 h.classes[s.class.index()].full.remove(slab);
-                s.used &= !FULL_FLAG;
+                (*slab).clear_used_flag(FULL_FLAG);
                 (*slab).collect_remote();
                 let s = (*slab).local();
                 if s.free.is_null() && s.built >= s.capacity {
@@ -347,30 +358,34 @@ impl<'a> OwnedHeap<'a> {
         os: &O,
     ) {
         let h = self.local();
-        // SAFETY: the caller guarantees the slab is one of ours.
-        let s = unsafe { (*slab).local() };
-        if !s.is_built_block(ptr as usize) {
+        // SAFETY: the caller guarantees the slab is one of ours; its shared part is atomics.
+        let shared = unsafe { &*slab };
+        // SAFETY: as above; a brief read of the owner-only part.
+        let (built_block, state, class) = unsafe {
+            let s = shared.local_ref();
+            (s.is_built_block(ptr as usize), s.state, s.class)
+        };
+        if !built_block {
             crate::fatal::bad_pointer(call, "invalid pointer", ptr as usize);
         }
         // SAFETY: a block start of an assigned slab.
-        if s.live_count() == 0 || unsafe { Slab::is_free_block(ptr) } {
+        if shared.live_count() == 0 || unsafe { Slab::is_free_block(ptr) } {
             crate::fatal::bad_pointer(call, "double free or corruption", ptr as usize);
         }
         // SAFETY: a block start of an assigned slab with live blocks, freed by its owner.
-        unsafe { s.push_local(ptr) };
-        match s.state {
+        unsafe { shared.push_local(ptr) };
+        match state {
             State::Full => {
                 // SAFETY: a Full slab is on its class's full list.
-                unsafe { h.classes[s.class.index()].full.remove(slab) };
-                s.used &= !FULL_FLAG;
-                // SAFETY: the slab's shared part; ours.
-                unsafe { (*slab).cancel_notify() };
+                unsafe { h.classes[class.index()].full.remove(slab) };
+                shared.clear_used_flag(FULL_FLAG);
+                shared.cancel_notify();
                 // SAFETY: on no list now, with room.
                 unsafe { h.place_with_room(slab) };
             }
-            State::Partial if s.live_count() == 0 => {
+            State::Partial if shared.live_count() == 0 => {
                 // SAFETY: a Partial slab is on its class's partial list.
-                unsafe { h.classes[s.class.index()].partial.remove(slab) };
+                unsafe { h.classes[class.index()].partial.remove(slab) };
                 // SAFETY: on no list now.
                 unsafe { h.place_with_room(slab) };
             }
@@ -401,7 +416,7 @@ impl<'a> OwnedHeap<'a> {
                 h.current[c] = sentinel();
                 // SAFETY: `cur` was our current slab, now on no list.
                 unsafe {
-                    (*cur).local().end_current();
+                    (*cur).end_current();
                     (*cur).collect_remote();
                     let s = (*cur).local();
                     if s.free.is_null() && s.built >= s.capacity {
@@ -417,7 +432,7 @@ impl<'a> OwnedHeap<'a> {
                 unsafe {
                     let next = (*slab).local().next;
                     (*slab).collect_remote();
-                    if (*slab).local().live_count() == 0 && (*slab).may_unassign() {
+                    if (*slab).live_count() == 0 && (*slab).may_unassign() {
                         h.classes[c].partial.remove(slab);
                         h.retire_slab(slab);
                     }
@@ -452,7 +467,7 @@ impl HeapLocal {
         loop {
             if shared.request_notify() {
                 s.state = State::Full;
-                s.used |= FULL_FLAG;
+                shared.set_used_flag(FULL_FLAG);
                 // SAFETY: on no list.
                 unsafe { lists.full.push_back(slab) };
                 return;
@@ -467,7 +482,7 @@ impl HeapLocal {
             if shared.is_queued() {
                 // Already on the pending stack: processing it will settle the slab.
                 s.state = State::Full;
-                s.used |= FULL_FLAG;
+                shared.set_used_flag(FULL_FLAG);
                 // SAFETY: on no list.
                 unsafe { lists.full.push_back(slab) };
                 return;
@@ -484,7 +499,7 @@ impl HeapLocal {
         // SAFETY: the caller guarantees `slab` is ours.
         let (shared, s) = unsafe { (&*slab, (*slab).local()) };
         let lists = &mut self.classes[s.class.index()];
-        if s.live_count() == 0 {
+        if shared.live_count() == 0 {
             // A queued slab stays assigned (remote-free invariant 2): it waits on the empty
             // list until its pending entry has been processed.
             if lists.empty.len() < EMPTY_KEEP || !shared.may_unassign() {

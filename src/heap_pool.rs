@@ -29,6 +29,7 @@ pub struct HeapPool {
     bump: usize,
     bump_end: usize,
     created: usize,
+    adopted: usize,
 }
 
 // SAFETY: the pool holds addresses of heaps no thread owns; it is used under a Mutex.
@@ -52,12 +53,18 @@ impl HeapPool {
             bump: 0,
             bump_end: 0,
             created: 0,
+            adopted: 0,
         }
     }
 
     /// Heaps ever created.
     pub fn created(&self) -> usize {
         self.created
+    }
+
+    /// Abandoned heaps adopted by new threads.
+    pub fn adopted(&self) -> usize {
+        self.adopted
     }
 
     /// Abandoned heaps waiting for adoption.
@@ -76,6 +83,7 @@ impl HeapPool {
 
     fn acquire_inactive<O: Os>(&mut self, os: &O) -> Option<*mut Heap> {
         if let Some(heap) = self.take_abandoned() {
+            self.adopted += 1;
             return Some(heap);
         }
         if !self.free.is_null() {
@@ -96,8 +104,12 @@ impl HeapPool {
         let heap = self.bump as *mut Heap;
         self.bump += HEAP_STRIDE_BYTES;
         self.created += 1;
-        // SAFETY: fresh, exclusive memory of at least one heap's size, 64-byte aligned.
-        unsafe { Heap::init(heap) };
+        // SAFETY: fresh, exclusive memory of at least one heap's size, 64-byte aligned; a
+        // heap is never freed, so it may join the statistics' list.
+        unsafe {
+            Heap::init(heap);
+            crate::stats::register_heap(heap);
+        }
         Some(heap)
     }
 

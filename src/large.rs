@@ -163,6 +163,37 @@ impl Large {
         self.cache_bytes
     }
 
+    /// Cached (freed, kept for reuse) mappings now.
+    pub fn cached_count(&self) -> usize {
+        self.cache_len
+    }
+
+    /// Calls `f(base, bytes)` for each cached mapping (for the statistics' resident count).
+    pub fn for_each_cached(&self, mut f: impl FnMut(usize, usize)) {
+        for m in self.cache.iter().take(self.cache_len) {
+            f(m.base, m.map_bytes);
+        }
+    }
+
+    /// The mapping `(base, bytes)` of the live huge block whose user pointer lies in the
+    /// chunk at `chunk` (marked `kind` in the region map). Call with the huge allocator's
+    /// lock held (`&self`), so that the block cannot be freed meanwhile.
+    pub fn mapping_in_chunk(&self, chunk: usize, kind: Kind) -> Option<(usize, usize)> {
+        let header = match kind {
+            Kind::Huge => chunk,
+            Kind::HugeFar => chunk.checked_sub(OS_PAGE_BYTES)?,
+            _ => return None,
+        } as *mut HugeHeader;
+        // SAFETY: the region map marks a live huge block's chunk, whose header is at the
+        // chunk base (Huge) or in the OS page below it (HugeFar); the lock keeps it mapped.
+        unsafe {
+            if (*header).magic != MAGIC {
+                return None;
+            }
+            Some((base_of(header), (*header).map_bytes))
+        }
+    }
+
     /// Mapping size for `size` bytes at `align_bytes`.
     fn map_bytes_for(size: usize, align_bytes: usize) -> Option<usize> {
         // At least one byte: a zero-byte block at a 4 MiB alignment would otherwise put its
@@ -247,6 +278,7 @@ impl Large {
                 .and_then(|m| Self::fit_cached(os, m, need))
             {
                 self.live_bytes += bytes;
+                crate::stats::held_add(bytes);
                 // SAFETY: a cached mapping of `bytes >= need`, ours and unused.
                 return Some((unsafe { install(base, bytes, offset) }, false));
             }
@@ -255,6 +287,7 @@ impl Large {
         // aligned.
         let base = os.map(need, CHUNK_BYTES.max(align_bytes))?;
         self.live_bytes += need;
+        crate::stats::held_add(need);
         // SAFETY: a fresh mapping of `need` bytes.
         Some((
             unsafe { install(base.as_ptr() as usize, need, offset) },
@@ -284,6 +317,7 @@ impl Large {
         unsafe { (*header).magic = 0 };
         region_map::clear(ptr);
         self.live_bytes -= map_bytes;
+        crate::stats::held_sub(map_bytes);
         if offset < CHUNK_BYTES
             && map_bytes <= CACHE_MAX_BLOCK_BYTES
             && self.cache_len < CACHE_SLOTS
@@ -330,6 +364,7 @@ impl Large {
             // SAFETY: the header page is still mapped (need > offset).
             unsafe { (*header).map_bytes = need };
             self.live_bytes = self.live_bytes - map_bytes + need;
+            crate::stats::held_resize(map_bytes, need);
             // SAFETY: `ptr` is still the live user pointer.
             return Ok(Some(unsafe { NonNull::new_unchecked(ptr as *mut u8) }));
         }
@@ -352,6 +387,7 @@ impl Large {
             return Ok(None);
         }
         self.live_bytes = self.live_bytes - map_bytes + need;
+        crate::stats::held_resize(map_bytes, need);
         let new_base = target.as_ptr() as usize;
         // SAFETY: the moved mapping starts at `new_base` with the header (moved along).
         unsafe { (*(new_base as *mut HugeHeader)).map_bytes = need };

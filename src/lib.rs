@@ -20,7 +20,8 @@
 //! slab, size_class, segment, buddy, large
 //! region_map address -> kind, O(1), lock-free
 //! os         the only place that calls mmap/munmap/madvise       (os/)
-//! beside:    sync (locks, fork), tls, config, stats, fatal
+//! beside:    sync (locks, fork), tls, config (options), stats (counters, census,
+//!            reports), counter, writer, fatal
 //! ```
 #![cfg_attr(not(any(test, feature = "portable-tls")), no_std)]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -31,6 +32,7 @@ pub mod allocator;
 pub mod buddy;
 pub mod check;
 pub mod config;
+pub mod counter;
 pub mod fatal;
 pub mod heap;
 pub mod heap_pool;
@@ -47,6 +49,7 @@ pub mod stats;
 pub mod sync;
 pub mod tls;
 pub mod validate;
+pub mod writer;
 
 #[cfg(test)]
 mod core_tests;
@@ -55,6 +58,17 @@ pub use abi::extended::{
     ox_aligned_alloc, ox_calloc, ox_free, ox_heap_check, ox_malloc, ox_owns, ox_realloc,
     ox_stats_get, ox_trim, ox_usable_size, ox_version, OxStats,
 };
+
+/// The allocator's figures for Rust programs: the same as C's `ox_stats_get` (see
+/// [`OxStats`] for what each field counts).
+pub type Stats = OxStats;
+
+/// Gathers the allocator's figures now: live bytes and blocks, memory mapped, resident and
+/// purged, medium and huge blocks, threads and heaps. Walks every slab and takes the global
+/// locks briefly, one at a time: meant for monitoring, not for a hot loop.
+pub fn stats() -> Stats {
+    stats::census::take(true).stats
+}
 
 use core::alloc::{GlobalAlloc, Layout};
 

@@ -52,6 +52,7 @@ fn thread_start_slow() -> ThreadHeap {
     // pthread_atfork, pthread_setspecific): nested calls then find it.
     tls::set_heap(heap);
     tls::set_state(tls::STATE_ACTIVE);
+    crate::stats::thread_started();
     process_start();
     // SAFETY: the key exists (process_start) and the value is only read by our destructor.
     unsafe { libc::pthread_setspecific(THREAD_KEY.load(Ordering::Acquire), heap.cast()) };
@@ -137,14 +138,8 @@ pub fn process_start() {
     // SAFETY: getpid has no preconditions.
     START_PID.store(unsafe { libc::getpid() } as usize, Ordering::Release);
     START_OWNER.store(me, Ordering::Release);
-    if crate::config::show_stats() {
-        extern "C" fn print_at_exit() {
-            crate::abi::glibc::print_stats();
-        }
-        // SAFETY: registering a plain function; atexit may allocate, which is fine here
-        // (the calling thread's heap is already set up).
-        unsafe { libc::atexit(print_at_exit) };
-    }
+    // The exit report (OXMALLOC_STATS), in case this runs before the library constructor.
+    crate::stats::report::at_start();
     let mut key: libc::pthread_key_t = 0;
     // SAFETY: `thread_exit` has the destructor signature; the key lives for the process.
     if unsafe { libc::pthread_key_create(&mut key, Some(thread_exit)) } != 0 {
@@ -164,6 +159,7 @@ extern "C" fn thread_exit(_value: *mut libc::c_void) {
     };
     tls::set_heap(ptr::null_mut());
     tls::set_state(tls::STATE_EXITED);
+    crate::stats::thread_exited();
     CTX.retire_heap(heap);
 }
 

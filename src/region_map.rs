@@ -13,7 +13,7 @@
 //! Alternatives rejected: a two-level radix tree costs a second dependent load on every
 //! `free`; a hash of segments needs a lock or a lock-free table for no gain at 32 MiB.
 
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 /// log2 of the chunk size the map is keyed by (4 MiB): the segment and region size.
 pub const CHUNK_SHIFT: u32 = 22;
@@ -76,6 +76,38 @@ pub fn set(addr: usize, kind: Kind) {
     match MAP.0.get(addr >> CHUNK_SHIFT) {
         Some(entry) => entry.store(kind as u8, Ordering::Release),
         None => crate::fatal::fatal("region map: address beyond the supported range"),
+    }
+    note_marked(addr >> CHUNK_SHIFT);
+}
+
+/// Lowest and highest chunk index ever marked (the statistics scan only that range).
+static MARKED_LOW: AtomicUsize = AtomicUsize::new(usize::MAX);
+static MARKED_HIGH: AtomicUsize = AtomicUsize::new(0);
+
+/// Widens the marked range to `index` (a load each when it is already inside: chunks are
+/// marked when mappings are made, next to a syscall).
+fn note_marked(index: usize) {
+    if index < MARKED_LOW.load(Ordering::Relaxed) {
+        MARKED_LOW.fetch_min(index, Ordering::Relaxed);
+    }
+    if index > MARKED_HIGH.load(Ordering::Relaxed) {
+        MARKED_HIGH.fetch_max(index, Ordering::Relaxed);
+    }
+}
+
+/// Calls `f(chunk base, kind)` for every marked chunk, in address order. Marks may change
+/// meanwhile; a caller that reads the memory of a chunk must hold the lock that keeps it
+/// mapped (the segment pool's for slab segments, the buddy arena's, the huge allocator's).
+pub fn for_each_marked(mut f: impl FnMut(usize, Kind)) {
+    let low = MARKED_LOW.load(Ordering::Relaxed);
+    let high = MARKED_HIGH.load(Ordering::Relaxed);
+    if low > high {
+        return;
+    }
+    for (i, entry) in MAP.0.iter().enumerate().take(high + 1).skip(low) {
+        if entry.load(Ordering::Relaxed) != 0 {
+            f(i << CHUNK_SHIFT, kind_of(i << CHUNK_SHIFT));
+        }
     }
 }
 

@@ -17,6 +17,7 @@
 //! [`NOTIFY`] (the owner parked the slab on its full list and asks the next remote freer to
 //! tell it) and [`QUEUED`] (the slab is on its heap's pending stack, or going onto it).
 
+use crate::counter::OwnerU32;
 use crate::size_class::{SizeClass, MIN_BLOCK_BYTES};
 use core::cell::UnsafeCell;
 use core::ptr;
@@ -103,6 +104,10 @@ pub struct Slab {
     local: UnsafeCell<SlabLocal>,
     /// Block size; 0 when the slab holds no class. Read by remote freers to validate.
     pub block_bytes: AtomicU32,
+    /// Blocks not free, with [`FULL_FLAG`] while full and [`CURRENT_FLAG`] while current.
+    /// Written by the owner only (relaxed load and store: plain moves); the statistics read
+    /// it from other threads, which is why it is not in the owner-only part.
+    pub used: OwnerU32,
     /// Remote frees: an atomic stack of blocks, flags in the low bits (`remote_free.rs`).
     pub remote_free: AtomicUsize,
     /// Link on the heap's pending stack (written by the remote freer that queues the slab).
@@ -114,8 +119,6 @@ pub struct Slab {
 pub struct SlabLocal {
     /// Free list that allocation pops and owner frees push.
     pub free: *mut Block,
-    /// Blocks not free, with [`FULL_FLAG`] while full and [`CURRENT_FLAG`] while current.
-    pub used: u32,
     /// Blocks in the slab.
     pub capacity: u32,
     /// Blocks carved into the free list so far (lazy building).
@@ -162,7 +165,6 @@ impl Slab {
         Slab {
             local: UnsafeCell::new(SlabLocal {
                 free: ptr::null_mut(),
-                used: 0,
                 capacity: 0,
                 built: 0,
                 block_bytes: 0,
@@ -175,6 +177,7 @@ impl Slab {
                 start,
             }),
             block_bytes: AtomicU32::new(0),
+            used: OwnerU32::new(0),
             remote_free: AtomicUsize::new(0),
             next_pending: AtomicPtr::new(ptr::null_mut()),
         }
@@ -222,7 +225,7 @@ impl Slab {
         // SAFETY: the caller owns the slab.
         let l = unsafe { self.local() };
         l.free = ptr::null_mut();
-        l.used = 0;
+        self.used.set(0);
         // Every class's block is at least 16 bytes: the divisor is never zero.
         l.capacity = (SLAB_BYTES / block_bytes.max(MIN_BLOCK_BYTES)) as u32;
         l.built = 0;
@@ -232,6 +235,7 @@ impl Slab {
         self.block_bytes
             .store(block_bytes as u32, Ordering::Relaxed);
         self.remote_free.store(0, Ordering::Relaxed);
+        crate::stats::held_add(SLAB_BYTES);
     }
 
     /// Takes the slab out of its class (it must hold no live block and not be queued).
@@ -239,13 +243,14 @@ impl Slab {
     /// # Safety
     /// The caller must own the slab's heap.
     pub unsafe fn unassign(&self) {
+        crate::stats::held_sub(SLAB_BYTES);
         self.block_bytes.store(0, Ordering::Relaxed);
         // SAFETY: the caller owns the slab.
         let l = unsafe { self.local() };
         l.block_bytes = 0;
         l.recip = 0;
         l.free = ptr::null_mut();
-        l.used = 0;
+        self.used.set(0);
         l.built = 0;
         l.capacity = 0;
     }
@@ -274,7 +279,7 @@ impl Slab {
             (*tail).next = l.free;
         }
         l.free = head;
-        l.used -= count;
+        self.used.set(self.used.get() - count);
         count
     }
 
@@ -348,23 +353,6 @@ impl Slab {
 }
 
 impl SlabLocal {
-    /// Live blocks (plus uncollected remote frees), without the flags.
-    #[inline]
-    pub fn live_count(&self) -> u32 {
-        self.used & !(FULL_FLAG | CURRENT_FLAG)
-    }
-
-    /// Makes the slab its heap's current slab for its class (the caller stores it there).
-    pub fn make_current(&mut self) {
-        self.state = State::Current;
-        self.used |= CURRENT_FLAG;
-    }
-
-    /// Ends the slab's time as current slab (the caller then puts it on a list).
-    pub fn end_current(&mut self) {
-        self.used &= !CURRENT_FLAG;
-    }
-
     /// Carves up to one OS page worth of unbuilt blocks onto the free list. Returns false
     /// when every block is already built.
     pub fn extend(&mut self) -> bool {
@@ -396,40 +384,6 @@ impl SlabLocal {
         true
     }
 
-    /// Pops a free block, carving more if the free list is empty. Null when the slab has no
-    /// room left (remote frees are not collected here).
-    #[inline]
-    pub fn pop(&mut self) -> *mut u8 {
-        if self.free.is_null() && !self.extend() {
-            return ptr::null_mut();
-        }
-        let block = self.free;
-        // SAFETY: `block` is a free block of this slab: its first word is its link.
-        unsafe {
-            self.free = (*block).next;
-            (*block).cookie = 0;
-        }
-        self.used += 1;
-        block.cast()
-    }
-
-    /// Pushes a block freed by its owner.
-    ///
-    /// # Safety
-    /// `block` must be a live block of this slab, freed by the owning thread.
-    #[inline]
-    pub unsafe fn push_local(&mut self, block: *mut u8) {
-        let block = block.cast::<Block>();
-        // SAFETY: the block is ours and no longer live; its first words become the link
-        // and the cookie.
-        unsafe {
-            (*block).next = self.free;
-            (*block).cookie = free_cookie(block as usize);
-        }
-        self.free = block;
-        self.used -= 1;
-    }
-
     /// True when `ptr` is a block start that was handed out at least once. No division: a
     /// multiply by `recip` (the free fast path runs it). An unassigned slab has
     /// `built == 0`, so it answers false there too.
@@ -438,6 +392,82 @@ impl SlabLocal {
         let offset = (ptr & (SLAB_BYTES - 1)) as u64;
         let index = (offset * self.recip) >> 48;
         index * self.block_bytes as u64 == offset && index < self.built as u64
+    }
+}
+
+impl Slab {
+    /// Live blocks (plus uncollected remote frees), without the flags.
+    #[inline]
+    pub fn live_count(&self) -> u32 {
+        self.used.get() & !(FULL_FLAG | CURRENT_FLAG)
+    }
+
+    /// Sets `flag` ([`FULL_FLAG`] or [`CURRENT_FLAG`]) in `used` (owner only).
+    #[inline]
+    pub fn set_used_flag(&self, flag: u32) {
+        self.used.set(self.used.get() | flag);
+    }
+
+    /// Clears `flag` in `used` (owner only).
+    #[inline]
+    pub fn clear_used_flag(&self, flag: u32) {
+        self.used.set(self.used.get() & !flag);
+    }
+
+    /// Makes the slab its heap's current slab for its class (the caller stores it there).
+    ///
+    /// # Safety
+    /// The caller must own the slab's heap.
+    pub unsafe fn make_current(&self) {
+        // SAFETY: the caller owns the slab.
+        unsafe { self.local().state = State::Current };
+        self.set_used_flag(CURRENT_FLAG);
+    }
+
+    /// Ends the slab's time as current slab (the caller then puts it on a list).
+    pub fn end_current(&self) {
+        self.clear_used_flag(CURRENT_FLAG);
+    }
+
+    /// Pops a free block, carving more if the free list is empty. Null when the slab has no
+    /// room left (remote frees are not collected here).
+    ///
+    /// # Safety
+    /// The caller must own the slab's heap.
+    #[inline]
+    pub unsafe fn pop(&self) -> *mut u8 {
+        // SAFETY: the caller owns the slab.
+        let l = unsafe { self.local() };
+        if l.free.is_null() && !l.extend() {
+            return ptr::null_mut();
+        }
+        let block = l.free;
+        // SAFETY: `block` is a free block of this slab: its first word is its link.
+        unsafe {
+            l.free = (*block).next;
+            (*block).cookie = 0;
+        }
+        self.used.set(self.used.get() + 1);
+        block.cast()
+    }
+
+    /// Pushes a block freed by its owner.
+    ///
+    /// # Safety
+    /// The caller must own the slab's heap; `block` must be a live block of this slab.
+    #[inline]
+    pub unsafe fn push_local(&self, block: *mut u8) {
+        // SAFETY: the caller owns the slab.
+        let l = unsafe { self.local() };
+        let block = block.cast::<Block>();
+        // SAFETY: the block is ours and no longer live; its first words become the link
+        // and the cookie.
+        unsafe {
+            (*block).next = l.free;
+            (*block).cookie = free_cookie(block as usize);
+        }
+        l.free = block;
+        self.used.set(self.used.get() - 1);
     }
 }
 
@@ -612,7 +642,7 @@ mod tests {
         with_slab(48, |slab| {
             let mut seen = Vec::new();
             loop {
-                let p = own(slab).pop();
+                let p = unsafe { slab.pop() };
                 if p.is_null() {
                     break;
                 }
@@ -620,7 +650,7 @@ mod tests {
                 seen.push(p as usize);
             }
             assert_eq!(seen.len(), SLAB_BYTES / 48);
-            assert_eq!(own(slab).live_count() as usize, seen.len());
+            assert_eq!(slab.live_count() as usize, seen.len());
             seen.sort();
             seen.dedup();
             assert_eq!(seen.len(), SLAB_BYTES / 48);
@@ -630,7 +660,7 @@ mod tests {
     #[test]
     fn extension_is_lazy() {
         with_slab(16, |slab| {
-            let p = own(slab).pop();
+            let p = unsafe { slab.pop() };
             assert!(!p.is_null());
             assert_eq!(own(slab).built as usize, 4096 / 16);
         });
@@ -639,25 +669,21 @@ mod tests {
     #[test]
     fn local_and_remote_frees_keep_counts() {
         with_slab(256, |slab| {
-            let a = own(slab).pop();
-            let b = own(slab).pop();
-            let c = own(slab).pop();
-            assert_eq!(own(slab).live_count(), 3);
+            let a = unsafe { slab.pop() };
+            let b = unsafe { slab.pop() };
+            let c = unsafe { slab.pop() };
+            assert_eq!(slab.live_count(), 3);
             // SAFETY: a is a live block of this slab.
-            unsafe { own(slab).push_local(a) };
-            assert_eq!(own(slab).live_count(), 2);
+            unsafe { slab.push_local(a) };
+            assert_eq!(slab.live_count(), 2);
             // SAFETY: b and c are live blocks of this slab.
             unsafe {
                 assert!(!slab.push_remote(b));
                 assert!(!slab.push_remote(c));
             }
-            assert_eq!(
-                own(slab).live_count(),
-                2,
-                "remote frees count until collected"
-            );
+            assert_eq!(slab.live_count(), 2, "remote frees count until collected");
             assert_eq!(unsafe { slab.collect_remote() }, 2);
-            assert_eq!(own(slab).live_count(), 0);
+            assert_eq!(slab.live_count(), 0);
             assert_eq!(unsafe { slab.collect_remote() }, 0);
         });
     }
@@ -665,8 +691,8 @@ mod tests {
     #[test]
     fn notify_goes_to_the_first_remote_freer_only() {
         with_slab(1024, |slab| {
-            let a = own(slab).pop();
-            let b = own(slab).pop();
+            let a = unsafe { slab.pop() };
+            let b = unsafe { slab.pop() };
             assert!(slab.request_notify());
             // SAFETY: a and b are live blocks of this slab.
             unsafe {
@@ -685,7 +711,7 @@ mod tests {
     #[test]
     fn block_start_check_rejects_interior_and_foreign_pointers() {
         with_slab(96, |slab| {
-            let p = own(slab).pop() as usize;
+            let p = unsafe { slab.pop() } as usize;
             assert!(slab.is_block_start(p));
             assert!(!slab.is_block_start(p + 8));
             // The tail past the last whole block is not a block.

@@ -57,10 +57,10 @@ unsafe fn check_slab(shared: &Slab) -> CheckResult {
     if slab.capacity as usize != SLAB_BYTES / block_bytes || slab.built > slab.capacity {
         return Err("slab: capacity or built count is wrong");
     }
-    if (slab.used & FULL_FLAG != 0) != (slab.state == State::Full) {
+    if (shared.used.get() & FULL_FLAG != 0) != (slab.state == State::Full) {
         return Err("slab: full flag does not match the slab's state");
     }
-    if (slab.used & CURRENT_FLAG != 0) != (slab.state == State::Current) {
+    if (shared.used.get() & CURRENT_FLAG != 0) != (slab.state == State::Current) {
         return Err("slab: current flag does not match the slab's state");
     }
     let mut free_count = 0u32;
@@ -82,7 +82,7 @@ unsafe fn check_slab(shared: &Slab) -> CheckResult {
         // SAFETY: a free block of this slab holds its link in its first word.
         cur = unsafe { (*cur).next };
     }
-    if slab.live_count() + free_count + (slab.capacity - slab.built) != slab.capacity {
+    if shared.live_count() + free_count + (slab.capacity - slab.built) != slab.capacity {
         return Err("slab: live + free + unbuilt blocks do not add up to the capacity");
     }
     // Remote frees: pushed blocks are immutable below the head, so walking a snapshot is
@@ -95,7 +95,7 @@ unsafe fn check_slab(shared: &Slab) -> CheckResult {
             return Err("slab: remote-free link outside the slab or inside a block");
         }
         remote_count += 1;
-        if remote_count > slab.live_count() {
+        if remote_count > shared.live_count() {
             return Err("slab: more remote frees than live blocks (double free)");
         }
         // SAFETY: a remotely freed block holds its link in its first word.

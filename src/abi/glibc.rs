@@ -1,20 +1,20 @@
 //! glibc's malloc extensions, answered honestly from our own structures: programs call
 //! them, and glibc's versions must never see our pointers.
 
-use crate::fatal::MessageBuffer;
+use crate::writer::{Sink, Writer};
 use core::ffi::c_int;
 
 /// glibc's `struct mallinfo` (int fields, saturating).
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
 pub struct MallInfo {
-    /// Bytes mapped for slabs and medium regions ("non-mmapped space").
+    /// Bytes mapped, except live huge blocks (see [`MallInfo2::arena`]).
     pub arena: c_int,
     /// Free chunks (unused here: 0).
     pub ordblks: c_int,
     /// Fastbin blocks (unused here: 0).
     pub smblks: c_int,
-    /// Huge blocks mapped.
+    /// Live huge blocks.
     pub hblks: c_int,
     /// Bytes in huge blocks.
     pub hblkhd: c_int,
@@ -24,7 +24,7 @@ pub struct MallInfo {
     pub fsmblks: c_int,
     /// Bytes allocated (see [`MallInfo2::uordblks`]).
     pub uordblks: c_int,
-    /// Bytes mapped but free.
+    /// Bytes held but free.
     pub fordblks: c_int,
     /// Bytes releasable by `malloc_trim`.
     pub keepcost: c_int,
@@ -34,13 +34,13 @@ pub struct MallInfo {
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
 pub struct MallInfo2 {
-    /// Bytes mapped for slabs and medium regions.
+    /// Bytes mapped, except live huge blocks.
     pub arena: usize,
     /// Free chunks (unused here: 0).
     pub ordblks: usize,
     /// Fastbin blocks (unused here: 0).
     pub smblks: usize,
-    /// Huge blocks mapped (not counted: 0).
+    /// Live huge blocks (each its own mapping).
     pub hblks: usize,
     /// Bytes in huge blocks.
     pub hblkhd: usize,
@@ -48,81 +48,38 @@ pub struct MallInfo2 {
     pub usmblks: usize,
     /// Unused (0).
     pub fsmblks: usize,
-    /// Bytes allocated: medium spans and huge blocks exactly; small blocks counted by the
-    /// slabs that hold them (a slab with one live block counts whole), since per-block
-    /// counting would cost the fast path.
+    /// Bytes in live small and medium blocks (counted from the slabs' live counts and the
+    /// buddy arena's blocks; huge blocks are in `hblkhd`).
     pub uordblks: usize,
-    /// Bytes mapped but not counted in `uordblks`.
+    /// Bytes held but free: `arena - uordblks`.
     pub fordblks: usize,
     /// Bytes held in caches that `malloc_trim` would release.
     pub keepcost: usize,
 }
 
-/// A snapshot of the figures behind `mallinfo2`, `malloc_stats` and `ox_stats_get`.
-pub struct Snapshot {
-    /// Bytes mapped by the allocator.
-    pub mapped: usize,
-    /// Most bytes ever mapped.
-    pub peak_mapped: usize,
-    /// Bytes in allocated medium spans.
-    pub medium_allocated: usize,
-    /// Bytes of medium regions.
-    pub medium_mapped: usize,
-    /// Bytes mapped for live huge blocks.
-    pub huge_live: usize,
-    /// Bytes of freed huge mappings kept for reuse.
-    pub huge_cached: usize,
-    /// Unused segments kept for reuse.
-    pub pooled_segments: usize,
-    /// Heaps ever created.
-    pub heaps_created: usize,
-    /// Heaps of exited threads not yet adopted.
-    pub heaps_abandoned: usize,
-}
-
-/// Reads the counters (takes the global locks briefly, one at a time).
-pub fn snapshot() -> Snapshot {
-    let ctx = &crate::process::CTX;
-    let (medium_allocated, medium_mapped) = {
-        let b = ctx.buddy.lock();
-        (b.allocated_bytes(), b.mapped_bytes())
-    };
-    let (huge_live, huge_cached) = {
-        let l = ctx.large.lock();
-        (l.live_bytes(), l.cached_bytes())
-    };
-    let pooled_segments = ctx.segments.lock().len();
-    let (heaps_created, heaps_abandoned) = {
-        let h = ctx.heaps.lock();
-        (h.created(), h.abandoned_count())
-    };
-    Snapshot {
-        mapped: crate::stats::mapped_bytes(),
-        peak_mapped: crate::stats::peak_mapped_bytes(),
-        medium_allocated,
-        medium_mapped,
-        huge_live,
-        huge_cached,
-        pooled_segments,
-        heaps_created,
-        heaps_abandoned,
-    }
-}
-
-/// `mallinfo2`.
+/// `mallinfo2`, from the census (see `stats::census`):
+/// - `arena`: bytes mapped, except live huge blocks (slab segments, medium regions, cached
+///   huge mappings, the allocator's metadata);
+/// - `uordblks`: bytes in live small and medium blocks (at their block size); after the
+///   program frees everything it falls back to about zero;
+/// - `fordblks`: `arena - uordblks`, the bytes held but free;
+/// - `hblks`, `hblkhd`: live huge blocks and their mapped bytes;
+/// - `keepcost`: bytes `malloc_trim` would give back at once (pooled segments, cached huge
+///   mappings).
 pub fn mallinfo2() -> MallInfo2 {
-    let s = snapshot();
-    let arena = s.mapped.saturating_sub(s.huge_live + s.huge_cached);
-    let pooled = s.pooled_segments * crate::segment::SEGMENT_BYTES;
-    // Small blocks: everything mapped for slabs except pooled segments.
-    let small = arena.saturating_sub(s.medium_mapped + pooled);
-    let uordblks = small + s.medium_allocated + s.huge_live;
+    mallinfo2_from(&crate::stats::census::take(false).stats)
+}
+
+fn mallinfo2_from(s: &crate::OxStats) -> MallInfo2 {
+    let arena = s.mapped_bytes.saturating_sub(s.huge_live_bytes);
+    let uordblks = s.small_live_bytes + s.medium_live_bytes;
     MallInfo2 {
         arena,
-        hblkhd: s.huge_live,
+        hblks: s.huge_live_blocks,
+        hblkhd: s.huge_live_bytes,
         uordblks,
-        fordblks: s.mapped.saturating_sub(uordblks),
-        keepcost: s.huge_cached + pooled,
+        fordblks: arena.saturating_sub(uordblks),
+        keepcost: s.huge_cached_bytes + s.pooled_segments * crate::segment::SEGMENT_BYTES,
         ..MallInfo2::default()
     }
 }
@@ -133,6 +90,7 @@ pub fn mallinfo() -> MallInfo {
     let clamp = |v: usize| v.min(c_int::MAX as usize) as c_int;
     MallInfo {
         arena: clamp(m.arena),
+        hblks: clamp(m.hblks),
         hblkhd: clamp(m.hblkhd),
         uordblks: clamp(m.uordblks),
         fordblks: clamp(m.fordblks),
@@ -141,12 +99,54 @@ pub fn mallinfo() -> MallInfo {
     }
 }
 
-/// `mallopt`: glibc's tuning parameters do not apply to oxmalloc's design; the known ones
-/// are accepted (1) and have no effect, unknown ones are refused (0), as glibc does.
-pub fn mallopt(param: c_int, _value: c_int) -> c_int {
-    // M_MXFAST 1, M_TRIM_THRESHOLD -1, M_TOP_PAD -2, M_MMAP_THRESHOLD -3, M_MMAP_MAX -4,
-    // M_CHECK_ACTION -5, M_PERTURB -6, M_ARENA_TEST -7, M_ARENA_MAX -8.
-    c_int::from(matches!(param, 1 | -8..=-1))
+/// glibc's `M_MXFAST`.
+pub const M_MXFAST: c_int = 1;
+/// glibc's `M_TRIM_THRESHOLD`.
+pub const M_TRIM_THRESHOLD: c_int = -1;
+/// glibc's `M_TOP_PAD`.
+pub const M_TOP_PAD: c_int = -2;
+/// glibc's `M_MMAP_THRESHOLD`.
+pub const M_MMAP_THRESHOLD: c_int = -3;
+/// glibc's `M_MMAP_MAX`.
+pub const M_MMAP_MAX: c_int = -4;
+/// glibc's `M_CHECK_ACTION`.
+pub const M_CHECK_ACTION: c_int = -5;
+/// glibc's `M_PERTURB`.
+pub const M_PERTURB: c_int = -6;
+/// glibc's `M_ARENA_TEST`.
+pub const M_ARENA_TEST: c_int = -7;
+/// glibc's `M_ARENA_MAX`.
+pub const M_ARENA_MAX: c_int = -8;
+
+/// `mallopt`. One glibc parameter has a meaning here; the others are accepted (1) with no
+/// effect, because the design has no such knob; unknown parameters are refused (0).
+///
+/// - `M_TRIM_THRESHOLD`: oxmalloc returns idle memory by time, not by amount. `0` sets the
+///   purge delay to 0 (freed memory goes back at the next decay check, every 64 slow-path
+///   calls of a thread); a negative value (glibc reads it as "never trim") turns the timed
+///   purge off (a delay of about 49 days; `malloc_trim` still works); a positive threshold
+///   is accepted and leaves the delay as it is.
+/// - `M_MMAP_THRESHOLD`, `M_MMAP_MAX`: no effect: blocks above 1 MiB always get their own
+///   mapping, smaller ones never do.
+/// - `M_ARENA_MAX`, `M_ARENA_TEST`: no effect: every thread has its own heap.
+/// - `M_MXFAST`, `M_TOP_PAD`: no effect: small blocks are always served from per-thread
+///   slabs, and segments are mapped whole.
+/// - `M_PERTURB`, `M_CHECK_ACTION`: no effect: bad pointers always abort with a message;
+///   `OXMALLOC_CHECK=1` gives the deeper checks.
+pub fn mallopt(param: c_int, value: c_int) -> c_int {
+    match param {
+        M_TRIM_THRESHOLD => {
+            if value == 0 {
+                crate::config::set_purge_delay_ms(0);
+            } else if value < 0 {
+                crate::config::set_purge_delay_ms(u32::MAX);
+            }
+            1
+        }
+        M_MXFAST | M_TOP_PAD | M_MMAP_THRESHOLD | M_MMAP_MAX | M_CHECK_ACTION | M_PERTURB
+        | M_ARENA_TEST | M_ARENA_MAX => 1,
+        _ => 0,
+    }
 }
 
 /// `malloc_trim`: returns free memory to the OS; 1 if any was released.
@@ -154,28 +154,16 @@ pub fn malloc_trim(_pad: usize) -> c_int {
     c_int::from(crate::process::trim() > 0)
 }
 
-fn line(label: &str, value: usize) {
-    let mut buf = MessageBuffer::new();
-    buf.push_str(label).push_usize(value).push_str("\n");
-    buf.write_stderr();
-}
-
-/// `malloc_stats`: a short report on fd 2, as glibc's.
+/// `malloc_stats`: the text report (as `OXMALLOC_STATS=text` prints at exit) on fd 2.
 pub fn print_stats() {
-    let s = snapshot();
-    line("oxmalloc: mapped bytes           = ", s.mapped);
-    line("oxmalloc: peak mapped bytes      = ", s.peak_mapped);
-    line("oxmalloc: medium allocated bytes = ", s.medium_allocated);
-    line("oxmalloc: medium region bytes    = ", s.medium_mapped);
-    line("oxmalloc: huge live bytes        = ", s.huge_live);
-    line("oxmalloc: huge cached bytes      = ", s.huge_cached);
-    line("oxmalloc: pooled segments        = ", s.pooled_segments);
-    line("oxmalloc: heaps created          = ", s.heaps_created);
-    line("oxmalloc: heaps abandoned        = ", s.heaps_abandoned);
+    crate::stats::report::write_report(
+        &mut crate::writer::Writer::to_fd(2),
+        crate::config::StatsMode::Text,
+    );
 }
 
-/// `malloc_info`: an XML report on `stream`; `options` must be 0 (else it returns EINVAL,
-/// errno untouched, as glibc).
+/// `malloc_info`: an XML report on `stream` with the figures of `mallinfo2`; `options`
+/// must be 0 (else it returns EINVAL, errno untouched, as glibc).
 ///
 /// # Safety
 /// `stream` must be a valid `FILE *`.
@@ -184,24 +172,48 @@ pub unsafe fn malloc_info(options: c_int, stream: *mut libc::FILE) -> c_int {
         // As glibc: the error is the return value, and errno is left alone.
         return libc::EINVAL;
     }
-    let s = snapshot();
-    let m = mallinfo2();
-    let mut buf = MessageBuffer::new();
-    buf.push_str("<malloc version=\"oxmalloc-1\">\n<total type=\"mapped\" size=\"")
-        .push_usize(s.mapped)
-        .push_str("\"/>\n<total type=\"allocated\" size=\"")
-        .push_usize(m.uordblks)
-        .push_str("\"/>\n<total type=\"huge\" size=\"")
-        .push_usize(s.huge_live)
-        .push_str("\"/>\n<total type=\"cached\" size=\"")
-        .push_usize(m.keepcost)
-        .push_str("\"/>\n</malloc>\n");
-    let bytes = buf.as_bytes();
-    // SAFETY: `stream` is a valid FILE (caller); the buffer is valid for its length.
-    let written = unsafe { libc::fwrite(bytes.as_ptr().cast(), 1, bytes.len(), stream) };
-    if written == bytes.len() {
-        0
-    } else {
+    let census = crate::stats::census::take(false);
+    let s = &census.stats;
+    let m = mallinfo2_from(s);
+    let mut w = Writer::new(Sink::File(stream));
+    w.str("<malloc version=\"oxmalloc-1\">\n<heap nr=\"0\">\n<sizes>\n");
+    for c in census.classes.iter().filter(|c| c.slabs > 0) {
+        w.str("<size from=\"")
+            .usize(c.block_bytes)
+            .str("\" to=\"")
+            .usize(c.block_bytes)
+            .str("\" total=\"")
+            .usize(c.live_bytes())
+            .str("\" count=\"")
+            .usize(c.live_blocks)
+            .str("\"/>\n");
+    }
+    w.str("</sizes>\n</heap>\n");
+    let totals: [(&str, usize); 7] = [
+        ("mapped", s.mapped_bytes),
+        ("arena", m.arena),
+        ("allocated", m.uordblks),
+        ("free", m.fordblks),
+        ("mmap", m.hblkhd),
+        ("huge-count", m.hblks),
+        ("cached", m.keepcost),
+    ];
+    for (name, value) in totals {
+        w.str("<total type=\"")
+            .str(name)
+            .str("\" size=\"")
+            .usize(value)
+            .str("\"/>\n");
+    }
+    w.str("<system type=\"current\" size=\"")
+        .usize(s.mapped_bytes)
+        .str("\"/>\n<system type=\"max\" size=\"")
+        .usize(s.peak_mapped_bytes)
+        .str("\"/>\n</malloc>\n");
+    w.flush();
+    if w.failed() {
         -1
+    } else {
+        0
     }
 }

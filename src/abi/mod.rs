@@ -23,9 +23,12 @@ fn set_errno(code: c_int) {
     unsafe { *libc::__errno_location() = code };
 }
 
-/// Null with `errno = ENOMEM`.
+/// Null with `errno = ENOMEM`, counted for the statistics. Kept out of line so that the
+/// callers' fast paths hold only a call on their failure branch.
 #[cold]
+#[inline(never)]
 fn out_of_memory() -> *mut c_void {
+    crate::stats::failed_request();
     set_errno(libc::ENOMEM);
     ptr::null_mut()
 }
@@ -110,6 +113,7 @@ pub unsafe fn posix_memalign(out: *mut *mut c_void, align: usize, size: usize) -
     if p.is_null() {
         // glibc returns ENOMEM and also leaves it in errno; programs read either.
         set_errno(libc::ENOMEM);
+        crate::stats::failed_request();
         return libc::ENOMEM;
     }
     // SAFETY: the caller guarantees `out` is writable.

@@ -15,7 +15,7 @@ pub struct RealOs;
 /// Runs `f` and restores `errno` afterwards: syscalls inside the allocator must not leak
 /// their `errno` to the program (C requires `free` to keep `errno`).
 #[inline]
-fn keep_errno<T>(f: impl FnOnce() -> T) -> T {
+pub fn keep_errno<T>(f: impl FnOnce() -> T) -> T {
     // SAFETY: `__errno_location` returns the calling thread's errno slot, valid for the
     // thread's whole life.
     let slot = unsafe { libc::__errno_location() };
@@ -100,6 +100,7 @@ unsafe impl Os for RealOs {
             // as zeros, which the allocator relies on to skip zeroing in calloc.
             unsafe { libc::madvise(ptr.as_ptr().cast(), bytes, libc::MADV_DONTNEED) };
         });
+        stats::add_purged(bytes);
     }
 
     unsafe fn resize_in_place(&self, ptr: NonNull<u8>, old_bytes: usize, new_bytes: usize) -> bool {
