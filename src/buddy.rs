@@ -251,13 +251,9 @@ impl BuddyArena {
     }
 
     /// Bytes in allocated blocks (parked ones included).
+    #[cfg(test)]
     pub fn allocated_bytes(&self) -> usize {
         self.allocated_bytes
-    }
-
-    /// Bytes of regions mapped.
-    pub fn mapped_bytes(&self) -> usize {
-        self.region_count * REGION_BYTES
     }
 
     /// The head of the free list of `order`; a broken order (corrupt metadata) is fatal.

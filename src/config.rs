@@ -2,7 +2,7 @@
 //!
 //! One table, [`OPTIONS`], says everything about an option: its name, the kind of value it
 //! takes, its default and what it does. The parser, the `OXMALLOC_VERBOSE` start-up lines
-//! and the README's options table (checked by `cargo test --test options_doc`) are all made
+//! and the README's options table (checked by `cargo test -p oxmalloc --lib readme_options_table`) are all made
 //! from it, so they cannot disagree.
 //!
 //! Loading happens once: at the first call that needs an option (the first `malloc` that
@@ -64,6 +64,7 @@ impl Kind {
     }
 
     /// The type column of the README table.
+    #[cfg(test)]
     pub const fn type_name(self) -> &'static str {
         match self {
             Kind::Bool => "bool",
@@ -84,7 +85,8 @@ pub struct OptionSpec {
     pub kind: Kind,
     /// The default, written as a user would write the value (parsed at start-up like one).
     pub default: &'static str,
-    /// What the option does (one sentence or two; Markdown).
+    /// What the option does (one sentence or two; Markdown): the README table's text.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub meaning: &'static str,
 }
 
@@ -103,16 +105,21 @@ pub enum Opt {
     /// `OXMALLOC_VERBOSE`.
     Verbose,
     /// `OXMALLOC_PROF`.
+    #[allow(dead_code)] // read by the heap profiler
     Prof,
     /// `OXMALLOC_PROF_DIR`.
     ProfDir,
     /// `OXMALLOC_PROF_INTERVAL`.
+    #[allow(dead_code)] // read by the heap profiler
     ProfInterval,
     /// `OXMALLOC_PROF_SIGNAL`.
+    #[allow(dead_code)] // read by the heap profiler
     ProfSignal,
     /// `OXMALLOC_PROF_DUMP_BYTES`.
+    #[allow(dead_code)] // read by the heap profiler
     ProfDumpBytes,
     /// `OXMALLOC_PROF_DUMP_PEAK`.
+    #[allow(dead_code)] // read by the heap profiler
     ProfDumpPeak,
 }
 
@@ -296,15 +303,6 @@ fn path(opt: Opt) -> &'static [u8] {
     paths.get(slot).map_or(&[], |p| p.as_bytes())
 }
 
-/// Where option `opt`'s value came from.
-pub fn source(opt: Opt) -> Source {
-    ensure_loaded();
-    Source::from_u8(
-        SOURCES
-            .get(opt as usize)
-            .map_or(0, |s| s.load(Ordering::Relaxed)),
-    )
-}
 
 /// True in check mode (`OXMALLOC_CHECK`).
 #[inline]
@@ -350,31 +348,37 @@ pub fn verbose() -> bool {
 }
 
 /// True when the heap profiler is on (`OXMALLOC_PROF`).
+#[allow(dead_code)] // read by the heap profiler
 pub fn prof_enabled() -> bool {
     value(Opt::Prof) != 0
 }
 
 /// The directory heap profiles go to (`OXMALLOC_PROF_DIR`; absolute when it fits; no NUL).
+#[allow(dead_code)] // read by the heap profiler
 pub fn prof_dir() -> &'static [u8] {
     path(Opt::ProfDir)
 }
 
 /// Mean bytes between two profiler samples (`OXMALLOC_PROF_INTERVAL`).
+#[allow(dead_code)] // read by the heap profiler
 pub fn prof_interval_bytes() -> u64 {
     value(Opt::ProfInterval)
 }
 
 /// The signal that asks for a profile (`OXMALLOC_PROF_SIGNAL`), 0 for none.
+#[allow(dead_code)] // read by the heap profiler
 pub fn prof_signal() -> i32 {
     i32::try_from(value(Opt::ProfSignal)).unwrap_or(0)
 }
 
 /// Write a profile every this many bytes allocated (`OXMALLOC_PROF_DUMP_BYTES`), 0 never.
+#[allow(dead_code)] // read by the heap profiler
 pub fn prof_dump_bytes() -> u64 {
     value(Opt::ProfDumpBytes)
 }
 
 /// Write a profile at each new peak of live bytes (`OXMALLOC_PROF_DUMP_PEAK`).
+#[allow(dead_code)] // read by the heap profiler
 pub fn prof_dump_peak() -> bool {
     value(Opt::ProfDumpPeak) != 0
 }
@@ -415,14 +419,6 @@ extern "C" fn on_load() {
 #[link_section = ".init_array"]
 static ON_LOAD: extern "C" fn() = on_load;
 
-/// Sets the check mode (tests only: the process allocator reads the environment).
-#[cfg(test)]
-pub fn set_check_mode_for_tests(on: bool) {
-    ensure_loaded();
-    if let Some(v) = VALUES.get(Opt::Check as usize) {
-        v.store(u64::from(on), Ordering::Relaxed);
-    }
-}
 
 #[cfg(test)]
 mod tests {
@@ -449,3 +445,6 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod readme_table;

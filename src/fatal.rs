@@ -56,25 +56,6 @@ impl MessageBuffer {
         self
     }
 
-    /// Appends `value` in decimal.
-    pub fn push_usize(&mut self, value: usize) -> &mut Self {
-        let mut digits = [0u8; 20];
-        let mut count = 0;
-        let mut v = value;
-        for slot in digits.iter_mut().rev() {
-            *slot = b'0' + (v % 10) as u8;
-            count += 1;
-            v /= 10;
-            if v == 0 {
-                break;
-            }
-        }
-        for &b in digits.iter().skip(digits.len() - count) {
-            self.push_byte(b);
-        }
-        self
-    }
-
     /// The text so far.
     pub fn as_bytes(&self) -> &[u8] {
         self.bytes.get(..self.len).unwrap_or(&[])

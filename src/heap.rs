@@ -443,11 +443,6 @@ impl<'a> OwnedHeap<'a> {
         h.decay(os, buddy) + h.release_unused_segments(os, pool, 0)
     }
 
-    /// Returns the heap's idle memory (see [`HeapLocal::decay`]).
-    pub fn decay<O: Os>(&mut self, os: &O, buddy: &Mutex<BuddyArena>) -> usize {
-        self.local().decay(os, buddy)
-    }
-
     /// True when the heap holds no segment at all.
     pub fn is_unused(&self) -> bool {
         self.local_ref().segment_count == 0

@@ -27,29 +27,29 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
-pub mod abi;
-pub mod allocator;
-pub mod buddy;
-pub mod check;
-pub mod config;
-pub mod counter;
-pub mod fatal;
-pub mod heap;
-pub mod heap_pool;
-pub mod large;
-pub mod medium_cache;
-pub mod os;
-pub mod process;
-pub mod region_map;
-pub mod remote_free;
-pub mod segment;
-pub mod size_class;
-pub mod slab;
-pub mod stats;
-pub mod sync;
-pub mod tls;
-pub mod validate;
-pub mod writer;
+pub(crate) mod abi;
+pub(crate) mod allocator;
+pub(crate) mod buddy;
+pub(crate) mod check;
+pub(crate) mod config;
+pub(crate) mod counter;
+pub(crate) mod fatal;
+pub(crate) mod heap;
+pub(crate) mod heap_pool;
+pub(crate) mod large;
+pub(crate) mod medium_cache;
+pub(crate) mod os;
+pub(crate) mod process;
+pub(crate) mod region_map;
+pub(crate) mod remote_free;
+pub(crate) mod segment;
+pub(crate) mod size_class;
+pub(crate) mod slab;
+pub(crate) mod stats;
+pub(crate) mod sync;
+pub(crate) mod tls;
+pub(crate) mod validate;
+pub(crate) mod writer;
 
 #[cfg(test)]
 mod core_tests;
@@ -68,6 +68,31 @@ pub type Stats = OxStats;
 /// locks briefly, one at a time: meant for monitoring, not for a hot loop.
 pub fn stats() -> Stats {
     stats::census::take(true).stats
+}
+
+/// Returns free memory to the OS: empty slabs, free medium spans, cached huge mappings and
+/// unused segments (what `malloc_trim(0)` does). Returns the bytes released or purged.
+pub fn trim() -> usize {
+    process::trim()
+}
+
+/// Walks the calling thread's heap, the heap of exited threads and the medium allocator,
+/// and reports the first broken invariant found (what `ox_heap_check` does from C).
+pub fn heap_check() -> Result<(), &'static str> {
+    validate::check_current()
+}
+
+/// The library's version (`CARGO_PKG_VERSION`).
+pub fn version() -> &'static str {
+    env!("CARGO_PKG_VERSION")
+}
+
+/// Writes `oxmalloc: fatal: <message>` to fd 2 and aborts the process: what the allocator
+/// does when it finds one of its own invariants broken. For the shipped library's panic
+/// handler, which no code path reaches (see `tests/library_checks.sh`).
+#[doc(hidden)]
+pub fn fatal_error(message: &str) -> ! {
+    fatal::fatal(message)
 }
 
 use core::alloc::{GlobalAlloc, Layout};

@@ -119,12 +119,8 @@ impl MediumCache {
     }
 
     /// Blocks parked now.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.counts.iter().map(|&c| c as usize).sum()
-    }
-
-    /// True when nothing is parked.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }

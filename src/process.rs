@@ -9,7 +9,7 @@
 
 use crate::allocator::{Context, MIN_ALIGN};
 use crate::fatal;
-use crate::heap::{Heap, OwnedHeap};
+use crate::heap::OwnedHeap;
 use crate::os::RealOs;
 use crate::size_class::{self, SMALL_MAX_BYTES};
 use crate::sync::ForkLock;
@@ -339,9 +339,4 @@ pub fn trim() -> usize {
         crate::check::drain();
     }
     CTX.trim(tls::owned_heap())
-}
-
-/// The calling thread's heap, if it has one (for the heap checker and statistics).
-pub fn current_heap() -> *mut Heap {
-    tls::heap()
 }

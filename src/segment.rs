@@ -127,11 +127,6 @@ impl SegmentPool {
         self.count
     }
 
-    /// True when the pool is empty.
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-
     /// A segment for `heap`: a pooled one or a new mapping. Its header is fresh; its slabs
     /// read as zeros.
     pub fn acquire<O: Os>(&mut self, os: &O, heap: *mut Heap) -> Option<*mut SegmentHeader> {

@@ -34,7 +34,7 @@ pub const FULL_FLAG: u32 = 1 << 31;
 /// it through (a loop that allocates and frees one block never leaves the fast path).
 pub const CURRENT_FLAG: u32 = 1 << 30;
 use crate::remote_free;
-pub use crate::remote_free::{FLAG_MASK, NOTIFY, QUEUED};
+pub use crate::remote_free::{NOTIFY, QUEUED};
 
 /// Blocks carved per extension of a slab's free list: enough to cover one OS page of small
 /// blocks, so a fresh slab touches memory only as fast as it is used.
@@ -501,6 +501,7 @@ impl SlabList {
     }
 
     /// True when the list is empty.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }

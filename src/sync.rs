@@ -121,11 +121,6 @@ impl<T> Mutex<T> {
         // SAFETY: the caller's guarantee: this thread holds the lock and is the only one.
         unsafe { &mut *self.value.get() }
     }
-
-    /// Direct access when the caller has exclusive access to the mutex itself.
-    pub fn get_mut(&mut self) -> &mut T {
-        self.value.get_mut()
-    }
 }
 
 /// A lock the fork handlers take and release, whatever it guards.

@@ -15,12 +15,10 @@
 //!
 //! Two words per thread, both zero at thread start:
 //! - the heap pointer (null until the thread's first allocation takes the slow path);
-//! - the thread state ([`STATE_NEW`], [`STATE_ACTIVE`], [`STATE_EXITED`]).
+//! - the thread state (0: no allocation yet, [`STATE_ACTIVE`], [`STATE_EXITED`]).
 
 use crate::heap::{Heap, OwnedHeap};
 
-/// The thread has not allocated yet.
-pub const STATE_NEW: usize = 0;
 /// The thread has a heap.
 pub const STATE_ACTIVE: usize = 1;
 /// The thread's heap was handed back at thread exit; allocations use the global heap.

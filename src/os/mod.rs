@@ -7,6 +7,7 @@
 //! Every operation preserves `errno`: `free` must not change it (C contract), and the
 //! `abi` layer sets `ENOMEM` itself where a call fails.
 
+#[cfg(test)]
 pub mod fake;
 pub mod real;
 
