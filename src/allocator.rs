@@ -44,7 +44,15 @@ pub struct Context<O: Os> {
     pub heaps: Mutex<HeapPool>,
     /// The heap used, under its lock, by threads whose own heap was handed back at exit.
     pub global_heap: Mutex<HeapPtr>,
+    /// Where frees by threads without a heap go in check mode (the process's checker).
+    checked_free: Option<CheckedFree>,
 }
+
+/// A free handed to the check mode's quarantine.
+///
+/// # Safety
+/// As for [`Context::free_with`].
+pub type CheckedFree = unsafe fn(*mut u8, &str);
 
 impl<O: Os> Context<O> {
     /// A context with nothing mapped yet.
@@ -56,7 +64,15 @@ impl<O: Os> Context<O> {
             large: Mutex::new(Large::new()),
             heaps: Mutex::new(HeapPool::new()),
             global_heap: Mutex::new(HeapPtr(ptr::null_mut())),
+            checked_free: None,
         }
+    }
+
+    /// A context whose frees by threads without a heap go to `checked_free` in check mode.
+    pub const fn with_checked_free(os: O, checked_free: CheckedFree) -> Self {
+        let mut ctx = Self::new(os);
+        ctx.checked_free = Some(checked_free);
+        ctx
     }
 
     /// Allocates a small block of `class` from `heap`.
@@ -147,10 +163,10 @@ impl<O: Os> Context<O> {
         // SAFETY: the region map says `seg` is a live segment.
         let owner = unsafe { SegmentHeader::owner(seg) };
         let heap = match heap {
-            Some(heap) if heap.as_ptr() == owner => heap,
+            Some(heap) if heap.as_ptr() as usize == owner => heap,
             _ => {
                 // SAFETY: a live segment; `slab` is the metadata of the slab holding `ptr`.
-                unsafe { free_remote(seg, slab, ptr, call) };
+                unsafe { self.free_remote(heap, seg, slab, ptr, call) };
                 return;
             }
         };
@@ -210,8 +226,10 @@ impl<O: Os> Context<O> {
     #[inline(never)]
     unsafe fn free_big(&self, heap: Option<OwnedHeap>, addr: usize, call: &str) {
         if heap.is_none() && crate::config::check_mode() {
-            // SAFETY: forwarded contract of `free_with`.
-            return unsafe { crate::check::free(addr as *mut u8, call) };
+            if let Some(checked_free) = self.checked_free {
+                // SAFETY: forwarded contract of `free_with`.
+                return unsafe { checked_free(addr as *mut u8, call) };
+            }
         }
         let mut heap = heap;
         let ok = match region_map::kind_of(addr) {
@@ -412,6 +430,46 @@ impl<O: Os> Context<O> {
         released
     }
 
+    /// A free by a thread that does not own the block's segment (`heap` is the freeing
+    /// thread's own heap, if it has one).
+    ///
+    /// # Safety
+    /// `seg` must be a live segment (region map), `slab` the metadata of the slab holding
+    /// `ptr`.
+    #[cold]
+    #[inline(never)]
+    unsafe fn free_remote(
+        &self,
+        heap: Option<OwnedHeap>,
+        seg: *mut SegmentHeader,
+        slab: *mut Slab,
+        ptr: *mut u8,
+        call: &str,
+    ) {
+        if heap.is_none() && crate::config::check_mode() {
+            if let Some(checked_free) = self.checked_free {
+                // Check mode gives threads no heap, so every free of a slab block comes here.
+                // SAFETY: forwarded contract.
+                return unsafe { checked_free(ptr, call) };
+            }
+        }
+        // SAFETY: the slab metadata lives in a live segment header; `is_block_start` and
+        // `push_remote` use only its atomic fields.
+        unsafe {
+            if !(*slab).is_block_start(ptr as usize) {
+                fatal::bad_pointer(call, "invalid pointer", ptr as usize);
+            }
+            if Slab::is_free_block(ptr) {
+                fatal::bad_pointer(call, "double free or corruption", ptr as usize);
+            }
+            if (*slab).push_remote(ptr) {
+                race_window();
+                Heap::push_pending(SegmentHeader::owner(seg) as *mut Heap, slab);
+            }
+        }
+        crate::stats::remote_free(heap.as_ref().map(|h| &h.shared().stats));
+    }
+
     /// Hands back a thread's heap at thread exit (the ownership goes with it).
     pub fn retire_heap(&self, heap: OwnedHeap) {
         let ptr = {
@@ -435,40 +493,6 @@ fn now_ms() -> u64 {
     // SAFETY: `ts` is a valid timespec to write.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
     ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
-}
-
-/// A free by a thread that does not own the block's segment.
-///
-/// # Safety
-/// `seg` must be a live segment (region map), `slab` the metadata of the slab holding `ptr`.
-#[cold]
-#[inline(never)]
-unsafe fn free_remote(
-    seg: *mut SegmentHeader,
-    slab: *mut crate::slab::Slab,
-    ptr: *mut u8,
-    call: &str,
-) {
-    if crate::config::check_mode() {
-        // Check mode gives threads no heap, so every free of a slab block comes here.
-        // SAFETY: forwarded contract.
-        return unsafe { crate::check::free(ptr, call) };
-    }
-    // SAFETY: the slab metadata lives in a live segment header; `is_block_start` and
-    // `push_remote` use only its atomic fields.
-    unsafe {
-        if !(*slab).is_block_start(ptr as usize) {
-            fatal::bad_pointer(call, "invalid pointer", ptr as usize);
-        }
-        if Slab::is_free_block(ptr) {
-            fatal::bad_pointer(call, "double free or corruption", ptr as usize);
-        }
-        if (*slab).push_remote(ptr) {
-            race_window();
-            Heap::push_pending(SegmentHeader::owner(seg), slab);
-        }
-    }
-    crate::stats::remote_free();
 }
 
 /// With the test-only `race-window` feature, a remote freer that must queue a slab pauses

@@ -17,7 +17,6 @@ use crate::allocator::Context;
 use crate::fatal;
 use crate::heap::OwnedHeap;
 use crate::os::RealOs;
-use crate::process::CTX;
 use crate::sync::Mutex;
 use core::ptr;
 
@@ -42,9 +41,6 @@ pub static QUARANTINE: Mutex<Quarantine> = Mutex::new(Quarantine {
 
 /// Runs `f` with the global heap, under its lock.
 fn with_global<T>(ctx: &Context<RealOs>, f: impl FnOnce(OwnedHeap) -> Option<T>) -> Option<T> {
-    // Threads get no heap in this mode, so the set-up that registers the fork handlers
-    // (which take this lock before fork) runs from here.
-    crate::process::process_start();
     let mut global = ctx.global_heap.lock();
     if global.0.is_null() {
         global.0 = ctx.heaps.lock().acquire(&ctx.os)?;
@@ -60,15 +56,15 @@ fn trailer(ptr: *mut u8, usable: usize) -> *mut [usize; 2] {
 }
 
 /// Allocates a checked block.
-pub fn alloc(size: usize, align_bytes: usize, zero: bool) -> *mut u8 {
+pub fn alloc(ctx: &Context<RealOs>, size: usize, align_bytes: usize, zero: bool) -> *mut u8 {
     let Some(total) = size.checked_add(TRAILER_BYTES) else {
         return ptr::null_mut();
     };
-    let Some((p, zeroed)) = with_global(&CTX, |h| CTX.alloc_with(h, total, align_bytes)) else {
+    let Some((p, zeroed)) = with_global(ctx, |h| ctx.alloc_with(h, total, align_bytes)) else {
         return ptr::null_mut();
     };
     let p = p.as_ptr();
-    let usable = CTX.usable_size(p, "malloc");
+    let usable = ctx.usable_size(p, "malloc");
     // SAFETY: `p` is a fresh block of `usable >= size + 16` bytes.
     unsafe {
         if zero && !zeroed {
@@ -83,8 +79,8 @@ pub fn alloc(size: usize, align_bytes: usize, zero: bool) -> *mut u8 {
 
 /// The requested size of the live checked block at `ptr`, after verifying its trailer and
 /// canary; reports and aborts otherwise.
-fn verify_live(ptr: *mut u8, call: &str) -> (usize, usize) {
-    let usable = CTX.usable_size(ptr, call);
+fn verify_live(ctx: &Context<RealOs>, ptr: *mut u8, call: &str) -> (usize, usize) {
+    let usable = ctx.usable_size(ptr, call);
     if usable < TRAILER_BYTES {
         fatal::bad_pointer(call, "invalid pointer", ptr as usize);
     }
@@ -114,11 +110,11 @@ fn verify_live(ptr: *mut u8, call: &str) -> (usize, usize) {
 /// # Safety
 /// `ptr` must be null or a pointer the program got from the allocator (what it points to
 /// is verified before anything is written).
-pub unsafe fn free(ptr: *mut u8, call: &str) {
+pub unsafe fn free(ctx: &Context<RealOs>, ptr: *mut u8, call: &str) {
     if ptr.is_null() {
         return;
     }
-    let (_, usable) = verify_live(ptr, call);
+    let (_, usable) = verify_live(ctx, ptr, call);
     // SAFETY: the trailer lies inside the block.
     unsafe { trailer(ptr, usable).write_unaligned([FREED_MAGIC ^ ptr as usize, 0]) };
     let evicted = {
@@ -131,46 +127,51 @@ pub unsafe fn free(ptr: *mut u8, call: &str) {
         }
     };
     if evicted != 0 {
-        free_for_real(evicted, call);
+        free_for_real(ctx, evicted, call);
     }
 }
 
 /// Frees a block that left the quarantine (freed by the program, held only by us).
-fn free_for_real(addr: usize, call: &str) {
-    with_global(&CTX, |h| {
+fn free_for_real(ctx: &Context<RealOs>, addr: usize, call: &str) {
+    with_global(ctx, |h| {
         // SAFETY: the block left the quarantine: freed by the program, held only by us.
-        unsafe { CTX.free_with(Some(h), addr as *mut u8, call) };
+        unsafe { ctx.free_with(Some(h), addr as *mut u8, call) };
         Some(())
     });
 }
 
 /// The requested size of a live checked block (0 for null).
-pub fn usable_size(ptr: *const u8, call: &str) -> usize {
+pub fn usable_size(ctx: &Context<RealOs>, ptr: *const u8, call: &str) -> usize {
     if ptr.is_null() {
         return 0;
     }
-    verify_live(ptr.cast_mut(), call).0
+    verify_live(ctx, ptr.cast_mut(), call).0
 }
 
 /// Reallocates a checked block (`ptr` not null, `new_size` > 0).
 ///
 /// # Safety
 /// As for [`free`].
-pub unsafe fn realloc(ptr: *mut u8, new_size: usize, align_bytes: usize) -> *mut u8 {
-    let (size, _) = verify_live(ptr, "realloc");
-    let new = alloc(new_size, align_bytes, false);
+pub unsafe fn realloc(
+    ctx: &Context<RealOs>,
+    ptr: *mut u8,
+    new_size: usize,
+    align_bytes: usize,
+) -> *mut u8 {
+    let (size, _) = verify_live(ctx, ptr, "realloc");
+    let new = alloc(ctx, new_size, align_bytes, false);
     if new.is_null() {
         return new;
     }
     // SAFETY: both blocks are live and at least `min(size, new_size)` long.
     unsafe { ptr::copy_nonoverlapping(ptr, new, size.min(new_size)) };
     // SAFETY: `ptr` was verified live above.
-    unsafe { free(ptr, "realloc") };
+    unsafe { free(ctx, ptr, "realloc") };
     new
 }
 
 /// Empties the quarantine (for `malloc_trim`).
-pub fn drain() {
+pub fn drain(ctx: &Context<RealOs>) {
     loop {
         let victim = {
             let mut q = QUARANTINE.lock();
@@ -179,6 +180,6 @@ pub fn drain() {
                 None => return,
             }
         };
-        free_for_real(victim, "free");
+        free_for_real(ctx, victim, "free");
     }
 }

@@ -565,7 +565,7 @@ impl HeapLocal {
         if !slab.is_null() {
             return Some(slab);
         }
-        let seg = pool.lock().acquire(os, heap)?;
+        let seg = pool.lock().acquire(os, heap as usize)?;
         self.link_segment(seg);
         // Slabs 1.. go to the clean list in address order; slab 0 is the header.
         for i in 1..SLABS_PER_SEGMENT {

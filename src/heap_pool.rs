@@ -108,7 +108,7 @@ impl HeapPool {
         // heap is never freed, so it may join the statistics' list.
         unsafe {
             Heap::init(heap);
-            crate::stats::register_heap(heap);
+            crate::stats::register_heap(core::ptr::addr_of_mut!((*heap).stats));
         }
         Some(heap)
     }

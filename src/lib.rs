@@ -79,7 +79,7 @@ pub fn trim() -> usize {
 /// Walks the calling thread's heap, the heap of exited threads and the medium allocator,
 /// and reports the first broken invariant found (what `ox_heap_check` does from C).
 pub fn heap_check() -> Result<(), &'static str> {
-    validate::check_current()
+    process::heap_check()
 }
 
 /// The library's version (`CARGO_PKG_VERSION`).

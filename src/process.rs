@@ -18,7 +18,17 @@ use core::ptr;
 use core::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
 
 /// The process's allocator.
-pub static CTX: Context<RealOs> = Context::new(RealOs);
+pub static CTX: Context<RealOs> = Context::with_checked_free(RealOs, checked_free);
+
+/// Frees of threads without a heap in check mode (every thread, in that mode) go to the
+/// checker's quarantine.
+///
+/// # Safety
+/// As for [`Context::free_with`].
+unsafe fn checked_free(ptr: *mut u8, call: &str) {
+    // SAFETY: forwarded contract.
+    unsafe { crate::check::free(&CTX, ptr, call) }
+}
 
 /// Which heap the calling thread allocates from.
 enum ThreadHeap {
@@ -240,7 +250,8 @@ pub fn alloc(size: usize) -> *mut u8 {
 #[inline(never)]
 fn alloc_slow(size: usize) -> *mut u8 {
     if crate::config::check_mode() {
-        return crate::check::alloc(size, MIN_ALIGN, false);
+        process_start();
+        return crate::check::alloc(&CTX, size, MIN_ALIGN, false);
     }
     if size <= SMALL_MAX_BYTES {
         return with_heap(|heap| CTX.alloc_small(heap, size_class::class_of(size)));
@@ -255,7 +266,8 @@ pub fn alloc_aligned(size: usize, align_bytes: usize) -> *mut u8 {
         return alloc(size);
     }
     if crate::config::check_mode() {
-        return crate::check::alloc(size, align_bytes, false);
+        process_start();
+        return crate::check::alloc(&CTX, size, align_bytes, false);
     }
     with_heap(|heap| {
         CTX.alloc_with(heap, size, align_bytes)
@@ -266,7 +278,8 @@ pub fn alloc_aligned(size: usize, align_bytes: usize) -> *mut u8 {
 /// Zeroed allocation at an alignment (a power of two); null when memory is short.
 pub fn alloc_zeroed_aligned(size: usize, align_bytes: usize) -> *mut u8 {
     if crate::config::check_mode() {
-        return crate::check::alloc(size, align_bytes.max(MIN_ALIGN), true);
+        process_start();
+        return crate::check::alloc(&CTX, size, align_bytes.max(MIN_ALIGN), true);
     }
     with_heap(
         |heap| match CTX.alloc_with(heap, size, align_bytes.max(MIN_ALIGN)) {
@@ -302,7 +315,9 @@ pub unsafe fn realloc_aligned(ptr: *mut u8, new_size: usize, align_bytes: usize)
     }
     if crate::config::check_mode() {
         // SAFETY: forwarded contract.
-        return unsafe { crate::check::realloc(ptr, new_size.max(1), align_bytes.max(MIN_ALIGN)) };
+        return unsafe {
+            crate::check::realloc(&CTX, ptr, new_size.max(1), align_bytes.max(MIN_ALIGN))
+        };
     }
     // SAFETY: `ptr` is the program's realloc argument (caller).
     if unsafe { CTX.small_block_fits(ptr, new_size) } {
@@ -323,7 +338,7 @@ pub unsafe fn realloc_aligned(ptr: *mut u8, new_size: usize, align_bytes: usize)
 /// Usable size of a live block (0 for null).
 pub fn usable_size(ptr: *const u8, call: &str) -> usize {
     if crate::config::check_mode() {
-        return crate::check::usable_size(ptr, call);
+        return crate::check::usable_size(&CTX, ptr, call);
     }
     CTX.usable_size(ptr, call)
 }
@@ -336,7 +351,22 @@ pub fn owns(ptr: *const u8) -> bool {
 /// Returns free memory to the OS; the bytes released or purged.
 pub fn trim() -> usize {
     if crate::config::check_mode() {
-        crate::check::drain();
+        crate::check::drain(&CTX);
     }
     CTX.trim(tls::owned_heap())
+}
+
+/// Checks the calling thread's heap, the global heap and the buddy arena (`ox_heap_check`).
+pub fn heap_check() -> crate::validate::CheckResult {
+    if let Some(heap) = tls::owned_heap() {
+        crate::validate::check_heap(&heap)?;
+    }
+    {
+        let global = CTX.global_heap.lock();
+        // SAFETY: the global heap is ours while its lock is held.
+        if let Some(heap) = unsafe { OwnedHeap::claim(global.0) } {
+            crate::validate::check_heap(&heap)?;
+        }
+    }
+    CTX.buddy.lock().check()
 }

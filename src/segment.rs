@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! segment base (4 MiB aligned)
-//! ├── slab 0: SegmentHeader { heap, slabs[64] ... }   (metadata; never holds blocks)
+//! ├── slab 0: SegmentHeader { owner, slabs[64] ... }  (metadata; never holds blocks)
 //! ├── slab 1: blocks of one size class
 //! ├── ...
 //! └── slab 63
@@ -13,12 +13,11 @@
 //! The [`SegmentPool`] keeps a few unused segments (already purged) for reuse by any heap
 //! and returns the rest to the OS.
 
-use crate::heap::Heap;
 use crate::os::{Os, OS_PAGE_BYTES};
 use crate::region_map::{self, Kind, CHUNK_BYTES};
 use crate::slab::{Slab, State, SLAB_BYTES, SLAB_SHIFT};
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicPtr, Ordering};
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 /// Bytes in a segment (= the region-map chunk).
 pub const SEGMENT_BYTES: usize = CHUNK_BYTES;
@@ -30,8 +29,9 @@ const POOL_KEEP: usize = 4;
 /// The header at the base of a segment.
 #[repr(C)]
 pub struct SegmentHeader {
-    /// The owning heap (never freed, so always safe to follow).
-    pub heap: AtomicPtr<Heap>,
+    /// The owner: the address of the heap that owns the segment (heaps are never freed, so
+    /// the heap layer may always follow it). Opaque here: this layer sits below heaps.
+    pub owner: AtomicUsize,
     /// Slabs assigned to a size class (not spare, not metadata).
     pub assigned_slabs: u32,
     /// Links in the owning heap's segment list, or in the pool.
@@ -71,7 +71,7 @@ impl SegmentHeader {
         // SAFETY: the header fits in slab 0 of the mapping (checked at compile time) and
         // nothing else uses the mapping yet.
         unsafe {
-            ptr::addr_of_mut!((*seg).heap).write(AtomicPtr::new(ptr::null_mut()));
+            ptr::addr_of_mut!((*seg).owner).write(AtomicUsize::new(0));
             ptr::addr_of_mut!((*seg).assigned_slabs).write(0);
             ptr::addr_of_mut!((*seg).next).write(ptr::null_mut());
             ptr::addr_of_mut!((*seg).prev).write(ptr::null_mut());
@@ -91,9 +91,9 @@ impl SegmentHeader {
     /// # Safety
     /// `segment` must be a live segment header (the region map says so).
     #[inline(always)]
-    pub unsafe fn owner(segment: *mut SegmentHeader) -> *mut Heap {
+    pub unsafe fn owner(segment: *mut SegmentHeader) -> usize {
         // SAFETY: the caller guarantees a live segment header.
-        unsafe { (*segment).heap.load(Ordering::Relaxed) }
+        unsafe { (*segment).owner.load(Ordering::Relaxed) }
     }
 }
 
@@ -127,9 +127,10 @@ impl SegmentPool {
         self.count
     }
 
-    /// A segment for `heap`: a pooled one or a new mapping. Its header is fresh; its slabs
+    /// A segment for `owner` (a heap's address): a pooled one or a new mapping. Its header
+    /// is fresh; its slabs
     /// read as zeros.
-    pub fn acquire<O: Os>(&mut self, os: &O, heap: *mut Heap) -> Option<*mut SegmentHeader> {
+    pub fn acquire<O: Os>(&mut self, os: &O, owner: usize) -> Option<*mut SegmentHeader> {
         let base = if self.head.is_null() {
             let base = os.map(SEGMENT_BYTES, SEGMENT_BYTES)?;
             region_map::set(base.as_ptr() as usize, Kind::Slab);
@@ -146,7 +147,7 @@ impl SegmentPool {
         // the segment exists.
         let seg = unsafe { SegmentHeader::init(base) };
         // SAFETY: `seg` is the header just written.
-        unsafe { (*seg).heap.store(heap, Ordering::Release) };
+        unsafe { (*seg).owner.store(owner, Ordering::Release) };
         Some(seg)
     }
 

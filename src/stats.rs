@@ -18,7 +18,6 @@ pub mod census;
 pub mod report;
 
 use crate::counter::OwnerU64;
-use crate::heap::Heap;
 use crate::size_class::CLASS_COUNT;
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
@@ -131,15 +130,15 @@ pub fn failed_requests() -> u64 {
     FAILED_REQUESTS.load(Ordering::Relaxed)
 }
 
-/// A free of a block owned by another thread's heap, by the calling thread.
+/// A free of a block owned by another thread's heap, by a thread with the counters `own`
+/// (None: a thread without a heap, after its exit cleanup).
 #[cold]
-pub fn remote_free() {
-    let heap = crate::tls::heap();
-    if heap.is_null() {
-        REMOTE_FREES_WITHOUT_HEAP.fetch_add(1, Ordering::Relaxed);
-    } else {
-        // SAFETY: the calling thread owns its TLS heap; heaps are never freed.
-        unsafe { (*heap).stats.remote_frees.add(1) };
+pub fn remote_free(own: Option<&HeapStats>) {
+    match own {
+        Some(stats) => stats.remote_frees.add(1),
+        None => {
+            REMOTE_FREES_WITHOUT_HEAP.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -151,8 +150,8 @@ pub struct HeapStats {
     pub refills: [OwnerU64; CLASS_COUNT],
     /// Frees of other heaps' blocks done by this heap's thread.
     pub remote_frees: OwnerU64,
-    /// The next heap in the list of every heap (see [`register_heap`]).
-    next: AtomicPtr<Heap>,
+    /// The next heap's counters in the list of every heap's (see [`register_heap`]).
+    next: AtomicPtr<HeapStats>,
 }
 
 impl Default for HeapStats {
@@ -180,32 +179,28 @@ impl HeapStats {
     }
 }
 
-/// Every heap ever made, newest first (heaps are never freed, so the list only grows).
-static ALL_HEAPS: AtomicPtr<Heap> = AtomicPtr::new(ptr::null_mut());
+/// The counters of every heap ever made, newest first (heaps are never freed, so the list
+/// only grows).
+static ALL_HEAPS: AtomicPtr<HeapStats> = AtomicPtr::new(ptr::null_mut());
 
-/// Adds a new heap to the list the statistics walk. Called once per heap, by its creator,
-/// under the heap pool's lock (so pushes never race each other).
+/// Adds a new heap's counters to the list the statistics walk. Called once per heap, by
+/// its creator, under the heap pool's lock (so pushes never race each other).
 ///
 /// # Safety
-/// `heap` must be a freshly initialised heap that is never freed.
-pub unsafe fn register_heap(heap: *mut Heap) {
-    // SAFETY: the caller gives a valid heap; its `next` is ours to set before publishing.
-    unsafe {
-        (*heap)
-            .stats
-            .next
-            .store(ALL_HEAPS.load(Ordering::Relaxed), Ordering::Relaxed)
-    };
-    ALL_HEAPS.store(heap, Ordering::Release);
+/// `stats` must be the counters of a freshly initialised heap, which is never freed.
+pub unsafe fn register_heap(stats: *mut HeapStats) {
+    // SAFETY: the caller gives valid counters; `next` is ours to set before publishing.
+    unsafe { (*stats).next.store(ALL_HEAPS.load(Ordering::Relaxed), Ordering::Relaxed) };
+    ALL_HEAPS.store(stats, Ordering::Release);
 }
 
 /// Calls `f` with every heap's counters.
 pub fn for_each_heap(mut f: impl FnMut(&HeapStats)) {
     let mut h = ALL_HEAPS.load(Ordering::Acquire);
     while !h.is_null() {
-        // SAFETY: registered heaps are never freed; `next` was set before the heap was
-        // published (release/acquire above), and the counters are atomics.
-        let stats = unsafe { &(*h).stats };
+        // SAFETY: registered counters belong to heaps that are never freed; `next` was set
+        // before they were published (release/acquire above), and the counters are atomics.
+        let stats = unsafe { &*h };
         f(stats);
         h = stats.next.load(Ordering::Relaxed);
     }

@@ -20,22 +20,6 @@ use core::sync::atomic::Ordering;
 /// Result of a check: the first violation found.
 pub type CheckResult = Result<(), &'static str>;
 
-/// Checks the calling thread's heap, the global heap and the buddy arena.
-pub fn check_current() -> CheckResult {
-    let ctx = &crate::process::CTX;
-    if let Some(heap) = crate::tls::owned_heap() {
-        check_heap(&heap)?;
-    }
-    {
-        let global = ctx.global_heap.lock();
-        // SAFETY: the global heap is ours while its lock is held.
-        if let Some(heap) = unsafe { OwnedHeap::claim(global.0) } {
-            check_heap(&heap)?;
-        }
-    }
-    ctx.buddy.lock().check()
-}
-
 /// Checks one slab's counts and links.
 ///
 /// # Safety
@@ -148,7 +132,7 @@ unsafe fn check_pending(heap: *mut Heap, segments: usize) -> CheckResult {
         }
         let seg = SegmentHeader::of(addr);
         // SAFETY: the region map says the segment is live.
-        if unsafe { SegmentHeader::owner(seg) } != heap {
+        if unsafe { SegmentHeader::owner(seg) } != heap as usize {
             return Err("pending: an entry belongs to another heap");
         }
         // SAFETY: `cur` points into a live segment header of ours (checked above).
@@ -191,7 +175,7 @@ pub fn check_heap(owned: &OwnedHeap) -> CheckResult {
     while !seg.is_null() {
         segments += 1;
         // SAFETY: a segment on the heap's list is live.
-        if unsafe { SegmentHeader::owner(seg) } != heap {
+        if unsafe { SegmentHeader::owner(seg) } != heap as usize {
             return Err("segment: owner is not the heap that lists it");
         }
         let mut assigned = 0;

@@ -166,7 +166,7 @@ pub unsafe extern "C" fn ox_stats_get(out: *mut OxStats) {
 /// invariant holds; otherwise writes the first violation to stderr and returns -1.
 #[no_mangle]
 pub extern "C" fn ox_heap_check() -> c_int {
-    match crate::validate::check_current() {
+    match crate::process::heap_check() {
         Ok(()) => 0,
         Err(message) => {
             let mut buf = crate::fatal::MessageBuffer::new();
