@@ -303,7 +303,6 @@ fn path(opt: Opt) -> &'static [u8] {
     paths.get(slot).map_or(&[], |p| p.as_bytes())
 }
 
-
 /// True in check mode (`OXMALLOC_CHECK`).
 #[inline]
 pub fn check_mode() -> bool {
@@ -404,21 +403,6 @@ pub fn tls_mode() -> &'static str {
         "initial-exec"
     }
 }
-
-/// Runs when the library is loaded, after libc is set up: loads the options (so that
-/// `OXMALLOC_VERBOSE` speaks even in a program that never allocates) and prepares the exit
-/// report. Loading may already have happened at an earlier `malloc`; both steps run once.
-extern "C" fn on_load() {
-    ensure_loaded();
-    crate::stats::report::at_start();
-}
-
-/// The ELF constructor entry (`.init_array`), run by the dynamic loader for the shared
-/// library and by the C runtime for a program linked with the static one.
-#[used]
-#[link_section = ".init_array"]
-static ON_LOAD: extern "C" fn() = on_load;
-
 
 #[cfg(test)]
 mod tests {

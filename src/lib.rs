@@ -28,31 +28,17 @@
 #![warn(missing_docs)]
 
 pub(crate) mod abi;
-pub(crate) mod allocator;
-pub(crate) mod buddy;
-pub(crate) mod check;
+pub(crate) mod block;
 pub(crate) mod config;
 pub(crate) mod counter;
 pub(crate) mod fatal;
 pub(crate) mod heap;
-pub(crate) mod heap_pool;
-pub(crate) mod large;
-pub(crate) mod medium_cache;
 pub(crate) mod os;
 pub(crate) mod process;
 pub(crate) mod region_map;
-pub(crate) mod remote_free;
-pub(crate) mod segment;
-pub(crate) mod size_class;
-pub(crate) mod slab;
 pub(crate) mod stats;
 pub(crate) mod sync;
-pub(crate) mod tls;
-pub(crate) mod validate;
 pub(crate) mod writer;
-
-#[cfg(test)]
-mod core_tests;
 
 pub use abi::extended::{
     ox_aligned_alloc, ox_calloc, ox_free, ox_heap_check, ox_malloc, ox_owns, ox_realloc,
@@ -67,7 +53,7 @@ pub type Stats = OxStats;
 /// purged, medium and huge blocks, threads and heaps. Walks every slab and takes the global
 /// locks briefly, one at a time: meant for monitoring, not for a hot loop.
 pub fn stats() -> Stats {
-    stats::census::take(true).stats
+    process::census::take(true).stats
 }
 
 /// Returns free memory to the OS: empty slabs, free medium spans, cached huge mappings and

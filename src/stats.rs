@@ -1,26 +1,22 @@
-//! Statistics: counters kept off the fast paths, and the figures built from them.
+//! Process-wide statistics counters, kept off the fast paths (every layer may count here;
+//! this module uses nothing above the OS layer).
 //!
 //! What is counted where, and what it costs:
 //! - Nothing on the `malloc`/`free` fast paths. Live small blocks are not counted one by one:
-//!   [`census`] reads each slab's live count (`Slab::used`, which the owner already keeps)
-//!   at report time, walking the segments through the region map.
-//! - Per heap ([`HeapStats`], written by the heap's owner with a relaxed load and store, so
-//!   readers race with nothing): slow-path allocations per size class ("refills") and
-//!   remote frees done by the heap's thread.
-//! - Process-wide atomics, touched only where the allocator already pays for a syscall or a
-//!   global lock: bytes mapped, bytes purged, bytes *held* (assigned slabs, allocated medium
-//!   spans, huge mappings) and their peak, threads started and exited, failed requests.
+//!   the census (`process::census`) reads each slab's live count (`Slab::used`, which the
+//!   owner already keeps) at report time, walking the segments through the region map.
+//! - Per heap (`heap::counters::HeapStats`, written by the heap's owner with a relaxed load
+//!   and store, so readers race with nothing): slow-path allocations per size class
+//!   ("refills") and remote frees done by the heap's thread.
+//! - Process-wide atomics (here), touched only where the allocator already pays for a
+//!   syscall or a global lock: bytes mapped, bytes purged, bytes *held* (assigned slabs,
+//!   allocated medium spans, huge mappings) and their peak, threads started and exited,
+//!   failed requests.
 //!
-//! [`census`] gathers the figures (taking the global locks one at a time), [`report`]
-//! prints them at exit (`OXMALLOC_STATS`) and for `malloc_stats`.
+//! The census gathers the figures (taking the global locks one at a time); the report
+//! (`process::report`) prints them at exit (`OXMALLOC_STATS`) and for `malloc_stats`.
 
-pub mod census;
-pub mod report;
-
-use crate::counter::OwnerU64;
-use crate::size_class::CLASS_COUNT;
-use core::ptr;
-use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 static MAPPED_BYTES: AtomicUsize = AtomicUsize::new(0);
 static PEAK_MAPPED_BYTES: AtomicUsize = AtomicUsize::new(0);
@@ -31,8 +27,6 @@ static PEAK_HELD_BYTES: AtomicUsize = AtomicUsize::new(0);
 static THREADS_STARTED: AtomicU64 = AtomicU64::new(0);
 static THREADS_EXITED: AtomicU64 = AtomicU64::new(0);
 static FAILED_REQUESTS: AtomicU64 = AtomicU64::new(0);
-/// Remote frees by threads that have no heap of their own (after their exit cleanup).
-static REMOTE_FREES_WITHOUT_HEAP: AtomicU64 = AtomicU64::new(0);
 
 /// Records `bytes` newly mapped.
 pub fn add_mapped(bytes: usize) {
@@ -128,87 +122,4 @@ pub fn failed_request() {
 /// Allocating calls that failed for lack of memory.
 pub fn failed_requests() -> u64 {
     FAILED_REQUESTS.load(Ordering::Relaxed)
-}
-
-/// A free of a block owned by another thread's heap, by a thread with the counters `own`
-/// (None: a thread without a heap, after its exit cleanup).
-#[cold]
-pub fn remote_free(own: Option<&HeapStats>) {
-    match own {
-        Some(stats) => stats.remote_frees.add(1),
-        None => {
-            REMOTE_FREES_WITHOUT_HEAP.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-}
-
-/// Counters of one heap. Only the heap's owner (its thread, or the holder of the lock that
-/// guards it) writes them; any thread may read them.
-pub struct HeapStats {
-    /// Small allocations of each class that took the slow path (the current slab had no
-    /// free block).
-    pub refills: [OwnerU64; CLASS_COUNT],
-    /// Frees of other heaps' blocks done by this heap's thread.
-    pub remote_frees: OwnerU64,
-    /// The next heap's counters in the list of every heap's (see [`register_heap`]).
-    next: AtomicPtr<HeapStats>,
-}
-
-impl Default for HeapStats {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl HeapStats {
-    /// Zero counters.
-    pub const fn new() -> HeapStats {
-        HeapStats {
-            refills: [const { OwnerU64::new(0) }; CLASS_COUNT],
-            remote_frees: OwnerU64::new(0),
-            next: AtomicPtr::new(ptr::null_mut()),
-        }
-    }
-
-    /// Counts a slow-path allocation of class `class` (owner only).
-    #[inline]
-    pub fn count_refill(&self, class: usize) {
-        if let Some(c) = self.refills.get(class) {
-            c.add(1);
-        }
-    }
-}
-
-/// The counters of every heap ever made, newest first (heaps are never freed, so the list
-/// only grows).
-static ALL_HEAPS: AtomicPtr<HeapStats> = AtomicPtr::new(ptr::null_mut());
-
-/// Adds a new heap's counters to the list the statistics walk. Called once per heap, by
-/// its creator, under the heap pool's lock (so pushes never race each other).
-///
-/// # Safety
-/// `stats` must be the counters of a freshly initialised heap, which is never freed.
-pub unsafe fn register_heap(stats: *mut HeapStats) {
-    // SAFETY: the caller gives valid counters; `next` is ours to set before publishing.
-    unsafe { (*stats).next.store(ALL_HEAPS.load(Ordering::Relaxed), Ordering::Relaxed) };
-    ALL_HEAPS.store(stats, Ordering::Release);
-}
-
-/// Calls `f` with every heap's counters.
-pub fn for_each_heap(mut f: impl FnMut(&HeapStats)) {
-    let mut h = ALL_HEAPS.load(Ordering::Acquire);
-    while !h.is_null() {
-        // SAFETY: registered counters belong to heaps that are never freed; `next` was set
-        // before they were published (release/acquire above), and the counters are atomics.
-        let stats = unsafe { &*h };
-        f(stats);
-        h = stats.next.load(Ordering::Relaxed);
-    }
-}
-
-/// Remote frees by every thread so far.
-pub fn remote_frees() -> u64 {
-    let mut total = REMOTE_FREES_WITHOUT_HEAP.load(Ordering::Relaxed);
-    for_each_heap(|s| total += s.remote_frees.get());
-    total
 }

@@ -18,7 +18,7 @@ mod sync {
 }
 
 #[allow(dead_code)]
-#[path = "../src/remote_free.rs"]
+#[path = "../src/block/remote_free.rs"]
 mod remote_free;
 
 use loom::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};

@@ -4,89 +4,7 @@
 
 use core::ffi::{c_char, c_int, c_void};
 
-/// Figures about the allocator, filled in by `ox_stats_get` (C) and returned by
-/// `oxmalloc::stats()` (Rust, as `oxmalloc::Stats`).
-///
-/// They are gathered when asked for: small blocks are counted by walking every slab, medium
-/// and huge ones under their allocators' locks. Each figure is exact when taken, but a
-/// program that allocates in other threads meanwhile may see them disagree slightly. Live
-/// counts include blocks freed by other threads that their owner has not collected yet.
-/// Fields are only ever added at the end.
-#[repr(C)]
-#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
-pub struct OxStats {
-    /// Bytes of address space mapped by the allocator.
-    pub mapped_bytes: usize,
-    /// The most bytes ever mapped at once.
-    pub peak_mapped_bytes: usize,
-    /// Bytes in allocated medium (buddy) blocks, live or parked in a thread's cache.
-    pub medium_allocated_bytes: usize,
-    /// Bytes mapped for live huge blocks (whole mappings: the header OS page included).
-    pub huge_live_bytes: usize,
-    /// Bytes of freed huge mappings kept for reuse.
-    pub huge_cached_bytes: usize,
-    /// Thread heaps created so far.
-    pub heaps_created: usize,
-    /// Heaps of exited threads waiting to be adopted.
-    pub heaps_abandoned: usize,
-    /// Bytes in live blocks: small blocks at their size class's block size, medium blocks
-    /// in whole OS pages, huge blocks as `huge_live_bytes`.
-    pub live_bytes: usize,
-    /// Live blocks.
-    pub live_blocks: usize,
-    /// Bytes in live small blocks (up to 16 KiB).
-    pub small_live_bytes: usize,
-    /// Live small blocks.
-    pub small_live_blocks: usize,
-    /// Bytes in live medium blocks (up to 1 MiB).
-    pub medium_live_bytes: usize,
-    /// Live medium blocks.
-    pub medium_live_blocks: usize,
-    /// Live huge blocks.
-    pub huge_live_blocks: usize,
-    /// Bytes mapped and not in live blocks (free blocks, spare slabs, free spans, caches,
-    /// the allocator's metadata): `mapped_bytes - live_bytes`.
-    pub free_bytes: usize,
-    /// Bytes held for blocks now: slabs assigned to a size class, allocated medium blocks,
-    /// live huge mappings.
-    pub held_bytes: usize,
-    /// The most bytes ever held at once: an upper bound of the peak of live bytes (small
-    /// blocks count by whole 64 KiB slabs; counting them one by one would cost every
-    /// `malloc`).
-    pub peak_held_bytes: usize,
-    /// Bytes of the allocator's mappings resident in memory (by `mincore`).
-    pub resident_bytes: usize,
-    /// Bytes given back to the OS with `madvise` so far (still mapped).
-    pub purged_bytes: usize,
-    /// `madvise` calls that gave memory back.
-    pub purge_count: usize,
-    /// 4 MiB slab segments mapped (pooled ones included).
-    pub segments: usize,
-    /// Unused segments kept for reuse.
-    pub pooled_segments: usize,
-    /// 64 KiB slabs assigned to a size class.
-    pub slabs: usize,
-    /// Medium blocks freed and parked in threads' caches.
-    pub medium_cached_blocks: usize,
-    /// Their bytes.
-    pub medium_cached_bytes: usize,
-    /// Bytes in free medium spans.
-    pub medium_free_bytes: usize,
-    /// 4 MiB medium regions mapped.
-    pub medium_regions: usize,
-    /// Freed huge mappings kept for reuse.
-    pub huge_cached_count: usize,
-    /// Abandoned heaps adopted by new threads.
-    pub heaps_adopted: usize,
-    /// Threads that got a heap (a thread gets one at its first small allocation).
-    pub threads_started: usize,
-    /// Of those, threads that exited (and handed their heap back).
-    pub threads_exited: usize,
-    /// Frees of a block by a thread other than its owner.
-    pub remote_frees: usize,
-    /// Allocating calls that returned NULL for lack of memory.
-    pub failed_requests: usize,
-}
+pub use crate::process::census::OxStats;
 
 /// Allocates `size` bytes (16-byte aligned). NULL with errno ENOMEM on failure.
 #[no_mangle]
@@ -157,7 +75,7 @@ pub unsafe extern "C" fn ox_stats_get(out: *mut OxStats) {
     if out.is_null() {
         return;
     }
-    let stats = crate::stats::census::take(true).stats;
+    let stats = crate::process::census::take(true).stats;
     // SAFETY: `out` is valid for writing (caller).
     unsafe { out.write(stats) };
 }

@@ -67,7 +67,7 @@ pub struct MallInfo2 {
 /// - `keepcost`: bytes `malloc_trim` would give back at once (pooled segments, cached huge
 ///   mappings).
 pub fn mallinfo2() -> MallInfo2 {
-    mallinfo2_from(&crate::stats::census::take(false).stats)
+    mallinfo2_from(&crate::process::census::take(false).stats)
 }
 
 fn mallinfo2_from(s: &crate::OxStats) -> MallInfo2 {
@@ -79,7 +79,7 @@ fn mallinfo2_from(s: &crate::OxStats) -> MallInfo2 {
         hblkhd: s.huge_live_bytes,
         uordblks,
         fordblks: arena.saturating_sub(uordblks),
-        keepcost: s.huge_cached_bytes + s.pooled_segments * crate::segment::SEGMENT_BYTES,
+        keepcost: s.huge_cached_bytes + s.pooled_segments * crate::block::segment::SEGMENT_BYTES,
         ..MallInfo2::default()
     }
 }
@@ -156,7 +156,7 @@ pub fn malloc_trim(_pad: usize) -> c_int {
 
 /// `malloc_stats`: the text report (as `OXMALLOC_STATS=text` prints at exit) on fd 2.
 pub fn print_stats() {
-    crate::stats::report::write_report(
+    crate::process::report::write_report(
         &mut crate::writer::Writer::to_fd(2),
         crate::config::StatsMode::Text,
     );
@@ -172,7 +172,7 @@ pub unsafe fn malloc_info(options: c_int, stream: *mut libc::FILE) -> c_int {
         // As glibc: the error is the return value, and errno is left alone.
         return libc::EINVAL;
     }
-    let census = crate::stats::census::take(false);
+    let census = crate::process::census::take(false);
     let s = &census.stats;
     let m = mallinfo2_from(s);
     let mut w = Writer::new(Sink::File(stream));

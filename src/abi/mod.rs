@@ -12,9 +12,9 @@ pub mod exports;
 pub mod extended;
 pub mod glibc;
 
-use crate::allocator::MIN_ALIGN;
 use crate::os::OS_PAGE_BYTES;
 use crate::process as allocator;
+use crate::process::context::MIN_ALIGN;
 use core::ffi::{c_int, c_void};
 use core::ptr;
 

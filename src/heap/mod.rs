@@ -26,13 +26,18 @@
 //! of `OwnedHeap` or of `HeapLocal`; the owner-only part of each slab of the heap is
 //! reached through it too (`Slab::local`), since the heap owns its slabs.
 
-use crate::buddy::BuddyArena;
-use crate::medium_cache::MediumCache;
+pub(crate) mod counters;
+pub(crate) mod medium_cache;
+pub(crate) mod pool;
+pub(crate) mod validate;
+
+use crate::block::buddy::BuddyArena;
+use crate::block::remote_free;
+use crate::block::segment::{SegmentHeader, SegmentPool, SLABS_PER_SEGMENT};
+use crate::block::size_class::{SizeClass, CLASS_COUNT};
+use crate::block::slab::{sentinel, Slab, SlabList, State, FULL_FLAG, SLAB_BYTES};
+use crate::heap::medium_cache::MediumCache;
 use crate::os::Os;
-use crate::remote_free;
-use crate::segment::{SegmentHeader, SegmentPool, SLABS_PER_SEGMENT};
-use crate::size_class::{SizeClass, CLASS_COUNT};
-use crate::slab::{sentinel, Slab, SlabList, State, FULL_FLAG, SLAB_BYTES};
 use crate::sync::Mutex;
 use core::cell::UnsafeCell;
 use core::marker::PhantomData;
@@ -78,7 +83,7 @@ pub struct Heap {
     pool: UnsafeCell<PoolLinks>,
     /// Counters for the statistics: written by the owner with relaxed loads and stores
     /// (slow paths only), read by the reports from any thread.
-    pub stats: crate::stats::HeapStats,
+    pub stats: counters::HeapStats,
 }
 
 /// The owner-only part of a heap.
@@ -156,7 +161,7 @@ impl Heap {
                     prev: ptr::null_mut(),
                     orphaned_by_fork: false,
                 }),
-                stats: crate::stats::HeapStats::new(),
+                stats: counters::HeapStats::new(),
             })
         };
     }
@@ -638,7 +643,7 @@ impl HeapLocal {
                     // SAFETY: no assigned slab means no live block and no queued slab
                     // (remote-free invariant 2); the segment is off every list of ours.
                     unsafe { pool.lock().release(os, seg) };
-                    released += crate::segment::SEGMENT_BYTES;
+                    released += crate::block::segment::SEGMENT_BYTES;
                 }
             }
             seg = next;

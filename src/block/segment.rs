@@ -13,9 +13,9 @@
 //! The [`SegmentPool`] keeps a few unused segments (already purged) for reuse by any heap
 //! and returns the rest to the OS.
 
+use crate::block::slab::{Slab, State, SLAB_BYTES, SLAB_SHIFT};
 use crate::os::{Os, OS_PAGE_BYTES};
 use crate::region_map::{self, Kind, CHUNK_BYTES};
-use crate::slab::{Slab, State, SLAB_BYTES, SLAB_SHIFT};
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicUsize, Ordering};
 

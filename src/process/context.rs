@@ -13,16 +13,16 @@
 //! separate context over [`crate::os::fake::FakeOs`]; the process uses
 //! [`crate::process::CTX`] over the real OS and the calling thread's TLS heap.
 
-use crate::buddy::{self, BuddyArena, MediumRequest};
+use crate::block::buddy::{self, BuddyArena, MediumRequest};
+use crate::block::large::Large;
+use crate::block::segment::{SegmentHeader, SegmentPool};
+use crate::block::size_class::{self, SizeClass, SMALL_MAX_BYTES};
+use crate::block::slab::{free_cookie, Block, Slab, FULL_FLAG};
 use crate::fatal;
+use crate::heap::pool::HeapPool;
 use crate::heap::{Heap, HeapPtr, OwnedHeap};
-use crate::heap_pool::HeapPool;
-use crate::large::Large;
 use crate::os::Os;
 use crate::region_map::{self, Kind};
-use crate::segment::{SegmentHeader, SegmentPool};
-use crate::size_class::{self, SizeClass, SMALL_MAX_BYTES};
-use crate::slab::{free_cookie, Block, Slab, FULL_FLAG};
 use crate::sync::Mutex;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -467,7 +467,7 @@ impl<O: Os> Context<O> {
                 Heap::push_pending(SegmentHeader::owner(seg) as *mut Heap, slab);
             }
         }
-        crate::stats::remote_free(heap.as_ref().map(|h| &h.shared().stats));
+        crate::heap::counters::remote_free(heap.as_ref().map(|h| &h.shared().stats));
     }
 
     /// Hands back a thread's heap at thread exit (the ownership goes with it).

@@ -17,8 +17,8 @@
 //! [`NOTIFY`] (the owner parked the slab on its full list and asks the next remote freer to
 //! tell it) and [`QUEUED`] (the slab is on its heap's pending stack, or going onto it).
 
+use crate::block::size_class::{SizeClass, MIN_BLOCK_BYTES};
 use crate::counter::OwnerU32;
-use crate::size_class::{SizeClass, MIN_BLOCK_BYTES};
 use core::cell::UnsafeCell;
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
@@ -33,8 +33,8 @@ pub const FULL_FLAG: u32 = 1 << 31;
 /// its last live block then needs no list move, and the fast path's single compare lets
 /// it through (a loop that allocates and frees one block never leaves the fast path).
 pub const CURRENT_FLAG: u32 = 1 << 30;
-use crate::remote_free;
-pub use crate::remote_free::{NOTIFY, QUEUED};
+use crate::block::remote_free;
+pub use crate::block::remote_free::{NOTIFY, QUEUED};
 
 /// Blocks carved per extension of a slab's free list: enough to cover one OS page of small
 /// blocks, so a fresh slab touches memory only as fast as it is used.
@@ -628,7 +628,7 @@ mod tests {
         assert!(!mem.is_null());
         let slab = Slab::new_unassigned(mem);
         // SAFETY: the test owns the slab, which holds no block.
-        unsafe { slab.assign(crate::size_class::class_of(block_bytes)) };
+        unsafe { slab.assign(crate::block::size_class::class_of(block_bytes)) };
         assert_eq!(
             slab.block_bytes.load(Ordering::Relaxed) as usize,
             block_bytes

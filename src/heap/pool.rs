@@ -99,7 +99,7 @@ impl HeapPool {
         }
         if self.created == 0 {
             // Before any slab exists: every free cookie is made with the final secret.
-            crate::slab::init_cookie_secret();
+            crate::block::slab::init_cookie_secret();
         }
         let heap = self.bump as *mut Heap;
         self.bump += HEAP_STRIDE_BYTES;
@@ -108,7 +108,7 @@ impl HeapPool {
         // heap is never freed, so it may join the statistics' list.
         unsafe {
             Heap::init(heap);
-            crate::stats::register_heap(core::ptr::addr_of_mut!((*heap).stats));
+            crate::heap::counters::register_heap(core::ptr::addr_of_mut!((*heap).stats));
         }
         Some(heap)
     }
@@ -132,7 +132,9 @@ impl HeapPool {
                 }
                 (*heap).pool_links().orphaned_by_fork = false;
                 // Taken off the list, the heap is ours to check.
-                if OwnedHeap::claim(heap).is_some_and(|h| crate::validate::check_heap(&h).is_ok()) {
+                if OwnedHeap::claim(heap)
+                    .is_some_and(|h| crate::heap::validate::check_heap(&h).is_ok())
+                {
                     return Some(heap);
                 }
                 (*heap).pool_links().next = self.broken;

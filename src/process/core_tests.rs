@@ -4,13 +4,13 @@
 //! Each test makes its own context and heaps, so they do not touch the process allocator
 //! (which the test harness itself runs on).
 
-use crate::allocator::Context;
+use crate::block::segment::SegmentHeader;
+use crate::block::size_class::{class_of, SizeClass};
+use crate::block::slab::{sentinel, State};
+use crate::heap::validate::check_heap;
 use crate::heap::{Heap, OwnedHeap};
 use crate::os::fake::FakeOs;
-use crate::segment::SegmentHeader;
-use crate::size_class::{class_of, SizeClass};
-use crate::slab::{sentinel, State};
-use crate::validate::check_heap;
+use crate::process::context::Context;
 use std::boxed::Box;
 use std::vec::Vec;
 
@@ -22,7 +22,7 @@ fn new_heap(ctx: &Context<FakeOs>) -> *mut Heap {
     ctx.heaps.lock().acquire(&ctx.os).expect("heap")
 }
 
-fn slab_of(p: *mut u8) -> *mut crate::slab::Slab {
+fn slab_of(p: *mut u8) -> *mut crate::block::slab::Slab {
     SegmentHeader::slab_of(SegmentHeader::of(p as usize), p as usize)
 }
 
@@ -54,7 +54,7 @@ fn a_slab_moves_current_full_partial_empty() {
     let ctx = new_context();
     let heap = new_heap(ctx);
     let class: SizeClass = class_of(1024);
-    let per_slab = crate::slab::SLAB_BYTES / 1024;
+    let per_slab = crate::block::slab::SLAB_BYTES / 1024;
     // Fill one slab and start a second: the first is parked on the full list.
     let blocks: Vec<*mut u8> = (0..per_slab + 1).map(|_| alloc(ctx, heap, 1000)).collect();
     let first = slab_of(blocks[0]);
@@ -88,7 +88,7 @@ fn a_slab_moves_current_full_partial_empty() {
 fn remote_frees_reach_a_full_slab_through_the_pending_stack() {
     let ctx = new_context();
     let owner = new_heap(ctx);
-    let per_slab = crate::slab::SLAB_BYTES / 256;
+    let per_slab = crate::block::slab::SLAB_BYTES / 256;
     let blocks: Vec<*mut u8> = (0..per_slab + 1).map(|_| alloc(ctx, owner, 256)).collect();
     let first = slab_of(blocks[0]);
     // SAFETY: the test owns `owner`; the other "thread" only uses the remote path.
@@ -321,7 +321,7 @@ fn medium_spans_are_cached_per_thread_and_double_frees_are_caught() {
     free(ctx, heap, p);
     assert_eq!(
         own(heap).local().medium.push(p as usize),
-        Err(crate::buddy::FreeError::InvalidPointer),
+        Err(crate::block::buddy::FreeError::InvalidPointer),
         "a double free is refused"
     );
     assert!(!ctx.owns(p), "a parked span is not a live block");

@@ -9,12 +9,12 @@
 //! - every list holds slabs of the right state and class, and its length is right; every
 //!   slab of the heap is in exactly one place (current, a class list, or a spare list).
 
-use crate::heap::{Heap, OwnedHeap};
-use crate::segment::{SegmentHeader, SLABS_PER_SEGMENT};
-use crate::size_class::CLASS_COUNT;
-use crate::slab::{
+use crate::block::segment::{SegmentHeader, SLABS_PER_SEGMENT};
+use crate::block::size_class::CLASS_COUNT;
+use crate::block::slab::{
     sentinel, Slab, SlabList, State, CURRENT_FLAG, FULL_FLAG, NOTIFY, QUEUED, SLAB_BYTES,
 };
+use crate::heap::{Heap, OwnedHeap};
 use core::sync::atomic::Ordering;
 
 /// Result of a check: the first violation found.
@@ -72,7 +72,7 @@ unsafe fn check_slab(shared: &Slab) -> CheckResult {
     // Remote frees: pushed blocks are immutable below the head, so walking a snapshot is
     // safe while other threads push.
     let mut remote = (shared.remote_free.load(Ordering::Acquire) & !(NOTIFY | QUEUED))
-        as *mut crate::slab::Block;
+        as *mut crate::block::slab::Block;
     let mut remote_count = 0u32;
     while !remote.is_null() {
         if !shared.is_block_start(remote as usize) {

@@ -7,7 +7,7 @@
 //! bounded (about 2.75 MiB per thread at most), flushed back to the arena at thread exit,
 //! by `malloc_trim`, and by the time-based decay.
 
-use crate::buddy::{BuddyArena, FreeError, MediumRequest, MAX_ORDER};
+use crate::block::buddy::{BuddyArena, FreeError, MediumRequest, MAX_ORDER};
 use crate::os::Os;
 use crate::sync::Mutex;
 use core::ptr::NonNull;
@@ -57,7 +57,7 @@ impl MediumCache {
         // `count` never exceeds the bin's slots (`push` checks), but the slice keeps that
         // from being a proof obligation here.
         let parked = slots.get_mut(..*count as usize)?;
-        let align = crate::buddy::span_bytes(request.order);
+        let align = crate::block::buddy::span_bytes(request.order);
         let slot = parked
             .iter()
             .rposition(|p| p.pages >= request.pages && p.addr & (align - 1) == 0)?;

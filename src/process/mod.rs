@@ -7,13 +7,20 @@
 //! allocation takes the slow path, which makes or adopts a heap and, the first time in the
 //! process, creates the thread-exit key and registers the fork handlers.
 
-use crate::allocator::{Context, MIN_ALIGN};
+pub(crate) mod census;
+pub(crate) mod check;
+pub(crate) mod context;
+#[cfg(test)]
+mod core_tests;
+pub(crate) mod report;
+pub(crate) mod tls;
+
+use crate::block::size_class::{self, SMALL_MAX_BYTES};
 use crate::fatal;
 use crate::heap::OwnedHeap;
 use crate::os::RealOs;
-use crate::size_class::{self, SMALL_MAX_BYTES};
+use crate::process::context::{Context, MIN_ALIGN};
 use crate::sync::ForkLock;
-use crate::tls;
 use core::ptr;
 use core::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
 
@@ -27,7 +34,7 @@ pub static CTX: Context<RealOs> = Context::with_checked_free(RealOs, checked_fre
 /// As for [`Context::free_with`].
 unsafe fn checked_free(ptr: *mut u8, call: &str) {
     // SAFETY: forwarded contract.
-    unsafe { crate::check::free(&CTX, ptr, call) }
+    unsafe { crate::process::check::free(&CTX, ptr, call) }
 }
 
 /// Which heap the calling thread allocates from.
@@ -149,7 +156,7 @@ pub fn process_start() {
     START_PID.store(unsafe { libc::getpid() } as usize, Ordering::Release);
     START_OWNER.store(me, Ordering::Release);
     // The exit report (OXMALLOC_STATS), in case this runs before the library constructor.
-    crate::stats::report::at_start();
+    crate::process::report::at_start();
     let mut key: libc::pthread_key_t = 0;
     // SAFETY: `thread_exit` has the destructor signature; the key lives for the process.
     if unsafe { libc::pthread_key_create(&mut key, Some(thread_exit)) } != 0 {
@@ -178,7 +185,7 @@ extern "C" fn thread_exit(_value: *mut libc::c_void) {
 /// the buddy arena). `fork_prepare` takes them in this order; the others release them.
 fn fork_locks() -> [&'static dyn ForkLock; 6] {
     [
-        &crate::check::QUARANTINE,
+        &crate::process::check::QUARANTINE,
         &CTX.global_heap,
         &CTX.heaps,
         &CTX.segments,
@@ -251,7 +258,7 @@ pub fn alloc(size: usize) -> *mut u8 {
 fn alloc_slow(size: usize) -> *mut u8 {
     if crate::config::check_mode() {
         process_start();
-        return crate::check::alloc(&CTX, size, MIN_ALIGN, false);
+        return crate::process::check::alloc(&CTX, size, MIN_ALIGN, false);
     }
     if size <= SMALL_MAX_BYTES {
         return with_heap(|heap| CTX.alloc_small(heap, size_class::class_of(size)));
@@ -267,7 +274,7 @@ pub fn alloc_aligned(size: usize, align_bytes: usize) -> *mut u8 {
     }
     if crate::config::check_mode() {
         process_start();
-        return crate::check::alloc(&CTX, size, align_bytes, false);
+        return crate::process::check::alloc(&CTX, size, align_bytes, false);
     }
     with_heap(|heap| {
         CTX.alloc_with(heap, size, align_bytes)
@@ -279,7 +286,7 @@ pub fn alloc_aligned(size: usize, align_bytes: usize) -> *mut u8 {
 pub fn alloc_zeroed_aligned(size: usize, align_bytes: usize) -> *mut u8 {
     if crate::config::check_mode() {
         process_start();
-        return crate::check::alloc(&CTX, size, align_bytes.max(MIN_ALIGN), true);
+        return crate::process::check::alloc(&CTX, size, align_bytes.max(MIN_ALIGN), true);
     }
     with_heap(
         |heap| match CTX.alloc_with(heap, size, align_bytes.max(MIN_ALIGN)) {
@@ -316,7 +323,7 @@ pub unsafe fn realloc_aligned(ptr: *mut u8, new_size: usize, align_bytes: usize)
     if crate::config::check_mode() {
         // SAFETY: forwarded contract.
         return unsafe {
-            crate::check::realloc(&CTX, ptr, new_size.max(1), align_bytes.max(MIN_ALIGN))
+            crate::process::check::realloc(&CTX, ptr, new_size.max(1), align_bytes.max(MIN_ALIGN))
         };
     }
     // SAFETY: `ptr` is the program's realloc argument (caller).
@@ -338,7 +345,7 @@ pub unsafe fn realloc_aligned(ptr: *mut u8, new_size: usize, align_bytes: usize)
 /// Usable size of a live block (0 for null).
 pub fn usable_size(ptr: *const u8, call: &str) -> usize {
     if crate::config::check_mode() {
-        return crate::check::usable_size(&CTX, ptr, call);
+        return crate::process::check::usable_size(&CTX, ptr, call);
     }
     CTX.usable_size(ptr, call)
 }
@@ -351,22 +358,36 @@ pub fn owns(ptr: *const u8) -> bool {
 /// Returns free memory to the OS; the bytes released or purged.
 pub fn trim() -> usize {
     if crate::config::check_mode() {
-        crate::check::drain(&CTX);
+        crate::process::check::drain(&CTX);
     }
     CTX.trim(tls::owned_heap())
 }
 
 /// Checks the calling thread's heap, the global heap and the buddy arena (`ox_heap_check`).
-pub fn heap_check() -> crate::validate::CheckResult {
+pub fn heap_check() -> crate::heap::validate::CheckResult {
     if let Some(heap) = tls::owned_heap() {
-        crate::validate::check_heap(&heap)?;
+        crate::heap::validate::check_heap(&heap)?;
     }
     {
         let global = CTX.global_heap.lock();
         // SAFETY: the global heap is ours while its lock is held.
         if let Some(heap) = unsafe { OwnedHeap::claim(global.0) } {
-            crate::validate::check_heap(&heap)?;
+            crate::heap::validate::check_heap(&heap)?;
         }
     }
     CTX.buddy.lock().check()
 }
+
+/// Runs when the library is loaded, after libc is set up: loads the options (so that
+/// `OXMALLOC_VERBOSE` speaks even in a program that never allocates) and prepares the exit
+/// report. Loading may already have happened at an earlier `malloc`; both steps run once.
+extern "C" fn on_load() {
+    crate::config::ensure_loaded();
+    crate::process::report::at_start();
+}
+
+/// The ELF constructor entry (`.init_array`), run by the dynamic loader for the shared
+/// library and by the C runtime for a program linked with the static one.
+#[used]
+#[link_section = ".init_array"]
+static ON_LOAD: extern "C" fn() = on_load;

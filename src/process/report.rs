@@ -13,7 +13,7 @@
 //! plain syscalls into stack buffers). The JSON schema is in the README ("Statistics").
 
 use crate::config::{self, StatsMode};
-use crate::stats::census::{self, Census};
+use crate::process::census::{self, Census};
 use crate::writer::Writer;
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 

@@ -13,10 +13,10 @@
 //! through to the slow paths, which route every call here; all blocks come from the global
 //! heap under its lock. The fast paths pay nothing for the mode's existence.
 
-use crate::allocator::Context;
 use crate::fatal;
 use crate::heap::OwnedHeap;
 use crate::os::RealOs;
+use crate::process::context::Context;
 use crate::sync::Mutex;
 use core::ptr;
 
