@@ -32,7 +32,8 @@ pub struct Mutex<T> {
 // SAFETY: the lock gives exclusive access to `value`, so sharing the Mutex between threads
 // is safe whenever `T` itself may be sent between threads.
 unsafe impl<T: Send> Sync for Mutex<T> {}
-// SAFETY: as above.
+// SAFETY: moving the Mutex moves the `T` it owns, which is allowed when `T: Send`; the
+// lock state is a plain atomic.
 unsafe impl<T: Send> Send for Mutex<T> {}
 
 /// Proof of holding a [`Mutex`]; unlocks on drop.
@@ -180,7 +181,7 @@ fn futex_wait(word: &AtomicU32, expected: u32) {
     // FUTEX_WAIT may set errno (EAGAIN, EINTR); `free` must keep the caller's errno.
     // SAFETY: `__errno_location` returns this thread's errno slot.
     let errno_slot = unsafe { libc::__errno_location() };
-    // SAFETY: as above.
+    // SAFETY: the slot is this thread's errno, an aligned int valid for the thread's life.
     let saved = unsafe { *errno_slot };
     // SAFETY: FUTEX_WAIT reads the 4-byte word at a valid address and sleeps only while it
     // still holds `expected`; spurious returns are handled by the caller's loop.
@@ -193,7 +194,7 @@ fn futex_wait(word: &AtomicU32, expected: u32) {
             core::ptr::null::<libc::timespec>(),
         );
     }
-    // SAFETY: as above.
+    // SAFETY: the slot is this thread's errno, an aligned int valid for the thread's life.
     unsafe { *errno_slot = saved };
 }
 

@@ -431,7 +431,7 @@ impl BuddyArena {
                 if unsafe { state_of(head) } != SlotState::Free {
                     return false;
                 }
-                // SAFETY: as above.
+                // SAFETY: `head` is a slot of a live region (checked free just above).
                 at += 1 << unsafe { (*head).order };
             }
             let mut at = old_end;
@@ -450,7 +450,7 @@ impl BuddyArena {
             }
         }
         let (old_bytes, new_bytes) = (pages << SLOT_SHIFT, new_pages << SLOT_SHIFT);
-        // SAFETY: as above.
+        // SAFETY: `meta` is the allocated block head of a live region (the caller's block).
         unsafe {
             (*meta).pages = new_pages as u16;
             (*region).free_bytes = (*region).free_bytes + old_bytes - new_bytes;
@@ -519,7 +519,8 @@ impl BuddyArena {
         // SAFETY: `meta` is an allocated block head of a live region.
         let pages = unsafe { (*meta).pages } as usize;
         let bytes = pages << SLOT_SHIFT;
-        // SAFETY: as above.
+        // SAFETY: `meta` is an allocated block head of a live region (checked above), whose
+        // slots are ours under the arena's lock.
         unsafe {
             set_state(meta, SlotState::Interior);
             (*region).free_bytes += bytes;
@@ -736,7 +737,7 @@ impl BuddyArena {
                     _ => return Err("buddy: a span or block does not start where the last ended"),
                 };
                 for inner in index + 1..(index + len).min(SLOT_COUNT) {
-                    // SAFETY: as above.
+                    // SAFETY: `inner < SLOT_COUNT` is a slot of the live region `r`.
                     if unsafe { state_of(slot_meta(r, inner)) } != SlotState::Interior {
                         return Err("buddy: a slot inside a span or block is not interior");
                     }
@@ -750,7 +751,7 @@ impl BuddyArena {
             if free_bytes != unsafe { (*r).free_bytes } {
                 return Err("buddy: region free byte count is wrong");
             }
-            // SAFETY: as above.
+            // SAFETY: `r` is a live region header on the arena's list.
             r = unsafe { (*r).next };
         }
         if count != self.region_count {

@@ -243,7 +243,7 @@ impl Large {
             // larger request would fault in again.
             return Some((m.base, m.map_bytes));
         }
-        // SAFETY: as above.
+        // SAFETY: `base` starts a cached mapping of `m.map_bytes` that is ours and unused.
         if unsafe { os.resize_in_place(base, m.map_bytes, need) } {
             return Some((m.base, need));
         }
@@ -255,7 +255,7 @@ impl Large {
             // SAFETY: the reservation is ours and unused.
             unsafe { os.unmap(target, need) };
         }
-        // SAFETY: as above.
+        // SAFETY: the cached mapping at `base` of `m.map_bytes` is ours and unused.
         unsafe { os.unmap(base, m.map_bytes) };
         None
     }
@@ -313,7 +313,8 @@ impl Large {
         // SAFETY: a live header.
         let (base, map_bytes, offset) =
             unsafe { (base_of(header), (*header).map_bytes, (*header).user_offset) };
-        // SAFETY: as above; clearing the magic makes a second free of `ptr` fail cleanly.
+        // SAFETY: `header` is the live header checked just above; clearing its magic makes a
+        // second free of `ptr` fail cleanly.
         unsafe { (*header).magic = 0 };
         region_map::clear(ptr);
         self.live_bytes -= map_bytes;
@@ -359,7 +360,7 @@ impl Large {
         }
         // SAFETY: `base` starts the block's whole mapping of `map_bytes`.
         let base_ptr = unsafe { NonNull::new_unchecked(base as *mut u8) };
-        // SAFETY: as above.
+        // SAFETY: `base_ptr` starts the live block's whole mapping of `map_bytes`, ours.
         if unsafe { os.resize_in_place(base_ptr, map_bytes, need) } {
             // SAFETY: the header page is still mapped (need > offset).
             unsafe { (*header).map_bytes = need };

@@ -82,7 +82,8 @@ pub fn init_cookie_secret() {
     if random.is_null() {
         return;
     }
-    // SAFETY: as above; an unaligned read of 8 of those bytes.
+    // SAFETY: AT_RANDOM points at 16 random bytes on the initial stack, valid for the
+    // process's life; an unaligned read of the first 8.
     let seed = unsafe { random.cast::<usize>().read_unaligned() };
     COOKIE_SECRET.store(seed | 1, Ordering::Relaxed);
 }

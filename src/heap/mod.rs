@@ -365,7 +365,8 @@ impl<'a> OwnedHeap<'a> {
         let h = self.local();
         // SAFETY: the caller guarantees the slab is one of ours; its shared part is atomics.
         let shared = unsafe { &*slab };
-        // SAFETY: as above; a brief read of the owner-only part.
+        // SAFETY: the slab is ours (caller), and no other reference to its owner-only part
+        // is live during this brief read.
         let (built_block, state, class) = unsafe {
             let s = shared.local_ref();
             (s.is_built_block(ptr as usize), s.state, s.class)

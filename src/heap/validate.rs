@@ -193,7 +193,7 @@ pub fn check_heap(owned: &OwnedHeap) -> CheckResult {
         if assigned != unsafe { (*seg).assigned_slabs } {
             return Err("segment: assigned slab count is wrong");
         }
-        // SAFETY: as above.
+        // SAFETY: `seg` is a live segment header on the heap's list.
         seg = unsafe { (*seg).next };
     }
     // SAFETY: the caller owns the heap; `segments` was just counted.

@@ -19,10 +19,10 @@ pub fn keep_errno<T>(f: impl FnOnce() -> T) -> T {
     // SAFETY: `__errno_location` returns the calling thread's errno slot, valid for the
     // thread's whole life.
     let slot = unsafe { libc::__errno_location() };
-    // SAFETY: as above; reading and writing an int through it is what it is for.
+    // SAFETY: the slot is this thread's errno, an aligned int valid for the thread's life.
     let saved = unsafe { *slot };
     let out = f();
-    // SAFETY: as above.
+    // SAFETY: the slot is this thread's errno, an aligned int valid for the thread's life.
     unsafe { *slot = saved };
     out
 }

@@ -339,7 +339,8 @@ impl<O: Os> Context<O> {
         new_size <= block_bytes
             && (new_size * 2 >= block_bytes
                 || size_class::class_of(new_size).block_bytes() == block_bytes)
-            // SAFETY: as above; a block start of an assigned slab has 16 readable bytes.
+            // SAFETY: the region map says the segment is live, so the slab metadata is
+            // readable (atomics only); a block start of an assigned slab has 16 readable bytes.
             && unsafe { (*slab).is_block_start(addr) && !Slab::is_free_block(ptr) }
     }
 

@@ -66,7 +66,8 @@ fn prepare() {
     // SAFETY: duplicating fd 2 (if open) has no memory effects.
     let mut fd = unsafe { libc::fcntl(2, libc::F_DUPFD_CLOEXEC, lowest) };
     if fd < 0 && lowest > 3 {
-        // SAFETY: as above: a duplicate of fd 2 at the lowest free number from 3.
+        // SAFETY: duplicating fd 2 (if open) at the lowest free number from 3 has no memory
+        // effects.
         fd = unsafe { libc::fcntl(2, libc::F_DUPFD_CLOEXEC, 3) };
     }
     if let Some((dev, ino)) = identity(fd).filter(|_| fd >= 0) {
