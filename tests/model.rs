@@ -9,12 +9,12 @@
 //! is printed; to rerun that case alone, or to run longer:
 //!
 //! ```sh
-//! OXMALLOC_MODEL_SEED=0x… OXMALLOC_MODEL_CASES=1 cargo test --test model single_thread
-//! OXMALLOC_MODEL_CASES=500 cargo test --release --test model -- --nocapture
+//! OXTEST_MODEL_SEED=0x… OXTEST_MODEL_CASES=1 cargo test --test model single_thread
+//! OXTEST_MODEL_CASES=500 cargo test --release --test model -- --nocapture
 //! ```
 //!
-//! `OXMALLOC_MODEL_SEED` is the first seed (decimal or `0x` hex), the others follow it;
-//! `OXMALLOC_MODEL_CASES` is the number of cases per test. `--nocapture` shows each test's
+//! `OXTEST_MODEL_SEED` is the first seed (decimal or `0x` hex), the others follow it;
+//! `OXTEST_MODEL_CASES` is the number of cases per test. `--nocapture` shows each test's
 //! figures.
 //!
 //! The test binary links oxmalloc with its C exports, so the harness, the threads and the
@@ -88,23 +88,23 @@ impl Drop for SeedReport<'_> {
         if thread::panicking() {
             eprintln!(
                 "{}: case with seed {:#x} failed; rerun it with\n  \
-                 OXMALLOC_MODEL_SEED={:#x} OXMALLOC_MODEL_CASES=1 cargo test --test model {}",
+                 OXTEST_MODEL_SEED={:#x} OXTEST_MODEL_CASES=1 cargo test --test model {}",
                 self.test, self.seed, self.seed, self.test
             );
         }
     }
 }
 
-/// Runs `case` for `OXMALLOC_MODEL_CASES` (else `default_cases`) seeds from
-/// `OXMALLOC_MODEL_SEED` (else `default_seed`), then prints the totals.
+/// Runs `case` for `OXTEST_MODEL_CASES` (else `default_cases`) seeds from
+/// `OXTEST_MODEL_SEED` (else `default_seed`), then prints the totals.
 fn for_each_case(
     test: &str,
     default_seed: u64,
     default_cases: u64,
     mut case: impl FnMut(u64) -> Stats,
 ) {
-    let first_seed = env_number("OXMALLOC_MODEL_SEED").unwrap_or(default_seed);
-    let cases = env_number("OXMALLOC_MODEL_CASES").unwrap_or(default_cases);
+    let first_seed = env_number("OXTEST_MODEL_SEED").unwrap_or(default_seed);
+    let cases = env_number("OXTEST_MODEL_CASES").unwrap_or(default_cases);
     let start = Instant::now();
     let mut total = Stats::default();
     for i in 0..cases {
