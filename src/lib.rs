@@ -33,6 +33,7 @@ pub(crate) mod config;
 pub(crate) mod counter;
 pub(crate) mod fatal;
 pub(crate) mod heap;
+pub(crate) mod list;
 pub(crate) mod os;
 pub(crate) mod process;
 pub(crate) mod region_map;

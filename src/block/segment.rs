@@ -14,6 +14,7 @@
 //! and returns the rest to the OS.
 
 use crate::block::slab::{Slab, State, SLAB_BYTES, SLAB_SHIFT};
+use crate::list::{Links, List, Node};
 use crate::os::{Os, OS_PAGE_BYTES};
 use crate::region_map::{self, Kind, CHUNK_BYTES};
 use core::ptr::{self, NonNull};
@@ -35,9 +36,7 @@ pub struct SegmentHeader {
     /// Slabs assigned to a size class (not spare, not metadata).
     pub assigned_slabs: u32,
     /// Links in the owning heap's segment list, or in the pool.
-    pub next: *mut SegmentHeader,
-    /// Links in the owning heap's segment list.
-    pub prev: *mut SegmentHeader,
+    pub links: Links<SegmentHeader>,
     /// Slab metadata; `slabs[0]` describes the header slab itself.
     pub slabs: [Slab; SLABS_PER_SEGMENT],
 }
@@ -73,8 +72,7 @@ impl SegmentHeader {
         unsafe {
             ptr::addr_of_mut!((*seg).owner).write(AtomicUsize::new(0));
             ptr::addr_of_mut!((*seg).assigned_slabs).write(0);
-            ptr::addr_of_mut!((*seg).next).write(ptr::null_mut());
-            ptr::addr_of_mut!((*seg).prev).write(ptr::null_mut());
+            ptr::addr_of_mut!((*seg).links).write(Links::new());
             for i in 0..SLABS_PER_SEGMENT {
                 let slab = Self::slab_of(seg, base.as_ptr() as usize + i * SLAB_BYTES);
                 slab.write(Slab::new_unassigned(base.as_ptr().add(i * SLAB_BYTES)));
@@ -97,10 +95,19 @@ impl SegmentHeader {
     }
 }
 
+// SAFETY: the links are a field of the header, found by address arithmetic alone; each
+// segment has its own header.
+unsafe impl Node for SegmentHeader {
+    fn links(seg: *mut SegmentHeader) -> *mut Links<SegmentHeader> {
+        seg.cast::<u8>()
+            .wrapping_add(core::mem::offset_of!(SegmentHeader, links))
+            .cast()
+    }
+}
+
 /// Unused segments kept for reuse (global, under a lock).
 pub struct SegmentPool {
-    head: *mut SegmentHeader,
-    count: usize,
+    segments: List<SegmentHeader>,
 }
 
 // SAFETY: the pool only holds addresses of segments no thread uses; it is always accessed
@@ -117,30 +124,26 @@ impl SegmentPool {
     /// An empty pool.
     pub const fn new() -> Self {
         SegmentPool {
-            head: ptr::null_mut(),
-            count: 0,
+            segments: List::new(),
         }
     }
 
     /// Segments in the pool.
     pub fn len(&self) -> usize {
-        self.count
+        self.segments.len()
     }
 
     /// A segment for `owner` (a heap's address): a pooled one or a new mapping. Its header
     /// is fresh; its slabs
     /// read as zeros.
     pub fn acquire<O: Os>(&mut self, os: &O, owner: usize) -> Option<*mut SegmentHeader> {
-        let base = if self.head.is_null() {
+        let pooled = self.segments.pop_front();
+        let base = if pooled.is_null() {
             let base = os.map(SEGMENT_BYTES, SEGMENT_BYTES)?;
             region_map::set(base.as_ptr() as usize, Kind::Slab);
             base
         } else {
-            let seg = self.head;
-            // SAFETY: pooled segments are valid headers linked through `next`.
-            self.head = unsafe { (*seg).next };
-            self.count -= 1;
-            NonNull::new(seg.cast::<u8>())?
+            NonNull::new(pooled.cast::<u8>())?
         };
         // SAFETY: a new or pooled segment holds no live block. The header is written before
         // the heap hands out any block, and the map kind was set before any pointer into
@@ -159,7 +162,7 @@ impl SegmentPool {
     /// again by the caller.
     pub unsafe fn release<O: Os>(&mut self, os: &O, seg: *mut SegmentHeader) {
         let base = seg as usize;
-        if self.count >= POOL_KEEP {
+        if self.segments.len() >= POOL_KEEP {
             region_map::clear(base);
             // SAFETY: the caller gives up the whole segment mapping.
             unsafe { os.unmap(NonNull::new_unchecked(seg.cast()), SEGMENT_BYTES) };
@@ -174,26 +177,23 @@ impl SegmentPool {
                 NonNull::new_unchecked((base + header_bytes) as *mut u8),
                 SEGMENT_BYTES - header_bytes,
             );
-            (*seg).next = self.head;
+            // The segment is on no list: the caller gave it up.
+            self.segments.push_front(seg);
         }
-        self.head = seg;
-        self.count += 1;
     }
 
     /// Unmaps every pooled segment (for trim). Returns the bytes given back.
     pub fn drain<O: Os>(&mut self, os: &O) -> usize {
         let mut released = 0;
-        while !self.head.is_null() {
-            let seg = self.head;
-            // SAFETY: pooled segments are valid, unused, and ours to unmap.
-            unsafe {
-                self.head = (*seg).next;
-                region_map::clear(seg as usize);
-                os.unmap(NonNull::new_unchecked(seg.cast()), SEGMENT_BYTES);
+        loop {
+            let seg = self.segments.pop_front();
+            if seg.is_null() {
+                return released;
             }
-            self.count -= 1;
+            region_map::clear(seg as usize);
+            // SAFETY: pooled segments are whole mappings of ours, unused.
+            unsafe { os.unmap(NonNull::new_unchecked(seg.cast()), SEGMENT_BYTES) };
             released += SEGMENT_BYTES;
         }
-        released
     }
 }

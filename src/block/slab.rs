@@ -19,6 +19,7 @@
 
 use crate::block::size_class::{SizeClass, MIN_BLOCK_BYTES};
 use crate::counter::OwnerU32;
+use crate::list::{Links, List, Node};
 use core::cell::UnsafeCell;
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
@@ -135,10 +136,8 @@ pub struct SlabLocal {
     pub state: State,
     /// The unbuilt part of the slab reads as zeros (fresh or purged memory).
     pub zeroed: bool,
-    /// List links.
-    pub next: *mut Slab,
-    /// List links.
-    pub prev: *mut Slab,
+    /// Links on the owner's slab lists.
+    pub links: Links<Slab>,
     /// First byte of the slab's memory.
     pub start: *mut u8,
 }
@@ -173,8 +172,7 @@ impl Slab {
                 class: SizeClass::FIRST,
                 state: State::Spare,
                 zeroed: true,
-                next: ptr::null_mut(),
-                prev: ptr::null_mut(),
+                links: Links::new(),
                 start,
             }),
             block_bytes: AtomicU32::new(0),
@@ -472,138 +470,18 @@ impl Slab {
     }
 }
 
-/// An intrusive doubly-linked list of slabs, through their owner-only `next`/`prev` (the
-/// owner's lists only: every slab on one is owned by the list's owner).
-pub struct SlabList {
-    head: *mut Slab,
-    tail: *mut Slab,
-    len: usize,
-}
+/// A list of slabs (the owner's lists only: every slab on one is owned by the list's
+/// owner, who alone touches the links, which live in the slab's owner-only part).
+pub type SlabList = List<Slab>;
 
-impl Default for SlabList {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl SlabList {
-    /// An empty list.
-    pub const fn new() -> Self {
-        SlabList {
-            head: ptr::null_mut(),
-            tail: ptr::null_mut(),
-            len: 0,
-        }
-    }
-
-    /// Number of slabs on the list.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// True when the list is empty.
-    #[cfg(test)]
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// The first slab, or null.
-    pub fn head(&self) -> *mut Slab {
-        self.head
-    }
-
-    /// Pushes `slab` at the front.
-    ///
-    /// # Safety
-    /// `slab` must be valid and on no list.
-    pub unsafe fn push_front(&mut self, slab: *mut Slab) {
-        // SAFETY: `slab` is valid (caller) and the list's slabs are valid (invariant).
-        unsafe {
-            (*Slab::local_ptr(slab)).prev = ptr::null_mut();
-            (*Slab::local_ptr(slab)).next = self.head;
-            if self.head.is_null() {
-                self.tail = slab;
-            } else {
-                (*Slab::local_ptr(self.head)).prev = slab;
-            }
-        }
-        self.head = slab;
-        self.len += 1;
-    }
-
-    /// Pushes `slab` at the back.
-    ///
-    /// # Safety
-    /// `slab` must be valid and on no list.
-    pub unsafe fn push_back(&mut self, slab: *mut Slab) {
-        // SAFETY: as in `push_front`.
-        unsafe {
-            (*Slab::local_ptr(slab)).next = ptr::null_mut();
-            (*Slab::local_ptr(slab)).prev = self.tail;
-            if self.tail.is_null() {
-                self.head = slab;
-            } else {
-                (*Slab::local_ptr(self.tail)).next = slab;
-            }
-        }
-        self.tail = slab;
-        self.len += 1;
-    }
-
-    /// Unlinks `slab`.
-    ///
-    /// # Safety
-    /// `slab` must be on this list.
-    pub unsafe fn remove(&mut self, slab: *mut Slab) {
-        // SAFETY: `slab` and its neighbours are on this list, hence valid.
-        unsafe {
-            let (prev, next) = ((*Slab::local_ptr(slab)).prev, (*Slab::local_ptr(slab)).next);
-            if prev.is_null() {
-                self.head = next;
-            } else {
-                (*Slab::local_ptr(prev)).next = next;
-            }
-            if next.is_null() {
-                self.tail = prev;
-            } else {
-                (*Slab::local_ptr(next)).prev = prev;
-            }
-            (*Slab::local_ptr(slab)).next = ptr::null_mut();
-            (*Slab::local_ptr(slab)).prev = ptr::null_mut();
-        }
-        self.len -= 1;
-    }
-
-    /// Unlinks and returns the first slab, or null.
-    pub fn pop_front(&mut self) -> *mut Slab {
-        let slab = self.head;
-        if !slab.is_null() {
-            // SAFETY: the head is on this list.
-            unsafe { self.remove(slab) };
-        }
-        slab
-    }
-
-    /// Unlinks and returns the last slab, or null.
-    pub fn pop_back(&mut self) -> *mut Slab {
-        let slab = self.tail;
-        if !slab.is_null() {
-            // SAFETY: the tail is on this list.
-            unsafe { self.remove(slab) };
-        }
-        slab
-    }
-
-    /// Calls `f` on every slab; `f` may unlink the slab it is given (the next one is read
-    /// before the call) but no other.
-    pub fn for_each(&self, mut f: impl FnMut(*mut Slab)) {
-        let mut cur = self.head;
-        while !cur.is_null() {
-            // SAFETY: slabs on the list are valid.
-            let next = unsafe { (*Slab::local_ptr(cur)).next };
-            f(cur);
-            cur = next;
-        }
+// SAFETY: the links are a field of the slab's owner-only part, found by address arithmetic
+// alone; each slab has its own.
+unsafe impl Node for Slab {
+    fn links(slab: *mut Slab) -> *mut Links<Slab> {
+        Slab::local_ptr(slab)
+            .cast::<u8>()
+            .wrapping_add(core::mem::offset_of!(SlabLocal, links))
+            .cast()
     }
 }
 
@@ -721,34 +599,5 @@ mod tests {
             assert!(!slab.is_block_start(own(slab).start as usize + last));
             assert!(slab.is_block_start(own(slab).start as usize + last - 96));
         });
-    }
-
-    #[test]
-    fn list_moves() {
-        let mut slabs: Vec<Slab> = (0..4)
-            .map(|_| Slab::new_unassigned(ptr::null_mut()))
-            .collect();
-        let p: Vec<*mut Slab> = slabs.iter_mut().map(|s| s as *mut Slab).collect();
-        let mut a = SlabList::new();
-        let mut b = SlabList::new();
-        // SAFETY: the slabs live in `slabs` for the whole test and are on at most one list.
-        unsafe {
-            a.push_back(p[0]);
-            a.push_back(p[1]);
-            a.push_front(p[2]);
-            assert_eq!(a.len(), 3);
-            assert_eq!(a.head(), p[2]);
-            a.remove(p[0]);
-            b.push_front(p[0]);
-            assert_eq!(a.pop_back(), p[1]);
-            assert_eq!(a.pop_front(), p[2]);
-            assert!(a.is_empty());
-            assert!(a.pop_front().is_null());
-            assert_eq!(b.len(), 1);
-            b.push_back(p[3]);
-            let mut seen = Vec::new();
-            b.for_each(|s| seen.push(s));
-            assert_eq!(seen, [p[0], p[3]]);
-        }
     }
 }

@@ -37,6 +37,7 @@ use crate::block::segment::{SegmentHeader, SegmentPool, SLABS_PER_SEGMENT};
 use crate::block::size_class::{SizeClass, CLASS_COUNT};
 use crate::block::slab::{sentinel, Slab, SlabList, State, FULL_FLAG, SLAB_BYTES};
 use crate::heap::medium_cache::MediumCache;
+use crate::list::{Links, List, Node};
 use crate::os::Os;
 use crate::sync::Mutex;
 use core::cell::UnsafeCell;
@@ -98,9 +99,7 @@ pub struct HeapLocal {
     /// Unassigned slabs, purged.
     pub clean_spare: SlabList,
     /// The heap's segments (linked through their headers).
-    pub segments: *mut SegmentHeader,
-    /// Number of segments.
-    pub segment_count: usize,
+    pub segments: List<SegmentHeader>,
     /// Medium spans freed by this thread, kept for its next medium allocations.
     pub medium: MediumCache,
     /// Slow-path calls since the heap was made (the decay clock is read every 64).
@@ -111,14 +110,40 @@ pub struct HeapLocal {
 
 /// The heap pool's part of a heap: only the pool touches it, under its lock.
 pub struct PoolLinks {
-    /// Next heap on the pool list the heap is on.
-    pub next: *mut Heap,
-    /// Previous heap (the active list is doubly linked).
-    pub prev: *mut Heap,
+    /// Links on the pool list the heap is on.
+    pub links: Links<Heap>,
+    /// Which list that is.
+    pub list: PoolList,
     /// The heap belonged to a thread that does not exist in this process: a `fork` child
     /// inherited it. It may have been in the middle of an update when the parent forked,
     /// so it is checked before anyone adopts it.
     pub orphaned_by_fork: bool,
+}
+
+/// The heap pool's lists.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum PoolList {
+    /// On none (being handed over).
+    None,
+    /// Owned by a live thread, or by the global heap.
+    Active,
+    /// Owns segments; no thread.
+    Abandoned,
+    /// Owns nothing; no thread.
+    Free,
+    /// Inherited by a fork child in an inconsistent state: never used again.
+    Broken,
+}
+
+// SAFETY: the links are in the heap's pool part, found by address arithmetic alone (the
+// `UnsafeCell` is `repr(transparent)`); each heap has its own.
+unsafe impl Node for Heap {
+    fn links(heap: *mut Heap) -> *mut Links<Heap> {
+        heap.cast::<u8>()
+            .wrapping_add(core::mem::offset_of!(Heap, pool))
+            .wrapping_add(core::mem::offset_of!(PoolLinks, links))
+            .cast()
+    }
 }
 
 // SAFETY: `pending` is atomic; the owner-only part is reached only through an `OwnedHeap`
@@ -149,16 +174,15 @@ impl Heap {
                     classes: [const { ClassSlabs::new() }; CLASS_COUNT],
                     dirty_spare: SlabList::new(),
                     clean_spare: SlabList::new(),
-                    segments: ptr::null_mut(),
-                    segment_count: 0,
+                    segments: List::new(),
                     medium: MediumCache::new(),
                     slow_ticks: 0,
                     last_decay_ms: 0,
                 }),
                 pending: AtomicPtr::new(ptr::null_mut()),
                 pool: UnsafeCell::new(PoolLinks {
-                    next: ptr::null_mut(),
-                    prev: ptr::null_mut(),
+                    links: Links::new(),
+                    list: PoolList::None,
                     orphaned_by_fork: false,
                 }),
                 stats: counters::HeapStats::new(),
@@ -436,7 +460,7 @@ impl<'a> OwnedHeap<'a> {
             while !slab.is_null() {
                 // SAFETY: partial slabs are ours; `next` is read before any unlinking.
                 unsafe {
-                    let next = (*slab).local().next;
+                    let next = SlabList::next(slab);
                     (*slab).collect_remote();
                     if (*slab).live_count() == 0 && (*slab).may_unassign() {
                         h.classes[c].partial.remove(slab);
@@ -451,7 +475,7 @@ impl<'a> OwnedHeap<'a> {
 
     /// True when the heap holds no segment at all.
     pub fn is_unused(&self) -> bool {
-        self.local_ref().segment_count == 0
+        self.local_ref().segments.is_empty()
     }
 }
 
@@ -572,7 +596,8 @@ impl HeapLocal {
             return Some(slab);
         }
         let seg = pool.lock().acquire(os, heap as usize)?;
-        self.link_segment(seg);
+        // SAFETY: a fresh segment of ours, on no list.
+        unsafe { self.segments.push_front(seg) };
         // Slabs 1.. go to the clean list in address order; slab 0 is the header.
         for i in 1..SLABS_PER_SEGMENT {
             let slab = SegmentHeader::slab_of(seg, seg as usize + i * SLAB_BYTES);
@@ -580,35 +605,6 @@ impl HeapLocal {
             unsafe { self.clean_spare.push_back(slab) };
         }
         Some(self.clean_spare.pop_front())
-    }
-
-    fn link_segment(&mut self, seg: *mut SegmentHeader) {
-        // SAFETY: `seg` is a segment header of ours; the list's segments are ours.
-        unsafe {
-            (*seg).prev = ptr::null_mut();
-            (*seg).next = self.segments;
-            if !self.segments.is_null() {
-                (*self.segments).prev = seg;
-            }
-        }
-        self.segments = seg;
-        self.segment_count += 1;
-    }
-
-    fn unlink_segment(&mut self, seg: *mut SegmentHeader) {
-        // SAFETY: `seg` is on our segment list, and so are its neighbours.
-        unsafe {
-            let (prev, next) = ((*seg).prev, (*seg).next);
-            if prev.is_null() {
-                self.segments = next;
-            } else {
-                (*prev).next = next;
-            }
-            if !next.is_null() {
-                (*next).prev = prev;
-            }
-        }
-        self.segment_count -= 1;
     }
 
     /// Returns segments with no assigned slab to the pool, keeping `keep_segments` of them.
@@ -620,10 +616,10 @@ impl HeapLocal {
     ) -> usize {
         let mut released = 0;
         let mut kept = 0;
-        let mut seg = self.segments;
+        let mut seg = self.segments.head();
         while !seg.is_null() {
-            // SAFETY: segments on our list are valid.
-            let (next, assigned) = unsafe { ((*seg).next, (*seg).assigned_slabs) };
+            // SAFETY: segments on our list are valid, and their links are ours.
+            let (next, assigned) = unsafe { (List::next(seg), (*seg).assigned_slabs) };
             if assigned == 0 {
                 if kept < keep_segments {
                     kept += 1;
@@ -640,7 +636,8 @@ impl HeapLocal {
                             }
                         }
                     }
-                    self.unlink_segment(seg);
+                    // SAFETY: `seg` is on our segment list.
+                    unsafe { self.segments.remove(seg) };
                     // SAFETY: no assigned slab means no live block and no queued slab
                     // (remote-free invariant 2); the segment is off every list of ours.
                     unsafe { pool.lock().release(os, seg) };
@@ -662,7 +659,7 @@ impl HeapLocal {
             while !slab.is_null() {
                 // SAFETY: empty slabs are ours; `next` is read before any unlinking.
                 unsafe {
-                    let next = (*slab).local().next;
+                    let next = SlabList::next(slab);
                     // Queued slabs stay (remote-free invariant 2).
                     if (*slab).may_unassign() {
                         self.classes[c].empty.remove(slab);

@@ -11,9 +11,10 @@
 //! otherwise. A new thread adopts an abandoned heap first, taking over its slabs whole, so
 //! a dead thread's memory is reused rather than leaked.
 
+use crate::heap::PoolList;
 use crate::heap::{Heap, OwnedHeap};
+use crate::list::List;
 use crate::os::Os;
-use core::ptr;
 
 /// Bytes mapped at a time for new heaps.
 const HEAP_CHUNK_BYTES: usize = 256 * 1024;
@@ -21,18 +22,18 @@ const HEAP_STRIDE_BYTES: usize = core::mem::size_of::<Heap>().next_multiple_of(6
 
 /// Heaps not owned by a thread, and the bump area new heaps come from.
 pub struct HeapPool {
-    active: *mut Heap,
-    broken: *mut Heap,
-    abandoned: *mut Heap,
-    abandoned_count: usize,
-    free: *mut Heap,
+    active: List<Heap>,
+    abandoned: List<Heap>,
+    free: List<Heap>,
+    broken: List<Heap>,
     bump: usize,
     bump_end: usize,
     created: usize,
     adopted: usize,
 }
 
-// SAFETY: the pool holds addresses of heaps no thread owns; it is used under a Mutex.
+// SAFETY: the pool holds addresses of heaps no thread owns (or whose owners only read the
+// pool's part under its lock); it is used under a Mutex.
 unsafe impl Send for HeapPool {}
 
 impl Default for HeapPool {
@@ -45,11 +46,10 @@ impl HeapPool {
     /// An empty pool.
     pub const fn new() -> Self {
         HeapPool {
-            active: ptr::null_mut(),
-            broken: ptr::null_mut(),
-            abandoned: ptr::null_mut(),
-            abandoned_count: 0,
-            free: ptr::null_mut(),
+            active: List::new(),
+            abandoned: List::new(),
+            free: List::new(),
+            broken: List::new(),
             bump: 0,
             bump_end: 0,
             created: 0,
@@ -69,15 +69,17 @@ impl HeapPool {
 
     /// Abandoned heaps waiting for adoption.
     pub fn abandoned_count(&self) -> usize {
-        self.abandoned_count
+        self.abandoned.len()
     }
 
     /// A heap for a new thread: an abandoned one (adopted with its slabs), a free one, or a
     /// new one. `None` when the OS refuses memory.
     pub fn acquire<O: Os>(&mut self, os: &O) -> Option<*mut Heap> {
         let heap = self.acquire_inactive(os)?;
-        // SAFETY: the heap was on no list; it is valid (pool heaps are never unmapped).
-        unsafe { self.push_active(heap) };
+        // SAFETY: the heap is valid (pool heaps are never unmapped) and on no list.
+        unsafe { self.active.push_front(heap) };
+        // SAFETY: we hold the pool (its lock).
+        unsafe { (*heap).pool_links().list = PoolList::Active };
         Some(heap)
     }
 
@@ -86,10 +88,8 @@ impl HeapPool {
             self.adopted += 1;
             return Some(heap);
         }
-        if !self.free.is_null() {
-            let heap = self.free;
-            // SAFETY: heaps on the free list are valid and unowned.
-            self.free = unsafe { (*heap).pool_links().next };
+        let heap = self.free.pop_front();
+        if !heap.is_null() {
             return Some(heap);
         }
         if self.bump + HEAP_STRIDE_BYTES > self.bump_end {
@@ -119,60 +119,26 @@ impl HeapPool {
     /// otherwise set aside for good (its memory stays mapped: a leak, never corruption).
     pub fn take_abandoned(&mut self) -> Option<*mut Heap> {
         loop {
-            if self.abandoned.is_null() {
+            let heap = self.abandoned.pop_front();
+            if heap.is_null() {
                 return None;
             }
-            let heap = self.abandoned;
-            // SAFETY: heaps on the abandoned list are valid and unowned.
-            unsafe {
-                self.abandoned = (*heap).pool_links().next;
-                self.abandoned_count -= 1;
-                if !(*heap).pool_links().orphaned_by_fork {
-                    return Some(heap);
-                }
-                (*heap).pool_links().orphaned_by_fork = false;
-                // Taken off the list, the heap is ours to check.
-                if OwnedHeap::claim(heap)
-                    .is_some_and(|h| crate::heap::validate::check_heap(&h).is_ok())
-                {
-                    return Some(heap);
-                }
-                (*heap).pool_links().next = self.broken;
-                self.broken = heap;
+            // SAFETY: heaps on the pool's lists are valid; we hold the pool.
+            let links = unsafe { (*heap).pool_links() };
+            links.list = PoolList::None;
+            if !links.orphaned_by_fork {
+                return Some(heap);
             }
-        }
-    }
-
-    /// # Safety
-    /// `heap` must be a valid heap of this pool on no list.
-    unsafe fn push_active(&mut self, heap: *mut Heap) {
-        // SAFETY: the caller's guarantee; the list's heaps are valid.
-        unsafe {
-            (*heap).pool_links().prev = ptr::null_mut();
-            (*heap).pool_links().next = self.active;
-            if !self.active.is_null() {
-                (*self.active).pool_links().prev = heap;
+            links.orphaned_by_fork = false;
+            // SAFETY: taken off the list, the heap is ours to check.
+            if unsafe { OwnedHeap::claim(heap) }
+                .is_some_and(|h| crate::heap::validate::check_heap(&h).is_ok())
+            {
+                return Some(heap);
             }
-        }
-        self.active = heap;
-    }
-
-    /// # Safety
-    /// `heap` must be on the active list.
-    unsafe fn unlink_active(&mut self, heap: *mut Heap) {
-        // SAFETY: the caller's guarantee; its neighbours are on the list too.
-        unsafe {
-            let (prev, next) = ((*heap).pool_links().prev, (*heap).pool_links().next);
-            if prev.is_null() {
-                self.active = next;
-            } else {
-                (*prev).pool_links().next = next;
-            }
-            if !next.is_null() {
-                (*next).pool_links().prev = prev;
-            }
-            (*heap).pool_links().prev = ptr::null_mut();
-            (*heap).pool_links().next = ptr::null_mut();
+            // SAFETY: on no list now.
+            unsafe { self.broken.push_front(heap) };
+            links.list = PoolList::Broken;
         }
     }
 
@@ -184,13 +150,14 @@ impl HeapPool {
     /// # Safety
     /// Call only in a `fork` child, with the pool's lock held, before any other thread runs.
     pub unsafe fn orphan_after_fork(&mut self, keep: *mut Heap, global: *mut Heap) {
-        let mut heap = self.active;
+        let mut heap = self.active.head();
         while !heap.is_null() {
-            // SAFETY: heaps on the active list are valid; `next` is read before unlinking.
+            // SAFETY: heaps on the active list are valid, and we hold the pool; `next` is
+            // read before unlinking.
             unsafe {
-                let next = (*heap).pool_links().next;
+                let next = List::next(heap);
                 if heap != keep && heap != global {
-                    self.unlink_active(heap);
+                    self.active.remove(heap);
                     (*heap).pool_links().orphaned_by_fork = true;
                     self.release_inactive(heap);
                 }
@@ -204,33 +171,27 @@ impl HeapPool {
     /// # Safety
     /// `heap` must come from this pool, and no thread may use it after this call.
     pub unsafe fn release(&mut self, heap: *mut Heap) {
-        // SAFETY: the caller hands the heap over; heaps it owned are on the active list
-        // (taken with `acquire`), or on none (taken with `take_abandoned`).
+        // SAFETY: the caller hands the heap over; a heap taken with `acquire` is on the
+        // active list, one taken with `take_abandoned` on none.
         unsafe {
-            if self.is_active(heap) {
-                self.unlink_active(heap);
+            if (*heap).pool_links().list == PoolList::Active {
+                self.active.remove(heap);
             }
             self.release_inactive(heap);
         }
     }
 
-    fn is_active(&self, heap: *mut Heap) -> bool {
-        // SAFETY: `heap` is a valid heap (caller of `release`).
-        self.active == heap || unsafe { !(*heap).pool_links().prev.is_null() }
-    }
-
     /// # Safety
     /// `heap` must be a valid heap of this pool on no list.
     unsafe fn release_inactive(&mut self, heap: *mut Heap) {
-        // SAFETY: the caller hands the heap over.
+        // SAFETY: the caller hands the heap over; we hold the pool.
         unsafe {
             if OwnedHeap::claim(heap).is_none_or(|h| h.is_unused()) {
-                (*heap).pool_links().next = self.free;
-                self.free = heap;
+                self.free.push_front(heap);
+                (*heap).pool_links().list = PoolList::Free;
             } else {
-                (*heap).pool_links().next = self.abandoned;
-                self.abandoned = heap;
-                self.abandoned_count += 1;
+                self.abandoned.push_front(heap);
+                (*heap).pool_links().list = PoolList::Abandoned;
             }
         }
     }

@@ -170,7 +170,7 @@ pub fn check_heap(owned: &OwnedHeap) -> CheckResult {
     }
     placed += check_list(&h.dirty_spare, State::Spare, None)?;
     placed += check_list(&h.clean_spare, State::Spare, None)?;
-    let mut seg = h.segments;
+    let mut seg = h.segments.head();
     let mut segments = 0;
     while !seg.is_null() {
         segments += 1;
@@ -193,12 +193,12 @@ pub fn check_heap(owned: &OwnedHeap) -> CheckResult {
         if assigned != unsafe { (*seg).assigned_slabs } {
             return Err("segment: assigned slab count is wrong");
         }
-        // SAFETY: `seg` is a live segment header on the heap's list.
-        seg = unsafe { (*seg).next };
+        // SAFETY: `seg` is a live segment header on the heap's list, which we own.
+        seg = unsafe { crate::list::List::next(seg) };
     }
     // SAFETY: the caller owns the heap; `segments` was just counted.
     unsafe { check_pending(heap, segments)? };
-    if segments != h.segment_count {
+    if segments != h.segments.len() {
         return Err("heap: segment count is wrong");
     }
     if placed != segments * (SLABS_PER_SEGMENT - 1) {
