@@ -202,6 +202,10 @@ impl<O: Os> Context<O> {
             },
             Kind::Buddy => self.buddy.lock().free(&self.os, addr).is_ok(),
             Kind::Huge | Kind::HugeFar => self.large.lock().free(&self.os, addr).is_ok(),
+            Kind::Sampled => {
+                crate::prof::free_sampled(addr, call);
+                true
+            }
             Kind::Slab | Kind::None => false,
         };
         if !ok {
@@ -263,6 +267,7 @@ impl<O: Os> Context<O> {
             }
             Kind::Buddy => BuddyArena::usable_size(addr),
             Kind::Huge | Kind::HugeFar => Large::usable_size(addr),
+            Kind::Sampled => crate::prof::blocks::usable_size(addr),
             Kind::None => None,
         };
         match found {
@@ -283,6 +288,7 @@ impl<O: Os> Context<O> {
             }
             Kind::Buddy => BuddyArena::usable_size(addr).is_some(),
             Kind::Huge | Kind::HugeFar => Large::owns(addr),
+            Kind::Sampled => crate::prof::blocks::usable_size(addr).is_some(),
             Kind::None => false,
         }
     }
@@ -346,6 +352,8 @@ impl<O: Os> Context<O> {
                     Err(_) => fatal::bad_pointer(call, "invalid pointer", addr),
                 }
             }
+            // A sampled block always moves: the new block is sampled or not on its own.
+            Kind::Sampled => false,
             _ => false,
         };
         if keep {

@@ -27,6 +27,8 @@ const NOT_LOADED: u8 = 0;
 const LOADED: u8 = 1;
 const LOADING: u8 = 2;
 static STATE: AtomicU8 = AtomicU8::new(NOT_LOADED);
+/// The thread loading the options (its `pthread_self`), while LOADING.
+static LOADER: AtomicUsize = AtomicUsize::new(0);
 static CHECK: AtomicU8 = AtomicU8::new(0);
 static STATS: AtomicU8 = AtomicU8::new(0);
 static PURGE_DELAY_MS: AtomicU32 = AtomicU32::new(1000);
@@ -47,8 +49,9 @@ struct PathOption {
 }
 
 // SAFETY: `bytes` is written only by `apply`, which runs only inside `load_slow` on the one
-// thread that won the LOADING state, before it publishes LOADED with Release; it is read
-// only after `ensure_loaded` saw LOADED with Acquire. So writes and reads never overlap.
+// thread that won the LOADING state (possibly nested in itself, from a signal handler, one
+// load after the other), before it publishes LOADED with Release; it is read only after
+// `ensure_loaded` saw LOADED with Acquire. So writes and reads never overlap.
 unsafe impl Sync for PathOption {}
 
 impl PathOption {
@@ -240,18 +243,27 @@ pub fn ensure_loaded() {
 #[inline(never)]
 fn load_slow() {
     // One thread loads; the others wait for it (the loader takes no lock and calls nothing
-    // that allocates, so it never waits on them). The errno of the syscalls is kept.
-    if STATE
+    // that allocates, so it never waits on them). A signal handler that allocates on the
+    // loading thread itself loads again, nested: its writes come after or before the
+    // outer ones, never at the same time. The errno of the syscalls is kept.
+    // SAFETY: pthread_self has no preconditions and does not allocate.
+    let me = unsafe { libc::pthread_self() } as usize;
+    let nested = if STATE
         .compare_exchange(NOT_LOADED, LOADING, Ordering::Acquire, Ordering::Acquire)
-        .is_err()
+        .is_ok()
     {
+        LOADER.store(me, Ordering::Relaxed);
+        false
+    } else if LOADER.load(Ordering::Relaxed) == me {
+        true
+    } else {
         while STATE.load(Ordering::Acquire) != LOADED {
             core::hint::spin_loop();
             // SAFETY: sched_yield has no preconditions.
             unsafe { libc::sched_yield() };
         }
         return;
-    }
+    };
     // SAFETY: the calling thread's errno slot.
     let errno_slot = unsafe { libc::__errno_location() };
     // SAFETY: as above.
@@ -261,7 +273,10 @@ fn load_slow() {
     }
     // SAFETY: as above.
     unsafe { *errno_slot = saved };
-    STATE.store(LOADED, Ordering::Release);
+    if !nested {
+        // The outer load publishes, once its own writes are done.
+        STATE.store(LOADED, Ordering::Release);
+    }
 }
 
 /// True in check mode (`OXMALLOC_CHECK=1`).

@@ -18,6 +18,7 @@
 use crate::buddy::BuddyArena;
 use crate::medium_cache::MediumCache;
 use crate::os::Os;
+use crate::prof::sample::HeapSampler;
 use crate::segment::{SegmentHeader, SegmentPool, SLABS_PER_SEGMENT};
 use crate::size_class::{SizeClass, CLASS_COUNT};
 use crate::slab::{Slab, SlabList, State, FULL_FLAG, SENTINEL, SLAB_BYTES};
@@ -56,6 +57,8 @@ impl ClassSlabs {
 /// A thread's heap.
 #[repr(C)]
 pub struct Heap {
+    /// The heap profiler's countdown (fast path) and sampler state.
+    pub prof: HeapSampler,
     /// The slab each class allocates from (the sentinel when none): the fast path.
     pub current: [*mut Slab; CLASS_COUNT],
     /// Per-class lists.
@@ -101,6 +104,7 @@ impl Heap {
         // SAFETY: the caller gives us the memory.
         unsafe {
             place.write(Heap {
+                prof: HeapSampler::new(),
                 current: [SENTINEL.as_ptr(); CLASS_COUNT],
                 classes: [const { ClassSlabs::new() }; CLASS_COUNT],
                 dirty_spare: SlabList::new(),

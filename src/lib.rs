@@ -21,6 +21,8 @@
 //! region_map address -> kind, O(1), lock-free
 //! os         the only place that calls mmap/munmap/madvise       (os/)
 //! beside:    sync (locks, fork), tls, config, stats, fatal
+//!            prof: the sampling heap profiler, called by process (allocations) and
+//!            allocator (frees of sampled blocks)                 (prof/)
 //! ```
 #![cfg_attr(not(any(test, feature = "portable-tls")), no_std)]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -38,6 +40,7 @@ pub mod large;
 pub mod medium_cache;
 pub mod os;
 pub mod process;
+pub mod prof;
 pub mod region_map;
 pub mod segment;
 pub mod size_class;
@@ -51,9 +54,10 @@ pub mod validate;
 mod core_tests;
 
 pub use abi::extended::{
-    ox_aligned_alloc, ox_calloc, ox_free, ox_heap_check, ox_malloc, ox_owns, ox_realloc,
-    ox_stats_get, ox_trim, ox_usable_size, ox_version, OxStats,
+    ox_aligned_alloc, ox_calloc, ox_free, ox_heap_check, ox_malloc, ox_owns, ox_prof_dump,
+    ox_realloc, ox_stats_get, ox_trim, ox_usable_size, ox_version, OxStats,
 };
+pub use prof::prof_dump;
 
 use core::alloc::{GlobalAlloc, Layout};
 

@@ -11,6 +11,7 @@ use crate::allocator::{Context, MIN_ALIGN};
 use crate::fatal;
 use crate::heap::Heap;
 use crate::os::RealOs;
+use crate::prof;
 use crate::size_class::{self, SMALL_MAX_BYTES};
 use crate::sync::ForkLock;
 use crate::tls;
@@ -154,7 +155,8 @@ extern "C" fn thread_exit(_value: *mut libc::c_void) {
 /// Every global lock, in the order code nests them (the global heap's lock is held while
 /// a heap is taken from the pool, and while slabs and spans come from the segment pool and
 /// the buddy arena). `fork_prepare` takes them in this order; the others release them.
-fn fork_locks() -> [&'static dyn ForkLock; 6] {
+fn fork_locks() -> [&'static dyn ForkLock; 9] {
+    let [profile, slots, without_heap] = crate::prof::fork_locks();
     [
         &crate::check::QUARANTINE,
         &CTX.global_heap,
@@ -162,6 +164,9 @@ fn fork_locks() -> [&'static dyn ForkLock; 6] {
         &CTX.segments,
         &CTX.buddy,
         &CTX.large,
+        profile,
+        slots,
+        without_heap,
     ]
 }
 
@@ -191,9 +196,29 @@ pub fn alloc(size: usize) -> *mut u8 {
     let heap = tls::heap();
     if size <= SMALL_MAX_BYTES && !heap.is_null() {
         // SAFETY: the TLS heap is the calling thread's own.
-        return unsafe { CTX.alloc_small(heap, size_class::class_of(size)) };
+        unsafe {
+            if prof::countdown_expired(heap, size) {
+                return alloc_sampled_slow(size, heap);
+            }
+            return CTX.alloc_small(heap, size_class::class_of(size));
+        }
     }
     alloc_slow(size)
+}
+
+/// A small allocation whose profiler countdown ran out: sampled, or served as usual.
+///
+/// # Safety
+/// `heap` must be the calling thread's own.
+#[cold]
+#[inline(never)]
+unsafe fn alloc_sampled_slow(size: usize, heap: *mut Heap) -> *mut u8 {
+    // SAFETY: the caller owns the heap; no lock is held.
+    match unsafe { prof::sample_slow(heap, size, MIN_ALIGN, false) } {
+        Some(p) => p.as_ptr(),
+        // SAFETY: as above.
+        None => unsafe { CTX.alloc_small(heap, size_class::class_of(size)) },
+    }
 }
 
 #[cold]
@@ -201,6 +226,9 @@ pub fn alloc(size: usize) -> *mut u8 {
 fn alloc_slow(size: usize) -> *mut u8 {
     if crate::config::check_mode() {
         return crate::check::alloc(size, MIN_ALIGN, false);
+    }
+    if let Some(p) = prof::maybe_sample(size, MIN_ALIGN, false) {
+        return p.as_ptr();
     }
     if size <= SMALL_MAX_BYTES {
         // SAFETY: `with_heap` gives a heap the thread may use for the call.
@@ -219,6 +247,9 @@ pub fn alloc_aligned(size: usize, align_bytes: usize) -> *mut u8 {
     if crate::config::check_mode() {
         return crate::check::alloc(size, align_bytes, false);
     }
+    if let Some(p) = prof::maybe_sample(size, align_bytes, false) {
+        return p.as_ptr();
+    }
     // SAFETY: `with_heap` gives a heap the thread may use for the call.
     with_heap(|heap| unsafe {
         CTX.alloc_with(heap, size, align_bytes)
@@ -230,6 +261,9 @@ pub fn alloc_aligned(size: usize, align_bytes: usize) -> *mut u8 {
 pub fn alloc_zeroed_aligned(size: usize, align_bytes: usize) -> *mut u8 {
     if crate::config::check_mode() {
         return crate::check::alloc(size, align_bytes.max(MIN_ALIGN), true);
+    }
+    if let Some(p) = prof::maybe_sample(size, align_bytes.max(MIN_ALIGN), true) {
+        return p.as_ptr();
     }
     // SAFETY: `with_heap` gives a heap the thread may use for the call.
     with_heap(|heap| unsafe {
@@ -270,6 +304,17 @@ pub unsafe fn realloc_aligned(ptr: *mut u8, new_size: usize, align_bytes: usize)
     // SAFETY: `ptr` is the program's realloc argument (caller).
     if unsafe { CTX.small_block_fits(ptr, new_size) } {
         return ptr;
+    }
+    // A realloc that leaves the fast path counts as an allocation of `new_size` bytes.
+    if let Some(new) = prof::maybe_sample(new_size.max(1), align_bytes.max(MIN_ALIGN), false) {
+        let old_usable = CTX.usable_size(ptr, "realloc");
+        // SAFETY: both blocks are live and distinct; `ptr` is live (caller) and no longer
+        // used once copied.
+        unsafe {
+            ptr::copy_nonoverlapping(ptr, new.as_ptr(), old_usable.min(new_size));
+            CTX.free_with(tls::heap(), ptr, "realloc");
+        }
+        return new.as_ptr();
     }
     // SAFETY: `with_heap` gives a heap the thread may use; `ptr` is live (caller).
     with_heap(|heap| unsafe {
