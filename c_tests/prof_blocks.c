@@ -4,7 +4,8 @@
  * The worker runs with OXMALLOC_PROF=1 and a sampling interval of 1 byte, so
  * that every allocation of 16 bytes or more is sampled (the chance that one is
  * not is below e^-15), and checks on those blocks: free, realloc (growing and
- * shrinking across every size range, contents kept), malloc_usable_size,
+ * shrinking across every size range, contents kept; a large block growing in
+ * small steps is not copied each time), malloc_usable_size,
  * alignment (posix_memalign, aligned_alloc, memalign, valloc, pvalloc, up to
  * 1 MiB), calloc zeroing of reused memory, ox_owns, frees by another thread,
  * and that a double free, an interior pointer or a realloc of a freed block
@@ -80,6 +81,32 @@ static void check_realloc(void)
     }
     /* realloc(p, 0) frees, as glibc does. */
     CHECK(realloc(p, 0) == NULL, "realloc(p, 0)");
+}
+
+/*
+ * A block grown by realloc in 64 KiB steps to 128 MiB (2,000 reallocs, each
+ * sampled at this interval): a sampled block this large is resized where it is
+ * or has its pages moved, never copied, so this takes moments; copying at each
+ * step would move 128 GiB and run into the runner's timeout. One byte per step
+ * is written and checked (the rest stays untouched, so RSS stays small).
+ */
+static void check_realloc_growth(void)
+{
+    size_t step = 64 << 10, n = 2 << 20;
+    unsigned char *p = malloc(n);
+    CHECK(p != NULL, "malloc");
+    for (size_t at = 0; at < n; at += step)
+        p[at] = (unsigned char)(at / step);
+    while (n < (size_t)128 << 20) {
+        unsigned char *q = realloc(p, n + step);
+        CHECK(q != NULL, "realloc to %zu", n + step);
+        q[n] = (unsigned char)(n / step);
+        p = q;
+        n += step;
+    }
+    for (size_t at = 0; at < n; at += step)
+        CHECK(p[at] == (unsigned char)(at / step), "realloc growth: byte %zu changed", at);
+    free(p);
 }
 
 static void check_alignment(void)
@@ -241,6 +268,7 @@ static void worker(const char *dump_path)
     CHECK(prof_dump != NULL, "ox_prof_dump not found");
     check_malloc_free_usable();
     check_realloc();
+    check_realloc_growth();
     check_alignment();
     check_calloc();
     check_cross_thread_free();

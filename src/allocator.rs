@@ -246,6 +246,7 @@ impl<O: Os> Context<O> {
         {
             self.buddy.lock().purge(&self.os);
             self.large.lock().trim(&self.os);
+            crate::prof::blocks::trim();
         }
     }
 
@@ -407,6 +408,7 @@ impl<O: Os> Context<O> {
         released += self.buddy.lock().trim(&self.os);
         released += self.large.lock().trim(&self.os);
         released += self.segments.lock().drain(&self.os);
+        released += crate::prof::blocks::trim();
         released
     }
 

@@ -12,6 +12,7 @@ use crate::fatal;
 use crate::heap::Heap;
 use crate::os::RealOs;
 use crate::prof;
+use crate::region_map::{self, Kind};
 use crate::size_class::{self, SMALL_MAX_BYTES};
 use crate::sync::ForkLock;
 use crate::tls;
@@ -305,8 +306,25 @@ pub unsafe fn realloc_aligned(ptr: *mut u8, new_size: usize, align_bytes: usize)
     if unsafe { CTX.small_block_fits(ptr, new_size) } {
         return ptr;
     }
-    // A realloc that leaves the fast path counts as an allocation of `new_size` bytes.
-    if let Some(new) = prof::maybe_sample(new_size.max(1), align_bytes.max(MIN_ALIGN), false) {
+    // The heap profiler: a realloc that leaves the fast path counts as an allocation of
+    // `new_size` bytes. A block in sampled memory is resized where it is when it can be;
+    // a sampled realloc of another block moves it into sampled memory.
+    let sample = prof::sample_point(new_size.max(1));
+    if region_map::raw_kind_of(ptr as usize) == Kind::Sampled as u8 {
+        let resized = prof::resize_sampled(
+            ptr,
+            new_size.max(1),
+            align_bytes.max(MIN_ALIGN),
+            sample.as_ref(),
+        );
+        if let Some(p) = resized {
+            return p.as_ptr();
+        }
+    }
+    if let Some(new) = sample
+        .as_ref()
+        .and_then(|s| prof::alloc_sampled(s, align_bytes.max(MIN_ALIGN), false))
+    {
         let old_usable = CTX.usable_size(ptr, "realloc");
         // SAFETY: both blocks are live and distinct; `ptr` is live (caller) and no longer
         // used once copied.

@@ -23,14 +23,15 @@
 //! Slots are served from per-size free lists (links in the slot's first word) and carved
 //! from the current area of their size, under one lock: sampling is rare. A freed slot of
 //! 16 KiB or more gives its memory back to the OS (all but its first OS page), and a single
-//! area is unmapped. Areas are never unmapped: at most a few per size, mostly untouched.
-//! Alignments above 2 MiB are not served here (the caller then does not sample).
+//! area is unmapped. Each slot area counts its live slots; `malloc_trim` and the
+//! allocator's periodic decay unmap the areas that have none ([`trim`]). Alignments above
+//! 2 MiB are not served here (the caller then does not sample).
 
 use crate::os::{Os, RealOs, OS_PAGE_BYTES};
 use crate::region_map::{self, Kind, CHUNK_BYTES};
 use crate::sync::Mutex;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// Bytes of the header below every sampled block.
 pub const HEADER_BYTES: usize = 64;
@@ -51,9 +52,36 @@ struct AreaHeader {
     magic: u64,
     /// log2 of the slot size; 0 for a single area.
     slot_shift: u32,
-    map_bytes: usize,
+    /// Bytes mapped (changes when a single area is resized, by the block's owner).
+    map_bytes: AtomicUsize,
     /// Single areas: the user pointer's offset from the base.
     user_offset: usize,
+    /// Slot areas: slots handed out and not yet taken back (under the slots lock).
+    live: AtomicUsize,
+    /// Slot areas: the next area of the same slot size (under the slots lock).
+    next_area: AtomicUsize,
+}
+
+impl AreaHeader {
+    fn new(slot_shift: u32, map_bytes: usize, user_offset: usize) -> Self {
+        AreaHeader {
+            magic: AREA_MAGIC,
+            slot_shift,
+            map_bytes: AtomicUsize::new(map_bytes),
+            user_offset,
+            live: AtomicUsize::new(0),
+            next_area: AtomicUsize::new(0),
+        }
+    }
+}
+
+/// The header of the slot area holding `slot`.
+///
+/// # Safety
+/// `slot` must lie in a slot area of ours.
+unsafe fn area_header(slot: usize) -> &'static AreaHeader {
+    // SAFETY: a slot area starts with its header, mapped as long as the area.
+    unsafe { &*(region_map::chunk_base(slot) as *const AreaHeader) }
 }
 
 /// What a sampled block stands for, kept below it until it is freed.
@@ -103,6 +131,8 @@ pub struct SlotClasses {
     /// The next unused slot of the current area, and the area's end.
     bump: [usize; CLASS_COUNT],
     end: [usize; CLASS_COUNT],
+    /// Every area of each slot size (linked through `next_area`).
+    areas: [usize; CLASS_COUNT],
 }
 
 impl SlotClasses {
@@ -111,6 +141,7 @@ impl SlotClasses {
             free: [0; CLASS_COUNT],
             bump: [0; CLASS_COUNT],
             end: [0; CLASS_COUNT],
+            areas: [0; CLASS_COUNT],
         }
     }
 }
@@ -155,27 +186,32 @@ impl SlotClasses {
             } else {
                 Fill::Dirty
             };
+            // SAFETY: the slot lies in one of our slot areas.
+            unsafe { area_header(head) }
+                .live
+                .fetch_add(1, Ordering::Relaxed);
             return Some((head, fill));
         }
         let (bump, end) = (*self.bump.get(i)?, *self.end.get(i)?);
         let slot = if bump != 0 && bump + slot_bytes <= end {
             bump
         } else {
+            let areas = self.areas.get_mut(i)?;
             let base = RealOs.map(CHUNK_BYTES, CHUNK_BYTES)?.as_ptr() as usize;
+            let header = AreaHeader::new(shift, CHUNK_BYTES, 0);
+            header.next_area.store(*areas, Ordering::Relaxed);
             // SAFETY: a fresh, exclusive mapping; its first OS page holds the header.
-            unsafe {
-                (base as *mut AreaHeader).write(AreaHeader {
-                    magic: AREA_MAGIC,
-                    slot_shift: shift,
-                    map_bytes: CHUNK_BYTES,
-                    user_offset: 0,
-                })
-            };
+            unsafe { (base as *mut AreaHeader).write(header) };
+            *areas = base;
             region_map::set(base, Kind::Sampled);
             *self.end.get_mut(i)? = base + CHUNK_BYTES;
             base + first_slot_offset(slot_bytes)
         };
         *self.bump.get_mut(i)? = slot + slot_bytes;
+        // SAFETY: the slot lies in one of our slot areas.
+        unsafe { area_header(slot) }
+            .live
+            .fetch_add(1, Ordering::Relaxed);
         Some((slot, Fill::Zero))
     }
 
@@ -194,9 +230,73 @@ impl SlotClasses {
         unsafe {
             (slot as *mut usize).write(*head);
             ((slot + 8) as *mut usize).write(usize::from(purged));
+            area_header(slot).live.fetch_sub(1, Ordering::Relaxed);
         }
         *head = slot;
     }
+
+    /// Unmaps the slot areas without a live block; returns the bytes given back.
+    fn release_empty_areas(&mut self) -> usize {
+        let mut released = 0;
+        for i in 0..CLASS_COUNT {
+            let is_empty = |slot: usize| {
+                // SAFETY: free slots lie in our slot areas, still mapped here.
+                unsafe { area_header(slot) }.live.load(Ordering::Relaxed) == 0
+            };
+            // Drop the free slots of empty areas from the list (before any area goes).
+            let (Some(free), Some(bump), Some(end), Some(areas)) = (
+                self.free.get_mut(i),
+                self.bump.get_mut(i),
+                self.end.get_mut(i),
+                self.areas.get_mut(i),
+            ) else {
+                continue;
+            };
+            let mut link: *mut usize = free;
+            // SAFETY: `link` is the list head or the first word of a free slot (resident:
+            // the first OS page of a slot is never purged), and each slot's first word
+            // links to the next.
+            unsafe {
+                while *link != 0 {
+                    let slot = *link;
+                    if is_empty(slot) {
+                        *link = *(slot as *const usize);
+                    } else {
+                        link = slot as *mut usize;
+                    }
+                }
+            }
+            // Unmap the empty areas.
+            let mut area_link: *mut usize = areas;
+            // SAFETY: `area_link` is the list head or the `next_area` word of a live area
+            // header; an area is unlinked before it is unmapped.
+            unsafe {
+                while *area_link != 0 {
+                    let base = *area_link;
+                    let header = area_header(base);
+                    if header.live.load(Ordering::Relaxed) != 0 {
+                        area_link = header.next_area.as_ptr();
+                        continue;
+                    }
+                    *area_link = header.next_area.load(Ordering::Relaxed);
+                    if *end == base + CHUNK_BYTES {
+                        *bump = 0;
+                        *end = 0;
+                    }
+                    region_map::clear(base);
+                    RealOs.unmap(NonNull::new_unchecked(base as *mut u8), CHUNK_BYTES);
+                    released += CHUNK_BYTES;
+                }
+            }
+        }
+        released
+    }
+}
+
+/// Gives the slot areas without a live sampled block back to the OS (from `malloc_trim`
+/// and the allocator's periodic decay); returns the bytes released.
+pub fn trim() -> usize {
+    SLOTS.lock().release_empty_areas()
 }
 
 /// A sampled block of `size` bytes at `align_bytes` (a power of two), zeroed if asked,
@@ -230,14 +330,7 @@ pub fn alloc(size: usize, align_bytes: usize, zero: bool, info: BlockInfo) -> Op
         let map_bytes = crate::os::round_up(user_offset.checked_add(size)?, OS_PAGE_BYTES)?;
         let base = RealOs.map(map_bytes, CHUNK_BYTES)?.as_ptr() as usize;
         // SAFETY: a fresh, exclusive mapping (zeroed: nothing to clear for calloc).
-        unsafe {
-            (base as *mut AreaHeader).write(AreaHeader {
-                magic: AREA_MAGIC,
-                slot_shift: 0,
-                map_bytes,
-                user_offset,
-            })
-        };
+        unsafe { (base as *mut AreaHeader).write(AreaHeader::new(0, map_bytes, user_offset)) };
         region_map::set(base, Kind::Sampled);
         base + user_offset
     };
@@ -284,7 +377,8 @@ fn geometry(addr: usize) -> Option<Geometry> {
         if addr != area_base + area.user_offset {
             return None;
         }
-        (area.map_bytes, 0, area_base + area.map_bytes)
+        let map_bytes = area.map_bytes.load(Ordering::Relaxed);
+        (map_bytes, 0, area_base + map_bytes)
     } else {
         let slot_bytes = 1usize.checked_shl(area.slot_shift)?;
         let slot = addr & !(slot_bytes - 1);
@@ -310,6 +404,85 @@ fn geometry(addr: usize) -> Option<Geometry> {
 pub fn usable_size(addr: usize) -> Option<usize> {
     let g = geometry(addr)?;
     (g.header.state.load(Ordering::Acquire) == live_state(addr)).then(|| g.end - addr)
+}
+
+/// `realloc` of the live sampled block at `addr` to `new_size` bytes at `align_bytes`,
+/// without copying: where it is when its slot or mapping allows (a single area grows or
+/// shrinks with `mremap`, or its pages move to a new mapping), with `info` in its header
+/// from then on. Returns the block (moved or not) and what its header said before; `None`
+/// when it must be copied elsewhere, or when `addr` is not a live sampled block.
+pub fn resize(
+    addr: usize,
+    new_size: usize,
+    align_bytes: usize,
+    info: BlockInfo,
+) -> Option<(NonNull<u8>, BlockInfo)> {
+    let g = geometry(addr)?;
+    if g.header.state.load(Ordering::Acquire) != live_state(addr)
+        || addr & (align_bytes - 1) != 0
+        || new_size > isize::MAX as usize / 2
+    {
+        return None;
+    }
+    let offset = addr
+        - if g.single_map_bytes != 0 {
+            g.area_base
+        } else {
+            g.slot
+        };
+    let need = offset.checked_add(new_size)?;
+    let user = if g.single_map_bytes == 0 {
+        // A slot keeps a block that fits and uses more than a quarter of it.
+        let slot_bytes = g.end - g.slot;
+        if need > slot_bytes || (need <= slot_bytes / 4 && slot_bytes > 1 << MIN_SLOT_SHIFT) {
+            return None;
+        }
+        addr
+    } else {
+        let old_map = g.single_map_bytes;
+        let new_map = crate::os::round_up(need, OS_PAGE_BYTES)?;
+        // SAFETY: the area's mapping starts at its base.
+        let base_ptr = unsafe { NonNull::new_unchecked(g.area_base as *mut u8) };
+        // SAFETY: `[base, base + old_map)` is the area's whole mapping, and only this
+        // block's owner (the caller) uses it.
+        let base = if new_map == old_map
+            || unsafe { RealOs.resize_in_place(base_ptr, old_map, new_map) }
+        {
+            g.area_base
+        } else if new_map < old_map {
+            return None;
+        } else {
+            // Move the pages, without copying, to a fresh aligned reservation.
+            let target = RealOs.map(new_map, CHUNK_BYTES)?;
+            // Clear the old chunk's mark before its pages go: another thread may map
+            // something there at once and mark it (the region map's rule).
+            region_map::clear(g.area_base);
+            // SAFETY: both ranges are ours; on success the old one is gone.
+            if !unsafe { RealOs.move_mapping(base_ptr, old_map, target, new_map) } {
+                region_map::set(g.area_base, Kind::Sampled);
+                // SAFETY: the reservation is ours and unused.
+                unsafe { RealOs.unmap(target, new_map) };
+                return None;
+            }
+            let base = target.as_ptr() as usize;
+            region_map::set(base, Kind::Sampled);
+            base
+        };
+        // SAFETY: the area header moved along with the pages.
+        unsafe { &*(base as *const AreaHeader) }
+            .map_bytes
+            .store(new_map, Ordering::Relaxed);
+        base + offset
+    };
+    let header = (user - HEADER_BYTES) as *mut BlockHeader;
+    // SAFETY: the block's header, just below it, in memory the caller owns.
+    let old = unsafe {
+        let old = (*header).info;
+        (*header).info = info;
+        (*header).state.store(live_state(user), Ordering::Release);
+        old
+    };
+    Some((NonNull::new(user as *mut u8)?, old))
 }
 
 /// Why a pointer handed to `free` is not a live sampled block.
@@ -413,6 +586,64 @@ mod tests {
             assert!(bytes.iter().all(|&b| b == 0));
             assert!(free(q.as_ptr() as usize).is_ok());
         }
+    }
+
+    #[test]
+    fn resize_keeps_contents_and_the_header() {
+        // A single area growing (in place or moved) and shrinking, then a slot block.
+        let p = alloc(3 << 20, 16, false, info(1)).expect("sampled block");
+        // SAFETY: a live block of 3 MiB.
+        unsafe { p.as_ptr().write_bytes(0x5c, 3 << 20) };
+        let (q, old) = resize(p.as_ptr() as usize, 40 << 20, 16, info(2)).expect("grows");
+        assert_eq!(old.stack, 1);
+        let a = q.as_ptr() as usize;
+        assert!(usable_size(a).expect("live") >= 40 << 20);
+        // SAFETY: the first 3 MiB moved with the block.
+        assert!(unsafe { core::slice::from_raw_parts(q.as_ptr(), 3 << 20) }
+            .iter()
+            .all(|&b| b == 0x5c));
+        let (r, old) = resize(a, 2 << 20, 16, info(3)).expect("shrinks");
+        assert_eq!((old.stack, r.as_ptr() as usize), (2, a));
+        assert_eq!(free(a).map(|i| i.stack), Ok(3));
+        let s = alloc(1000, 16, false, info(4)).expect("sampled block");
+        let b = s.as_ptr() as usize;
+        assert_eq!(
+            resize(b, 1500, 16, info(5)).map(|(p, o)| (p.as_ptr() as usize, o.stack)),
+            Some((b, 4))
+        );
+        assert!(resize(b, 5000, 16, info(6)).is_none(), "outgrows its slot");
+        assert!(
+            resize(b, 10, 16, info(6)).is_none(),
+            "too small for its slot"
+        );
+        assert!(resize(b + 16, 1000, 16, info(6)).is_none(), "not a block");
+        assert_eq!(free(b).map(|i| i.stack), Ok(5));
+        assert!(resize(b, 1000, 16, info(6)).is_none(), "freed");
+    }
+
+    #[test]
+    fn trim_unmaps_areas_without_live_blocks() {
+        // 256 KiB slots (no other test uses them): 15 per area, so 20 blocks take two.
+        let blocks: Vec<usize> = (0..20)
+            .map(|_| alloc(200_000, 16, false, info(9)).expect("block").as_ptr() as usize)
+            .collect();
+        let last = *blocks.last().expect("blocks");
+        let first = blocks[0];
+        assert_ne!(region_map::chunk_base(first), region_map::chunk_base(last));
+        for &b in &blocks[..19] {
+            assert!(free(b).is_ok());
+        }
+        trim();
+        // The first area had no live block left: gone. The second holds `last`.
+        assert_eq!(region_map::kind_of(first), Kind::None);
+        assert_eq!(region_map::kind_of(last), Kind::Sampled);
+        assert!(usable_size(last).is_some());
+        assert!(free(last).is_ok());
+        trim();
+        assert_eq!(region_map::kind_of(last), Kind::None);
+        // The class still serves blocks afterwards.
+        let again = alloc(200_000, 16, true, info(9)).expect("block");
+        assert!(free(again.as_ptr() as usize).is_ok());
     }
 
     #[test]

@@ -22,8 +22,8 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 
 /// Most frames kept per stack.
 pub const MAX_DEPTH: usize = 64;
-/// Frames of the profiler at the top of a capture: `capture`, `take_sample`, and
-/// `sample_slow` or `sample_without_heap` (all `#[inline(never)]`, none a tail call).
+/// Frames of the profiler at the top of a capture: `capture`, `take`, and
+/// `sample_with_heap` or `sample_without_heap` (all `#[inline(never)]`, none a tail call).
 const SELF_FRAMES: usize = 3;
 /// Room for the allocator's frames above the program's.
 const ALLOCATOR_FRAMES: usize = 16;

@@ -236,7 +236,82 @@ fn countdown_ran_out(sampler: &mut HeapSampler, size: usize, state: u8) -> bool 
     true
 }
 
-/// The sampling slow path of a thread with a heap: `heap`'s countdown ran out during an
+/// A sample: the stack of an allocation of `size` bytes and what its block will stand for.
+pub struct Sample {
+    frames: [usize; capture::MAX_DEPTH],
+    depth: usize,
+    size: usize,
+    weight: sample::Weight,
+}
+
+impl Sample {
+    fn pcs(&self) -> &[usize] {
+        self.frames.get(..self.depth).unwrap_or(&[])
+    }
+}
+
+/// Takes the stack of the allocation being sampled.
+#[inline(never)]
+fn take(size: usize) -> Sample {
+    let _errno = KeepErrno::new();
+    let mut frames = [0usize; capture::MAX_DEPTH];
+    let depth = capture::capture(&mut frames);
+    Sample {
+        frames,
+        depth,
+        size,
+        weight: sample::weight(size, crate::config::prof_interval_bytes()),
+    }
+}
+
+/// `heap`'s countdown ran out during an allocation of `size` bytes: the sample, if this
+/// allocation is sampled.
+///
+/// # Safety
+/// The caller must own `heap` and hold no lock of ours.
+#[inline(never)]
+unsafe fn sample_with_heap(heap: *mut Heap, size: usize) -> Option<Sample> {
+    // The sampler is reached through the raw pointer and no reference is held across the
+    // capture: an allocation made by the unwinder uses the same heap.
+    // SAFETY: the caller owns the heap.
+    let sampler = unsafe { &raw mut (*heap).prof };
+    // SAFETY: as above; the reference ends before anything may allocate.
+    let taken = unsafe {
+        let s = &mut *sampler;
+        countdown_ran_out(s, size, STATE.load(Ordering::Acquire)) && !s.busy
+    };
+    if !taken {
+        return None;
+    }
+    // SAFETY: as above.
+    unsafe { (*sampler).busy = true };
+    let sample = take(size);
+    // SAFETY: as above.
+    unsafe { (*sampler).busy = false };
+    Some(sample)
+}
+
+/// The same for a thread without a heap (see [`WITHOUT_HEAP`]): counts `size` bytes.
+#[inline(never)]
+fn sample_without_heap(size: usize) -> Option<Sample> {
+    {
+        let mut sampler = WITHOUT_HEAP.lock();
+        let s = isize::try_from(size).unwrap_or(isize::MAX);
+        sampler.countdown = sampler.countdown.saturating_sub(s);
+        if sampler.countdown >= 0
+            || !countdown_ran_out(&mut sampler, size, STATE.load(Ordering::Acquire))
+            || sampler.busy
+        {
+            return None;
+        }
+        sampler.busy = true;
+    }
+    let sample = take(size);
+    WITHOUT_HEAP.lock().busy = false;
+    Some(sample)
+}
+
+/// The sampling slow path of the `malloc` fast path: `heap`'s countdown ran out during an
 /// allocation of `size` bytes at `align_bytes`. Returns the sampled block, or `None` to
 /// serve the allocation as usual (not sampled, or no memory for a sampled block).
 ///
@@ -250,79 +325,126 @@ pub unsafe fn sample_slow(
     align_bytes: usize,
     zero: bool,
 ) -> Option<NonNull<u8>> {
-    // The sampler is reached through the raw pointer and no reference is held across the
-    // capture: an allocation made by the unwinder uses the same heap.
-    // SAFETY: the caller owns the heap.
-    let sampler = unsafe { &raw mut (*heap).prof };
-    // SAFETY: as above; the reference ends before anything may allocate.
-    let take = unsafe {
-        let s = &mut *sampler;
-        countdown_ran_out(s, size, STATE.load(Ordering::Acquire)) && !s.busy
-    };
-    if !take {
+    // SAFETY: forwarded contract.
+    let sample = unsafe { sample_with_heap(heap, size) }?;
+    alloc_sampled(&sample, align_bytes, zero)
+}
+
+/// The countdown of the allocation paths other than the small fast path (medium and
+/// huge sizes, aligned, `calloc`, `realloc` that leaves its block, threads without a
+/// heap): writes the dumps that are due, counts `size` bytes against the calling thread's
+/// countdown, and returns the sample when one falls in them.
+///
+/// Call with no lock of ours held.
+#[inline]
+pub fn sample_point(size: usize) -> Option<Sample> {
+    if STATE.load(Ordering::Relaxed) != READY {
         return None;
     }
-    // SAFETY: as above.
-    unsafe { (*sampler).busy = true };
-    let _errno = KeepErrno::new();
-    let block = take_sample(size, align_bytes, zero);
     poll();
-    // SAFETY: as above.
-    unsafe { (*sampler).busy = false };
-    block
-}
-
-/// The sampling slow path of a thread without a heap (see [`WITHOUT_HEAP`]).
-#[cold]
-#[inline(never)]
-fn sample_without_heap(size: usize, align_bytes: usize, zero: bool) -> Option<NonNull<u8>> {
-    {
-        let mut sampler = WITHOUT_HEAP.lock();
-        let s = isize::try_from(size).unwrap_or(isize::MAX);
-        sampler.countdown = sampler.countdown.saturating_sub(s);
-        if sampler.countdown >= 0
-            || !countdown_ran_out(&mut sampler, size, STATE.load(Ordering::Acquire))
-            || sampler.busy
-        {
+    let heap = crate::tls::heap();
+    if heap.is_null() {
+        return sample_without_heap(size);
+    }
+    let s = isize::try_from(size).unwrap_or(isize::MAX);
+    // SAFETY: the TLS heap is the calling thread's own; the caller holds no lock.
+    unsafe {
+        let left = (*heap).prof.countdown.saturating_sub(s);
+        (*heap).prof.countdown = left;
+        if left >= 0 {
             return None;
         }
-        sampler.busy = true;
+        sample_with_heap(heap, size)
     }
-    let _errno = KeepErrno::new();
-    let block = take_sample(size, align_bytes, zero);
-    poll();
-    WITHOUT_HEAP.lock().busy = false;
-    block
 }
 
-/// Takes the stack, serves a sampled block and counts it.
-#[inline(never)]
-fn take_sample(size: usize, align_bytes: usize, zero: bool) -> Option<NonNull<u8>> {
-    let mut frames = [0usize; capture::MAX_DEPTH];
-    let depth = capture::capture(&mut frames);
-    let pcs = frames.get(..depth).unwrap_or(&[]);
-    let interval = crate::config::prof_interval_bytes();
-    let weight = sample::weight(size, interval);
-    let stack = PROFILE.lock().stacks.find_or_insert(pcs);
+/// [`sample_point`], then a sampled block when sampled (`None`: allocate as usual).
+#[inline]
+pub fn maybe_sample(size: usize, align_bytes: usize, zero: bool) -> Option<NonNull<u8>> {
+    let sample = sample_point(size)?;
+    alloc_sampled(&sample, align_bytes, zero)
+}
+
+/// A sampled block for `sample`, at `align_bytes`, zeroed if asked, counted in the table;
+/// `None` when there is no memory for it (the allocation is then served as usual).
+pub fn alloc_sampled(sample: &Sample, align_bytes: usize, zero: bool) -> Option<NonNull<u8>> {
+    let _errno = KeepErrno::new();
+    let stack = PROFILE.lock().stacks.find_or_insert(sample.pcs());
     let info = blocks::BlockInfo {
         stack,
-        size,
-        objects_fixed: weight.objects_fixed,
-        bytes: weight.bytes,
+        size: sample.size,
+        objects_fixed: sample.weight.objects_fixed,
+        bytes: sample.weight.bytes,
     };
-    let block = blocks::alloc(size, align_bytes, zero, info)?;
+    let block = blocks::alloc(sample.size, align_bytes, zero, info)?;
+    recount(None, Some(info));
+    poll();
+    Some(block)
+}
+
+/// `realloc` of a block in sampled memory (`Kind::Sampled`) to `new_size` bytes: resizes
+/// it without copying when its memory allows, and counts it again from then on: as
+/// `sample` when this realloc was sampled, not at all otherwise (its memory stays where
+/// it is; only its accounting changes). `None`: the block must move (or `ptr` is not a
+/// live sampled block, which the caller's checks then report).
+pub fn resize_sampled(
+    ptr: *mut u8,
+    new_size: usize,
+    align_bytes: usize,
+    sample: Option<&Sample>,
+) -> Option<NonNull<u8>> {
+    let _errno = KeepErrno::new();
+    let info = match sample {
+        Some(s) => blocks::BlockInfo {
+            stack: PROFILE.lock().stacks.find_or_insert(s.pcs()),
+            size: new_size,
+            objects_fixed: s.weight.objects_fixed,
+            bytes: s.weight.bytes,
+        },
+        None => blocks::BlockInfo {
+            stack: stacks::UNCOUNTED,
+            size: new_size,
+            objects_fixed: 0,
+            bytes: 0,
+        },
+    };
+    let (block, old) = blocks::resize(ptr as usize, new_size, align_bytes, info)?;
+    recount(Some(old), sample.map(|_| info));
+    poll();
+    Some(block)
+}
+
+/// Takes a block that was counted as `old` out of the live counts, and counts one as
+/// `new`; asks for the dumps this makes due.
+fn recount(old: Option<blocks::BlockInfo>, new: Option<blocks::BlockInfo>) {
+    let interval = crate::config::prof_interval_bytes();
     let due = {
         let mut profile = PROFILE.lock();
-        profile.stacks.add(stack, weight);
-        let t = &mut profile.triggers;
-        t.allocated = t.allocated.saturating_add(weight.bytes);
-        t.live = t.live.saturating_add(weight.bytes);
-        dumps_due(t, interval)
+        if let Some(old) = old {
+            profile.stacks.remove(old.stack, weight_of(&old));
+            profile.triggers.live = profile.triggers.live.saturating_sub(old.bytes);
+        }
+        match new {
+            Some(new) => {
+                profile.stacks.add(new.stack, weight_of(&new));
+                let t = &mut profile.triggers;
+                t.allocated = t.allocated.saturating_add(new.bytes);
+                t.live = t.live.saturating_add(new.bytes);
+                dumps_due(t, interval)
+            }
+            None => 0,
+        }
     };
     if due != 0 {
         PENDING.fetch_or(due, Ordering::Relaxed);
     }
-    Some(block)
+}
+
+fn weight_of(info: &blocks::BlockInfo) -> sample::Weight {
+    sample::Weight {
+        objects_fixed: info.objects_fixed,
+        bytes: info.bytes,
+    }
 }
 
 /// Which automatic dumps the last sample made due (`PENDING_*` bits).
@@ -340,7 +462,9 @@ fn dumps_due(t: &mut Triggers, interval: u64) -> u8 {
     }
     // A new peak, 10% or one interval (whichever is more) above the last one dumped.
     if crate::config::prof_dump_peak()
-        && t.live >= t.peak_dumped_live + (t.peak_dumped_live / 10).max(interval)
+        && t.live
+            >= t.peak_dumped_live
+                .saturating_add((t.peak_dumped_live / 10).max(interval))
     {
         due |= PENDING_PEAK;
         t.peak_dumped_live = t.live;
@@ -366,47 +490,11 @@ fn poll() {
     }
 }
 
-/// The hook of the allocation paths other than the small fast path (medium and huge
-/// sizes, aligned, `calloc`, `realloc` that moves, threads without a heap): writes the
-/// dumps that are due, counts `size` against the calling thread's countdown, and serves a
-/// sampled block when a sample falls in it (`None`: allocate as usual).
-///
-/// Call with no lock of ours held.
-#[inline]
-pub fn maybe_sample(size: usize, align_bytes: usize, zero: bool) -> Option<NonNull<u8>> {
-    if STATE.load(Ordering::Relaxed) != READY {
-        return None;
-    }
-    poll();
-    let heap = crate::tls::heap();
-    if heap.is_null() {
-        return sample_without_heap(size, align_bytes, zero);
-    }
-    let s = isize::try_from(size).unwrap_or(isize::MAX);
-    // SAFETY: the TLS heap is the calling thread's own; the caller holds no lock.
-    unsafe {
-        let left = (*heap).prof.countdown.saturating_sub(s);
-        (*heap).prof.countdown = left;
-        if left >= 0 {
-            return None;
-        }
-        sample_slow(heap, size, align_bytes, zero)
-    }
-}
-
 /// Frees the sampled block at `addr` (the region map says `Kind::Sampled`) for `call`;
 /// a pointer that is not a live sampled block is reported as fatal.
 pub fn free_sampled(addr: usize, call: &str) {
     match blocks::free(addr) {
-        Ok(info) => {
-            let weight = sample::Weight {
-                objects_fixed: info.objects_fixed,
-                bytes: info.bytes,
-            };
-            let mut profile = PROFILE.lock();
-            profile.stacks.remove(info.stack, weight);
-            profile.triggers.live = profile.triggers.live.saturating_sub(info.bytes);
-        }
+        Ok(info) => recount(Some(info), None),
         Err(blocks::FreeError::DoubleFree) => {
             fatal::bad_pointer(call, "double free or corruption", addr)
         }

@@ -28,6 +28,8 @@ const INDEX_BYTES: usize = INDEX_SLOTS * core::mem::size_of::<u32>();
 pub type StackId = u32;
 /// The depth-0 stack.
 pub const OTHER: StackId = 0;
+/// Not counted anywhere: a block in sampled memory that a `realloc` left unsampled.
+pub const UNCOUNTED: StackId = StackId::MAX;
 
 /// Per-stack counters. Objects are in 1/65536ths (see [`super::sample::OBJECT_FIXED_SHIFT`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
