@@ -14,8 +14,9 @@
 //! - `free` fast path: nothing. Sampled blocks live in chunks marked `Kind::Sampled` in
 //!   the region map, which the fast path already sends to `free_big` with every non-slab
 //!   kind.
-//! - Other allocation paths (medium, huge, aligned, `calloc`, `realloc` that moves) count
-//!   their size against the same countdown in [`maybe_sample`].
+//! - Other allocation paths (medium, huge, aligned, `calloc`, `realloc` past its fast
+//!   path) count their size against the same countdown in [`sample_point`]. A `realloc`
+//!   of a block in sampled memory resizes it where it can ([`resize_sampled`]).
 //!
 //! Parts: `sample` (the countdown and the weights), `capture` (stacks), `stacks` (the
 //! table), `blocks` (the memory of sampled blocks), `dump` (writing profiles).
