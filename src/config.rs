@@ -156,17 +156,7 @@ fn parse_signal(value: &[u8]) -> Option<i32> {
 }
 
 fn parse_u32(digits: &[u8]) -> Option<u32> {
-    if digits.is_empty() {
-        return None;
-    }
-    let mut v: u32 = 0;
-    for &d in digits {
-        if !d.is_ascii_digit() {
-            return None;
-        }
-        v = v.checked_mul(10)?.checked_add(u32::from(d - b'0'))?;
-    }
-    Some(v)
+    parse_u64(digits).and_then(|v| u32::try_from(v).ok())
 }
 
 /// Scans `environ`; false when libc has not set it up yet.
