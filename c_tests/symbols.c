@@ -18,6 +18,7 @@ static const char *const family[] = {
 static const char *const extended[] = {
     "ox_malloc",        "ox_calloc",      "ox_realloc", "ox_free",
     "ox_aligned_alloc", "ox_usable_size", "ox_owns",    "ox_trim",
+    "ox_prof_dump",
 };
 
 int main(void)

@@ -235,6 +235,17 @@ void ox_stats_get(ox_stats *out);
 int ox_heap_check(void);
 
 /**
+ * Writes a heap profile now (heap profiling must be on: `OXMALLOC_PROF=1`). `path` NULL
+ * writes `OXMALLOC_PROF_DIR/oxprof.<pid>.<seq>.raw`; otherwise the file `path`. Returns 0,
+ * or an errno value: `ENOTSUP` when profiling is off, else why the file could not be
+ * written (nothing is left behind then). Does not change errno.
+ *
+ * # Safety
+ * `path` must be NULL or a NUL-terminated string.
+ */
+int ox_prof_dump(const char *path);
+
+/**
  * The library version, e.g. "0.1.0".
  */
 const char *ox_version(void);

@@ -105,21 +105,16 @@ pub enum Opt {
     /// `OXMALLOC_VERBOSE`.
     Verbose,
     /// `OXMALLOC_PROF`.
-    #[allow(dead_code)] // read by the heap profiler
     Prof,
     /// `OXMALLOC_PROF_DIR`.
     ProfDir,
     /// `OXMALLOC_PROF_INTERVAL`.
-    #[allow(dead_code)] // read by the heap profiler
     ProfInterval,
     /// `OXMALLOC_PROF_SIGNAL`.
-    #[allow(dead_code)] // read by the heap profiler
     ProfSignal,
     /// `OXMALLOC_PROF_DUMP_BYTES`.
-    #[allow(dead_code)] // read by the heap profiler
     ProfDumpBytes,
     /// `OXMALLOC_PROF_DUMP_PEAK`.
-    #[allow(dead_code)] // read by the heap profiler
     ProfDumpPeak,
 }
 
@@ -347,37 +342,31 @@ pub fn verbose() -> bool {
 }
 
 /// True when the heap profiler is on (`OXMALLOC_PROF`).
-#[allow(dead_code)] // read by the heap profiler
 pub fn prof_enabled() -> bool {
     value(Opt::Prof) != 0
 }
 
 /// The directory heap profiles go to (`OXMALLOC_PROF_DIR`; absolute when it fits; no NUL).
-#[allow(dead_code)] // read by the heap profiler
 pub fn prof_dir() -> &'static [u8] {
     path(Opt::ProfDir)
 }
 
 /// Mean bytes between two profiler samples (`OXMALLOC_PROF_INTERVAL`).
-#[allow(dead_code)] // read by the heap profiler
 pub fn prof_interval_bytes() -> u64 {
     value(Opt::ProfInterval)
 }
 
 /// The signal that asks for a profile (`OXMALLOC_PROF_SIGNAL`), 0 for none.
-#[allow(dead_code)] // read by the heap profiler
 pub fn prof_signal() -> i32 {
     i32::try_from(value(Opt::ProfSignal)).unwrap_or(0)
 }
 
 /// Write a profile every this many bytes allocated (`OXMALLOC_PROF_DUMP_BYTES`), 0 never.
-#[allow(dead_code)] // read by the heap profiler
 pub fn prof_dump_bytes() -> u64 {
     value(Opt::ProfDumpBytes)
 }
 
 /// Write a profile at each new peak of live bytes (`OXMALLOC_PROF_DUMP_PEAK`).
-#[allow(dead_code)] // read by the heap profiler
 pub fn prof_dump_peak() -> bool {
     value(Opt::ProfDumpPeak) != 0
 }

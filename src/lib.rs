@@ -11,17 +11,19 @@
 //! - *remote free*: a free by a thread that does not own the block's slab.
 //! - *OS page*: the kernel's 4 KiB unit (never just "page").
 //!
-//! # Layers (dependencies point down only)
+//! # Layers (dependencies point down only; `tests/layers.py` checks it)
 //! ```text
-//! abi        extern "C" exports, errno, C edge cases            (abi/)
-//! process    the process allocator: thread start/exit, fork     (process.rs)
-//! allocator  dispatch by size and by pointer kind; the context  (allocator.rs)
-//! heap       per-thread heaps: fast path, slow path, thread life (heap.rs, heap_pool.rs)
-//! slab, size_class, segment, buddy, large
-//! region_map address -> kind, O(1), lock-free
-//! os         the only place that calls mmap/munmap/madvise       (os/)
-//! beside:    sync (locks, fork), tls, config (options), stats (counters, census,
-//!            reports), counter, writer, fatal
+//! abi/         extern "C" exports, errno, C edge cases
+//! process/     the process allocator: the context (dispatch by size and pointer kind),
+//!              thread start and exit, TLS, fork, check mode, census and reports, and the
+//!              sampling heap profiler (process/prof/)
+//! heap/        per-thread heaps: fast path, slow path, slab lists, the heap pool, the
+//!              medium cache, the heap checker, counters, the profiler's sampler
+//! block/       size classes, slabs and the remote-free protocol, segments, buddy, large
+//! region_map   address -> kind, O(1), lock-free
+//! os/          the only place that calls mmap/munmap/madvise
+//! beside:      config (options), stats (counters), sync (locks), list (the intrusive
+//!              list), counter, writer, fatal
 //! ```
 #![cfg_attr(not(any(test, feature = "portable-tls")), no_std)]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -42,9 +44,10 @@ pub(crate) mod sync;
 pub(crate) mod writer;
 
 pub use abi::extended::{
-    ox_aligned_alloc, ox_calloc, ox_free, ox_heap_check, ox_malloc, ox_owns, ox_realloc,
-    ox_stats_get, ox_trim, ox_usable_size, ox_version, OxStats,
+    ox_aligned_alloc, ox_calloc, ox_free, ox_heap_check, ox_malloc, ox_owns, ox_prof_dump,
+    ox_realloc, ox_stats_get, ox_trim, ox_usable_size, ox_version, OxStats,
 };
+pub use process::prof::prof_dump;
 
 /// The allocator's figures for Rust programs: the same as C's `ox_stats_get` (see
 /// [`OxStats`] for what each field counts).

@@ -1,6 +1,7 @@
 //! The region map: for every 4 MiB-aligned chunk of the address space, what oxmalloc keeps
 //! there. `free(p)` reads one byte, `MAP[p >> 22]`, to learn in O(1) and without a lock
-//! whether `p` is in a slab segment, a buddy region, a huge block, or not ours at all.
+//! whether `p` is in a slab segment, a buddy region, a huge block, a sampled block of the
+//! heap profiler, or not ours at all.
 //!
 //! The map is a zero-initialised static of 2^25 bytes (user space is 2^47 bytes on
 //! x86-64 and aarch64 Linux). It lives in `.bss`: the kernel backs only the OS pages we
@@ -38,6 +39,8 @@ pub enum Kind {
     /// The user pointer of a huge block with alignment ≥ 4 MiB lies at the chunk base; its
     /// header is the OS page just below.
     HugeFar = 4,
+    /// Sampled blocks of the heap profiler; an area header is at the chunk base.
+    Sampled = 5,
 }
 
 struct Map([AtomicU8; ENTRY_COUNT]);
@@ -54,6 +57,7 @@ pub fn kind_of(addr: usize) -> Kind {
             2 => Kind::Buddy,
             3 => Kind::Huge,
             4 => Kind::HugeFar,
+            5 => Kind::Sampled,
             _ => Kind::None,
         },
         None => Kind::None,

@@ -19,7 +19,7 @@ bad() { echo "FAIL $1: $2"; fail=$((fail + 1)); }
 
 expected="aligned_alloc calloc cfree free free_aligned_sized free_sized mallinfo mallinfo2 malloc
 malloc_info malloc_stats malloc_trim malloc_usable_size mallopt memalign ox_aligned_alloc ox_calloc
-ox_free ox_heap_check ox_malloc ox_owns ox_realloc ox_stats_get ox_trim ox_usable_size ox_version
+ox_free ox_heap_check ox_malloc ox_owns ox_prof_dump ox_realloc ox_stats_get ox_trim ox_usable_size ox_version
 posix_memalign pvalloc realloc reallocarray valloc"
 want=$(echo $expected | tr ' ' '\n' | sort)
 have=$(nm -D --defined-only "$lib" | awk '{print $3}' | sed 's/@.*//' | sort)

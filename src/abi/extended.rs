@@ -97,6 +97,27 @@ pub extern "C" fn ox_heap_check() -> c_int {
     }
 }
 
+/// Writes a heap profile now (heap profiling must be on: `OXMALLOC_PROF=1`). `path` NULL
+/// writes `OXMALLOC_PROF_DIR/oxprof.<pid>.<seq>.raw`; otherwise the file `path`. Returns 0,
+/// or an errno value: `ENOTSUP` when profiling is off, else why the file could not be
+/// written (nothing is left behind then). Does not change errno.
+///
+/// # Safety
+/// `path` must be NULL or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn ox_prof_dump(path: *const c_char) -> c_int {
+    let path = if path.is_null() {
+        None
+    } else {
+        // SAFETY: a NUL-terminated string (caller).
+        Some(unsafe { core::ffi::CStr::from_ptr(path) })
+    };
+    match crate::process::prof::prof_dump(path) {
+        Ok(()) => 0,
+        Err(code) => code,
+    }
+}
+
 /// The library version, e.g. "0.1.0".
 #[no_mangle]
 pub extern "C" fn ox_version() -> *const c_char {

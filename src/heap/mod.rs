@@ -29,6 +29,7 @@
 pub(crate) mod counters;
 pub(crate) mod medium_cache;
 pub(crate) mod pool;
+pub(crate) mod sampler;
 pub(crate) mod validate;
 
 use crate::block::buddy::BuddyArena;
@@ -37,6 +38,7 @@ use crate::block::segment::{SegmentHeader, SegmentPool, SLABS_PER_SEGMENT};
 use crate::block::size_class::{SizeClass, CLASS_COUNT};
 use crate::block::slab::{sentinel, Slab, SlabList, State, FULL_FLAG, SLAB_BYTES};
 use crate::heap::medium_cache::MediumCache;
+use crate::heap::sampler::HeapSampler;
 use crate::list::{Links, List, Node};
 use crate::os::Os;
 use crate::sync::Mutex;
@@ -90,6 +92,9 @@ pub struct Heap {
 /// The owner-only part of a heap.
 #[repr(C)]
 pub struct HeapLocal {
+    /// The heap profiler's countdown (read and written by the `malloc` fast path) and the
+    /// sampler's state.
+    pub prof: HeapSampler,
     /// The slab each class allocates from (the sentinel when none): the fast path.
     pub current: [*mut Slab; CLASS_COUNT],
     /// Per-class lists.
@@ -170,6 +175,7 @@ impl Heap {
         unsafe {
             place.write(Heap {
                 local: UnsafeCell::new(HeapLocal {
+                    prof: HeapSampler::new(),
                     current: [sentinel(); CLASS_COUNT],
                     classes: [const { ClassSlabs::new() }; CLASS_COUNT],
                     dirty_spare: SlabList::new(),
@@ -188,6 +194,18 @@ impl Heap {
                 stats: counters::HeapStats::new(),
             })
         };
+    }
+
+    /// The address of the heap's sampler (in its owner-only part), for the profiler, which
+    /// must not hold an `OwnedHeap` while it captures a stack (the capture may allocate
+    /// from this very heap).
+    #[inline(always)]
+    pub fn sampler_ptr(heap: *mut Heap) -> *mut HeapSampler {
+        // Address arithmetic only (`UnsafeCell` is `repr(transparent)`): nothing is read.
+        heap.cast::<u8>()
+            .wrapping_add(core::mem::offset_of!(Heap, local))
+            .wrapping_add(core::mem::offset_of!(HeapLocal, prof))
+            .cast()
     }
 
     /// The pool's part of the heap.

@@ -239,6 +239,10 @@ impl<O: Os> Context<O> {
                 Some(Ok(false)) | None => self.buddy.lock().free(&self.os, addr).is_ok(),
             },
             Kind::Huge | Kind::HugeFar => self.large.lock().free(&self.os, addr).is_ok(),
+            Kind::Sampled => {
+                crate::process::prof::free_sampled(addr, call);
+                true
+            }
             Kind::Slab | Kind::None => false,
         };
         if !ok {
@@ -274,6 +278,7 @@ impl<O: Os> Context<O> {
         {
             self.buddy.lock().purge(&self.os);
             self.large.lock().trim(&self.os);
+            crate::process::prof::blocks::trim();
         }
     }
 
@@ -295,6 +300,7 @@ impl<O: Os> Context<O> {
             }
             Kind::Buddy => BuddyArena::usable_size(addr),
             Kind::Huge | Kind::HugeFar => Large::usable_size(addr),
+            Kind::Sampled => crate::process::prof::blocks::usable_size(addr),
             Kind::None => None,
         };
         match found {
@@ -315,6 +321,7 @@ impl<O: Os> Context<O> {
             }
             Kind::Buddy => BuddyArena::usable_size(addr).is_some(),
             Kind::Huge | Kind::HugeFar => Large::owns(addr),
+            Kind::Sampled => crate::process::prof::blocks::usable_size(addr).is_some(),
             Kind::None => false,
         }
     }
@@ -379,6 +386,8 @@ impl<O: Os> Context<O> {
                     Err(_) => fatal::bad_pointer(call, "invalid pointer", addr),
                 }
             }
+            // A sampled block always moves: the new block is sampled or not on its own.
+            Kind::Sampled => false,
             _ => false,
         };
         if keep {
@@ -428,6 +437,7 @@ impl<O: Os> Context<O> {
         released += self.buddy.lock().trim(&self.os);
         released += self.large.lock().trim(&self.os);
         released += self.segments.lock().drain(&self.os);
+        released += crate::process::prof::blocks::trim();
         released
     }
 

@@ -12,14 +12,16 @@ pub(crate) mod check;
 pub(crate) mod context;
 #[cfg(test)]
 mod core_tests;
+pub(crate) mod prof;
 pub(crate) mod report;
 pub(crate) mod tls;
 
 use crate::block::size_class::{self, SMALL_MAX_BYTES};
 use crate::fatal;
-use crate::heap::OwnedHeap;
+use crate::heap::{Heap, OwnedHeap};
 use crate::os::RealOs;
 use crate::process::context::{Context, MIN_ALIGN};
+use crate::region_map::{self, Kind};
 use crate::sync::ForkLock;
 use core::ptr;
 use core::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
@@ -183,7 +185,8 @@ extern "C" fn thread_exit(_value: *mut libc::c_void) {
 /// Every global lock, in the order code nests them (the global heap's lock is held while
 /// a heap is taken from the pool, and while slabs and spans come from the segment pool and
 /// the buddy arena). `fork_prepare` takes them in this order; the others release them.
-fn fork_locks() -> [&'static dyn ForkLock; 6] {
+fn fork_locks() -> [&'static dyn ForkLock; 9] {
+    let [profile, slots, without_heap] = crate::process::prof::fork_locks();
     [
         &crate::process::check::QUARANTINE,
         &CTX.global_heap,
@@ -191,6 +194,9 @@ fn fork_locks() -> [&'static dyn ForkLock; 6] {
         &CTX.segments,
         &CTX.buddy,
         &CTX.large,
+        profile,
+        slots,
+        without_heap,
     ]
 }
 
@@ -246,11 +252,30 @@ extern "C" fn fork_child() {
 #[inline(always)]
 pub fn alloc(size: usize) -> *mut u8 {
     if size <= SMALL_MAX_BYTES {
-        if let Some(heap) = tls::owned_heap() {
+        if let Some(mut heap) = tls::owned_heap() {
+            if prof::countdown_expired(&mut heap, size) {
+                return alloc_sampled_slow(size, heap.as_ptr());
+            }
             return CTX.alloc_small(heap, size_class::class_of(size));
         }
     }
     alloc_slow(size)
+}
+
+/// A small allocation whose profiler countdown ran out: sampled, or served as usual.
+/// `heap` is the calling thread's own heap, whose `OwnedHeap` the caller gave up: the
+/// stack capture may allocate from the same heap.
+#[cold]
+#[inline(never)]
+fn alloc_sampled_slow(size: usize, heap: *mut Heap) -> *mut u8 {
+    // SAFETY: the calling thread's own heap, no `OwnedHeap` of it live, no lock held.
+    if let Some(p) = unsafe { prof::sample_slow(heap, size, MIN_ALIGN, false) } {
+        return p.as_ptr();
+    }
+    match tls::owned_heap() {
+        Some(heap) => CTX.alloc_small(heap, size_class::class_of(size)),
+        None => ptr::null_mut(),
+    }
 }
 
 #[cold]
@@ -259,6 +284,9 @@ fn alloc_slow(size: usize) -> *mut u8 {
     if crate::config::check_mode() {
         process_start();
         return crate::process::check::alloc(&CTX, size, MIN_ALIGN, false);
+    }
+    if let Some(p) = prof::maybe_sample(size, MIN_ALIGN, false) {
+        return p.as_ptr();
     }
     if size <= SMALL_MAX_BYTES {
         return with_heap(|heap| CTX.alloc_small(heap, size_class::class_of(size)));
@@ -276,6 +304,9 @@ pub fn alloc_aligned(size: usize, align_bytes: usize) -> *mut u8 {
         process_start();
         return crate::process::check::alloc(&CTX, size, align_bytes, false);
     }
+    if let Some(p) = prof::maybe_sample(size, align_bytes, false) {
+        return p.as_ptr();
+    }
     with_heap(|heap| {
         CTX.alloc_with(heap, size, align_bytes)
             .map_or(ptr::null_mut(), |(p, _)| p.as_ptr())
@@ -287,6 +318,9 @@ pub fn alloc_zeroed_aligned(size: usize, align_bytes: usize) -> *mut u8 {
     if crate::config::check_mode() {
         process_start();
         return crate::process::check::alloc(&CTX, size, align_bytes.max(MIN_ALIGN), true);
+    }
+    if let Some(p) = prof::maybe_sample(size, align_bytes.max(MIN_ALIGN), true) {
+        return p.as_ptr();
     }
     with_heap(
         |heap| match CTX.alloc_with(heap, size, align_bytes.max(MIN_ALIGN)) {
@@ -329,6 +363,34 @@ pub unsafe fn realloc_aligned(ptr: *mut u8, new_size: usize, align_bytes: usize)
     // SAFETY: `ptr` is the program's realloc argument (caller).
     if unsafe { CTX.small_block_fits(ptr, new_size) } {
         return ptr;
+    }
+    // The heap profiler: a realloc that leaves the fast path counts as an allocation of
+    // `new_size` bytes. A block in sampled memory is resized where it is when it can be;
+    // a sampled realloc of another block moves it into sampled memory.
+    let sample = prof::sample_point(new_size.max(1));
+    if region_map::raw_kind_of(ptr as usize) == Kind::Sampled as u8 {
+        let resized = prof::resize_sampled(
+            ptr,
+            new_size.max(1),
+            align_bytes.max(MIN_ALIGN),
+            sample.as_ref(),
+        );
+        if let Some(p) = resized {
+            return p.as_ptr();
+        }
+    }
+    if let Some(new) = sample
+        .as_ref()
+        .and_then(|s| prof::alloc_sampled(s, align_bytes.max(MIN_ALIGN), false))
+    {
+        let old_usable = CTX.usable_size(ptr, "realloc");
+        // SAFETY: both blocks are live and distinct; `ptr` is live (caller) and no longer
+        // used once copied.
+        unsafe {
+            ptr::copy_nonoverlapping(ptr, new.as_ptr(), old_usable.min(new_size));
+            CTX.free_with(tls::owned_heap(), ptr, "realloc");
+        }
+        return new.as_ptr();
     }
     // SAFETY: `ptr` is a live block of ours (caller).
     with_heap(|heap| unsafe {

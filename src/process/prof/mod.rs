@@ -1,0 +1,513 @@
+//! The sampling heap profiler (`OXMALLOC_PROF=1`).
+//!
+//! About once per `OXMALLOC_PROF_INTERVAL` bytes allocated (512 KiB by default), an
+//! allocation is *sampled*: its stack is taken, counted in the stack table, and the block
+//! is served from memory of its own that remembers the stack until the block is freed.
+//! Profiles (the raw format of `docs/prof-format.md`) are written at exit, on request
+//! (`ox_prof_dump`, [`prof_dump`]), on a signal, every N bytes allocated, and at new
+//! peaks of live memory.
+//!
+//! What it costs:
+//! - `malloc` fast path: one subtraction from the heap's countdown and a branch, taken
+//!   once per sample when profiling is on and never when it is off (the countdown then
+//!   stays near `isize::MAX`). No atomic, no call.
+//! - `free` fast path: nothing. Sampled blocks live in chunks marked `Kind::Sampled` in
+//!   the region map, which the fast path already sends to `free_big` with every non-slab
+//!   kind.
+//! - Other allocation paths (medium, huge, aligned, `calloc`, `realloc` past its fast
+//!   path) count their size against the same countdown in [`sample_point`]. A `realloc`
+//!   of a block in sampled memory resizes it where it can ([`resize_sampled`]).
+//!
+//! Parts: `sample` (the countdown and the weights), `capture` (stacks), `stacks` (the
+//! table), `blocks` (the memory of sampled blocks), `dump` (writing profiles).
+//!
+//! Start-up runs in the library's constructor (before `main`, after libc is up, on one
+//! thread, outside any lock of ours): it loads the stack unwinder by taking one stack,
+//! registers the exit dump with `atexit` and installs the signal handler. Allocations made
+//! before it (the dynamic loader's, a few KiB) are not sampled. In check mode
+//! (`OXMALLOC_CHECK=1`) the profiler stays off.
+//!
+//! Locks: [`PROFILE`] (the table and the dump triggers), `blocks::SLOTS`, and
+//! [`WITHOUT_HEAP`]; none is held while another lock is taken, a stack is taken, or a
+//! block is served by the normal allocator. All three are in the fork lock list.
+
+pub mod blocks;
+mod capture;
+mod dump;
+mod stacks;
+
+use crate::fatal;
+use crate::heap::sampler::{self, HeapSampler};
+use crate::heap::{Heap, OwnedHeap};
+use crate::sync::{ForkLock, Mutex};
+use core::ffi::{c_int, CStr};
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use stacks::StackTable;
+
+const NOT_STARTED: u8 = 0;
+const STARTING: u8 = 1;
+const READY: u8 = 2;
+const OFF: u8 = 3;
+/// Where the profiler is: samples are taken only when READY.
+static STATE: AtomicU8 = AtomicU8::new(NOT_STARTED);
+
+/// Dump requests waiting for the next slow path (bits).
+static PENDING: AtomicU8 = AtomicU8::new(0);
+const PENDING_SIGNAL: u8 = 1;
+const PENDING_BYTES: u8 = 2;
+const PENDING_PEAK: u8 = 4;
+
+/// When the next automatic dumps are due.
+struct Triggers {
+    /// Estimated bytes allocated at which the next `bytes` dump is due (0: not set yet).
+    next_bytes_dump: u64,
+    /// Estimated live bytes at the last `peak` dump.
+    peak_dumped_live: u64,
+    /// Running sums of the table's estimates.
+    allocated: u64,
+    live: u64,
+}
+
+/// The stack table and the dump triggers, under one lock.
+pub struct Profile {
+    stacks: StackTable,
+    triggers: Triggers,
+}
+
+/// The profile (a fork lock).
+pub static PROFILE: Mutex<Profile> = Mutex::new(Profile {
+    stacks: StackTable::new(),
+    triggers: Triggers {
+        next_bytes_dump: 0,
+        peak_dumped_live: 0,
+        allocated: 0,
+        live: 0,
+    },
+});
+
+/// The sampler of threads that have no heap (before their first small allocation, or
+/// after their exit cleanup); its `busy` flag lets one such thread sample at a time.
+pub static WITHOUT_HEAP: Mutex<HeapSampler> = Mutex::new(HeapSampler::new());
+
+/// Seed material for the samplers: the kernel's random bytes and the pid (start-up).
+static PROCESS_SEED: AtomicU64 = AtomicU64::new(0);
+/// Makes each sampler's seed distinct.
+static SEED_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// The profiler's locks, for the fork handlers (none nests another, and they are taken
+/// under the allocator's: they come last).
+pub fn fork_locks() -> [&'static dyn ForkLock; 3] {
+    [&PROFILE, &blocks::SLOTS, &WITHOUT_HEAP]
+}
+
+fn enabled() -> bool {
+    crate::config::prof_enabled() && !crate::config::check_mode()
+}
+
+// The library's constructor: runs before `main` (for `LD_PRELOAD`, before the program's
+// own constructors), once libc is initialised.
+#[used]
+#[link_section = ".init_array"]
+static CONSTRUCTOR: extern "C" fn() = constructor;
+
+extern "C" fn constructor() {
+    if !enabled() {
+        STATE.store(OFF, Ordering::Release);
+        return;
+    }
+    if STATE
+        .compare_exchange(NOT_STARTED, STARTING, Ordering::AcqRel, Ordering::Acquire)
+        .is_ok()
+    {
+        start();
+    }
+}
+
+/// Start-up (see the module note). Allocations made meanwhile, the unwinder's included,
+/// are not sampled: the state is not READY yet.
+fn start() {
+    // SAFETY: getauxval has no preconditions; AT_RANDOM, when present, is the address of
+    // 16 random bytes the kernel put on the initial stack for the process's life.
+    let random = unsafe { libc::getauxval(libc::AT_RANDOM) } as usize;
+    let mut seed = 0u64;
+    if random != 0 {
+        // SAFETY: as above; an unaligned read of 8 of those bytes.
+        seed = unsafe { (random as *const u64).read_unaligned() };
+    }
+    // SAFETY: getpid has no preconditions.
+    seed ^= unsafe { libc::getpid() } as u64;
+    PROCESS_SEED.store(sampler::seed(seed), Ordering::Relaxed);
+    blocks::init_secret(sampler::seed(seed ^ 0x5a5a_5a5a));
+    capture::locate_own_code();
+    let mut frames = [0usize; capture::MAX_DEPTH];
+    capture::capture(&mut frames);
+    extern "C" fn at_exit() {
+        dump::write_or_warn(dump::Reason::Exit);
+    }
+    // SAFETY: registering a plain function, before `main`.
+    unsafe { libc::atexit(at_exit) };
+    install_signal_handler(crate::config::prof_signal());
+    STATE.store(READY, Ordering::Release);
+}
+
+extern "C" fn on_signal(_signo: c_int) {
+    // Async-signal-safe: one lock-free atomic. The dump is written by the next slow path.
+    PENDING.fetch_or(PENDING_SIGNAL, Ordering::Relaxed);
+}
+
+fn install_signal_handler(signo: c_int) {
+    if signo <= 0 {
+        return;
+    }
+    // SAFETY: a zeroed sigaction is a valid value (empty mask, no flags); the handler only
+    // sets an atomic, and SA_RESTART keeps the program's interrupted calls going.
+    unsafe {
+        let mut action: libc::sigaction = core::mem::zeroed();
+        action.sa_sigaction = on_signal as extern "C" fn(c_int) as libc::sighandler_t;
+        action.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut action.sa_mask);
+        libc::sigaction(signo, &action, core::ptr::null_mut());
+    }
+}
+
+/// The fast path's test: counts `size` bytes against the heap's countdown; true when the
+/// allocation must go to [`sample_slow`]. Compiles to a subtraction and a sign branch.
+///
+/// `size` must be at most `isize::MAX` (small sizes only).
+#[inline(always)]
+pub fn countdown_expired(heap: &mut OwnedHeap, size: usize) -> bool {
+    // No overflow: the countdown is at least -`size` of one allocation after any reset,
+    // and sizes here are small.
+    let sampler = &mut heap.local().prof;
+    let left = sampler.countdown.wrapping_sub(size as isize);
+    sampler.countdown = left;
+    left < 0
+}
+
+/// Restores errno when dropped: the profiler's syscalls must not leak theirs.
+struct KeepErrno(c_int);
+
+impl KeepErrno {
+    fn new() -> Self {
+        // SAFETY: the calling thread's errno slot.
+        KeepErrno(unsafe { *libc::__errno_location() })
+    }
+}
+
+impl Drop for KeepErrno {
+    fn drop(&mut self) {
+        // SAFETY: as above.
+        unsafe { *libc::__errno_location() = self.0 };
+    }
+}
+
+/// Advances `sampler` past an allocation of `size` bytes whose countdown ran out; true
+/// when the allocation is to be sampled.
+fn countdown_ran_out(sampler: &mut HeapSampler, size: usize, state: u8) -> bool {
+    if state != READY {
+        // Off: never again. Not started yet: ask again at the next allocation.
+        sampler.countdown = if state == OFF { isize::MAX } else { 0 };
+        return false;
+    }
+    let interval = crate::config::prof_interval_bytes();
+    if sampler.rng == 0 {
+        // First use: the countdown held no draw yet.
+        let salt = SEED_COUNTER.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: getpid has no preconditions.
+        let pid = unsafe { libc::getpid() } as u64;
+        sampler.rng = sampler::seed(
+            PROCESS_SEED.load(Ordering::Relaxed)
+                ^ (sampler as *mut HeapSampler as u64)
+                ^ salt.rotate_left(32)
+                ^ pid.rotate_left(17),
+        );
+        let size = isize::try_from(size).unwrap_or(isize::MAX);
+        let left = sampler::draw_countdown(&mut sampler.rng, interval).saturating_sub(size);
+        if left >= 0 {
+            sampler.countdown = left;
+            return false;
+        }
+    }
+    // The next point is a fresh draw from the end of this block (memoryless).
+    sampler.countdown = sampler::draw_countdown(&mut sampler.rng, interval);
+    true
+}
+
+/// A sample: the stack of an allocation of `size` bytes and what its block will stand for.
+pub struct Sample {
+    frames: [usize; capture::MAX_DEPTH],
+    depth: usize,
+    size: usize,
+    weight: sampler::Weight,
+}
+
+impl Sample {
+    fn pcs(&self) -> &[usize] {
+        self.frames.get(..self.depth).unwrap_or(&[])
+    }
+}
+
+/// Takes the stack of the allocation being sampled.
+#[inline(never)]
+fn take(size: usize) -> Sample {
+    let _errno = KeepErrno::new();
+    let mut frames = [0usize; capture::MAX_DEPTH];
+    let depth = capture::capture(&mut frames);
+    Sample {
+        frames,
+        depth,
+        size,
+        weight: sampler::weight(size, crate::config::prof_interval_bytes()),
+    }
+}
+
+/// `heap`'s countdown ran out during an allocation of `size` bytes: the sample, if this
+/// allocation is sampled.
+///
+/// # Safety
+/// The caller must own `heap` and hold no lock of ours.
+#[inline(never)]
+unsafe fn sample_with_heap(heap: *mut Heap, size: usize) -> Option<Sample> {
+    // The sampler is reached through the raw pointer and no reference is held across the
+    // capture: an allocation made by the unwinder uses the same heap.
+    // SAFETY: the caller owns the heap.
+    let sampler = Heap::sampler_ptr(heap);
+    // SAFETY: as above; the reference ends before anything may allocate.
+    let taken = unsafe {
+        let s = &mut *sampler;
+        countdown_ran_out(s, size, STATE.load(Ordering::Acquire)) && !s.busy
+    };
+    if !taken {
+        return None;
+    }
+    // SAFETY: as above.
+    unsafe { (*sampler).busy = true };
+    let sample = take(size);
+    // SAFETY: as above.
+    unsafe { (*sampler).busy = false };
+    Some(sample)
+}
+
+/// The same for a thread without a heap (see [`WITHOUT_HEAP`]): counts `size` bytes.
+#[inline(never)]
+fn sample_without_heap(size: usize) -> Option<Sample> {
+    {
+        let mut sampler = WITHOUT_HEAP.lock();
+        let s = isize::try_from(size).unwrap_or(isize::MAX);
+        sampler.countdown = sampler.countdown.saturating_sub(s);
+        if sampler.countdown >= 0
+            || !countdown_ran_out(&mut sampler, size, STATE.load(Ordering::Acquire))
+            || sampler.busy
+        {
+            return None;
+        }
+        sampler.busy = true;
+    }
+    let sample = take(size);
+    WITHOUT_HEAP.lock().busy = false;
+    Some(sample)
+}
+
+/// The sampling slow path of the `malloc` fast path: `heap`'s countdown ran out during an
+/// allocation of `size` bytes at `align_bytes`. Returns the sampled block, or `None` to
+/// serve the allocation as usual (not sampled, or no memory for a sampled block).
+///
+/// # Safety
+/// The caller must own `heap` and hold no lock of ours.
+#[cold]
+#[inline(never)]
+pub unsafe fn sample_slow(
+    heap: *mut Heap,
+    size: usize,
+    align_bytes: usize,
+    zero: bool,
+) -> Option<NonNull<u8>> {
+    // SAFETY: forwarded contract.
+    let sample = unsafe { sample_with_heap(heap, size) }?;
+    alloc_sampled(&sample, align_bytes, zero)
+}
+
+/// The countdown of the allocation paths other than the small fast path (medium and
+/// huge sizes, aligned, `calloc`, `realloc` that leaves its block, threads without a
+/// heap): writes the dumps that are due, counts `size` bytes against the calling thread's
+/// countdown, and returns the sample when one falls in them.
+///
+/// Call with no lock of ours held.
+#[inline]
+pub fn sample_point(size: usize) -> Option<Sample> {
+    if STATE.load(Ordering::Relaxed) != READY {
+        return None;
+    }
+    poll();
+    let heap = crate::process::tls::heap();
+    if heap.is_null() {
+        return sample_without_heap(size);
+    }
+    let s = isize::try_from(size).unwrap_or(isize::MAX);
+    // SAFETY: the TLS heap is the calling thread's own; the caller holds no lock.
+    unsafe {
+        let sampler = Heap::sampler_ptr(heap);
+        let left = (*sampler).countdown.saturating_sub(s);
+        (*sampler).countdown = left;
+        if left >= 0 {
+            return None;
+        }
+        sample_with_heap(heap, size)
+    }
+}
+
+/// [`sample_point`], then a sampled block when sampled (`None`: allocate as usual).
+#[inline]
+pub fn maybe_sample(size: usize, align_bytes: usize, zero: bool) -> Option<NonNull<u8>> {
+    let sample = sample_point(size)?;
+    alloc_sampled(&sample, align_bytes, zero)
+}
+
+/// A sampled block for `sample`, at `align_bytes`, zeroed if asked, counted in the table;
+/// `None` when there is no memory for it (the allocation is then served as usual).
+pub fn alloc_sampled(sample: &Sample, align_bytes: usize, zero: bool) -> Option<NonNull<u8>> {
+    let _errno = KeepErrno::new();
+    let stack = PROFILE.lock().stacks.find_or_insert(sample.pcs());
+    let info = blocks::BlockInfo {
+        stack,
+        size: sample.size,
+        objects_fixed: sample.weight.objects_fixed,
+        bytes: sample.weight.bytes,
+    };
+    let block = blocks::alloc(sample.size, align_bytes, zero, info)?;
+    recount(None, Some(info));
+    poll();
+    Some(block)
+}
+
+/// `realloc` of a block in sampled memory (`Kind::Sampled`) to `new_size` bytes: resizes
+/// it without copying when its memory allows, and counts it again from then on: as
+/// `sample` when this realloc was sampled, not at all otherwise (its memory stays where
+/// it is; only its accounting changes). `None`: the block must move (or `ptr` is not a
+/// live sampled block, which the caller's checks then report).
+pub fn resize_sampled(
+    ptr: *mut u8,
+    new_size: usize,
+    align_bytes: usize,
+    sample: Option<&Sample>,
+) -> Option<NonNull<u8>> {
+    let _errno = KeepErrno::new();
+    let info = match sample {
+        Some(s) => blocks::BlockInfo {
+            stack: PROFILE.lock().stacks.find_or_insert(s.pcs()),
+            size: new_size,
+            objects_fixed: s.weight.objects_fixed,
+            bytes: s.weight.bytes,
+        },
+        None => blocks::BlockInfo {
+            stack: stacks::UNCOUNTED,
+            size: new_size,
+            objects_fixed: 0,
+            bytes: 0,
+        },
+    };
+    let (block, old) = blocks::resize(ptr as usize, new_size, align_bytes, info)?;
+    recount(Some(old), sample.map(|_| info));
+    poll();
+    Some(block)
+}
+
+/// Takes a block that was counted as `old` out of the live counts, and counts one as
+/// `new`; asks for the dumps this makes due.
+fn recount(old: Option<blocks::BlockInfo>, new: Option<blocks::BlockInfo>) {
+    let interval = crate::config::prof_interval_bytes();
+    let due = {
+        let mut profile = PROFILE.lock();
+        if let Some(old) = old {
+            profile.stacks.remove(old.stack, weight_of(&old));
+            profile.triggers.live = profile.triggers.live.saturating_sub(old.bytes);
+        }
+        match new {
+            Some(new) => {
+                profile.stacks.add(new.stack, weight_of(&new));
+                let t = &mut profile.triggers;
+                t.allocated = t.allocated.saturating_add(new.bytes);
+                t.live = t.live.saturating_add(new.bytes);
+                dumps_due(t, interval)
+            }
+            None => 0,
+        }
+    };
+    if due != 0 {
+        PENDING.fetch_or(due, Ordering::Relaxed);
+    }
+}
+
+fn weight_of(info: &blocks::BlockInfo) -> sampler::Weight {
+    sampler::Weight {
+        objects_fixed: info.objects_fixed,
+        bytes: info.bytes,
+    }
+}
+
+/// Which automatic dumps the last sample made due (`PENDING_*` bits).
+fn dumps_due(t: &mut Triggers, interval: u64) -> u8 {
+    let mut due = 0;
+    if let Some(every) = core::num::NonZeroU64::new(crate::config::prof_dump_bytes()) {
+        if t.next_bytes_dump == 0 {
+            t.next_bytes_dump = every.get();
+        }
+        if t.allocated >= t.next_bytes_dump {
+            due |= PENDING_BYTES;
+            // The next multiple of `every` above what was allocated.
+            t.next_bytes_dump = (t.allocated / every + 1).saturating_mul(every.get());
+        }
+    }
+    // A new peak, 10% or one interval (whichever is more) above the last one dumped.
+    if crate::config::prof_dump_peak()
+        && t.live
+            >= t.peak_dumped_live
+                .saturating_add((t.peak_dumped_live / 10).max(interval))
+    {
+        due |= PENDING_PEAK;
+        t.peak_dumped_live = t.live;
+    }
+    due
+}
+
+/// Writes the dumps that are due. Called from slow paths that hold no lock of ours.
+fn poll() {
+    if PENDING.load(Ordering::Relaxed) == 0 {
+        return;
+    }
+    let due = PENDING.swap(0, Ordering::AcqRel);
+    let _errno = KeepErrno::new();
+    for (bit, reason) in [
+        (PENDING_SIGNAL, dump::Reason::Signal),
+        (PENDING_BYTES, dump::Reason::Bytes),
+        (PENDING_PEAK, dump::Reason::Peak),
+    ] {
+        if due & bit != 0 {
+            dump::write_or_warn(reason);
+        }
+    }
+}
+
+/// Frees the sampled block at `addr` (the region map says `Kind::Sampled`) for `call`;
+/// a pointer that is not a live sampled block is reported as fatal.
+pub fn free_sampled(addr: usize, call: &str) {
+    match blocks::free(addr) {
+        Ok(info) => recount(Some(info), None),
+        Err(blocks::FreeError::DoubleFree) => {
+            fatal::bad_pointer(call, "double free or corruption", addr)
+        }
+        Err(blocks::FreeError::InvalidPointer) => fatal::bad_pointer(call, "invalid pointer", addr),
+    }
+}
+
+/// Writes a heap profile now (reason `api`): to `path`, or when `None` to
+/// `OXMALLOC_PROF_DIR/oxprof.<pid>.<seq>.raw`. Returns the errno value of a failure;
+/// `ENOTSUP` when profiling is off.
+pub fn prof_dump(path: Option<&CStr>) -> Result<(), c_int> {
+    if STATE.load(Ordering::Acquire) != READY {
+        return Err(libc::ENOTSUP);
+    }
+    let _errno = KeepErrno::new();
+    dump::write(dump::Reason::Api, path.map(CStr::to_bytes))
+}
