@@ -26,6 +26,7 @@
 //! One arena under one lock, as the design allows to start with; the per-thread medium
 //! cache (`medium_cache.rs`) keeps most frees and re-allocations away from the lock.
 
+use crate::list::{Links, List, Node};
 use crate::os::{Os, OS_PAGE_BYTES};
 use crate::region_map::{self, Kind, CHUNK_BYTES};
 use core::ptr::{self, NonNull};
@@ -87,17 +88,38 @@ struct SlotMeta {
     dirty: bool,
     /// Pages of an allocated block.
     pages: u16,
-    next: *mut SlotMeta,
-    prev: *mut SlotMeta,
+    /// Links on the free list of its order (a free span's head slot only).
+    links: Links<SlotMeta>,
+}
+
+// SAFETY: the links are a field of the slot's metadata, found by address arithmetic alone;
+// each slot has its own.
+unsafe impl Node for SlotMeta {
+    fn links(meta: *mut SlotMeta) -> *mut Links<SlotMeta> {
+        meta.cast::<u8>()
+            .wrapping_add(core::mem::offset_of!(SlotMeta, links))
+            .cast()
+    }
 }
 
 /// The header in the first slots of a region.
 #[repr(C)]
 struct RegionHeader {
     free_bytes: usize,
-    next: *mut RegionHeader,
-    prev: *mut RegionHeader,
+    /// Links on the arena's list of regions.
+    links: Links<RegionHeader>,
     slots: [SlotMeta; SLOT_COUNT],
+}
+
+// SAFETY: the links are a field of the region header, found by address arithmetic alone;
+// each region has its own header.
+unsafe impl Node for RegionHeader {
+    fn links(region: *mut RegionHeader) -> *mut Links<RegionHeader> {
+        region
+            .cast::<u8>()
+            .wrapping_add(core::mem::offset_of!(RegionHeader, links))
+            .cast()
+    }
 }
 
 const _: () = assert!(core::mem::size_of::<RegionHeader>() <= HEADER_SLOTS << SLOT_SHIFT);
@@ -167,9 +189,8 @@ pub struct BuddyCensus {
 
 /// The buddy arena: free lists per order across all regions.
 pub struct BuddyArena {
-    free: [*mut SlotMeta; MAX_ORDER + 1],
-    regions: *mut RegionHeader,
-    region_count: usize,
+    free: [List<SlotMeta>; MAX_ORDER + 1],
+    regions: List<RegionHeader>,
     dirty_free_bytes: usize,
     allocated_bytes: usize,
 }
@@ -242,9 +263,8 @@ impl BuddyArena {
     /// An empty arena.
     pub const fn new() -> Self {
         BuddyArena {
-            free: [ptr::null_mut(); MAX_ORDER + 1],
-            regions: ptr::null_mut(),
-            region_count: 0,
+            free: [const { List::new() }; MAX_ORDER + 1],
+            regions: List::new(),
             dirty_free_bytes: 0,
             allocated_bytes: 0,
         }
@@ -256,45 +276,29 @@ impl BuddyArena {
         self.allocated_bytes
     }
 
-    /// The head of the free list of `order`; a broken order (corrupt metadata) is fatal.
-    fn free_head(&mut self, order: usize) -> &mut *mut SlotMeta {
+    /// The free list of `order`; a broken order (corrupt metadata) is fatal.
+    fn free_list(&mut self, order: usize) -> &mut List<SlotMeta> {
         match self.free.get_mut(order) {
-            Some(head) => head,
+            Some(list) => list,
             None => crate::fatal::fatal("buddy: span order out of range (corrupt metadata)"),
         }
     }
 
     fn push_free(&mut self, meta: *mut SlotMeta, order: usize, dirty: bool) {
-        let head = self.free_head(order);
-        let old = *head;
-        *head = meta;
-        // SAFETY: `meta` is the first slot of a free span in one of our regions; the list's
-        // members are valid.
+        // SAFETY: `meta` is the first slot of a free span in one of our regions, on no list.
         unsafe {
             (*meta).order = order as u8;
             (*meta).dirty = dirty;
             set_state(meta, SlotState::Free);
-            (*meta).prev = ptr::null_mut();
-            (*meta).next = old;
-            if !old.is_null() {
-                (*old).prev = meta;
-            }
+            self.free_list(order).push_front(meta);
         }
     }
 
     fn unlink_free(&mut self, meta: *mut SlotMeta) {
-        // SAFETY: `meta` is on the free list of its order; neighbours are valid.
+        // SAFETY: `meta` is on the free list of its order.
         unsafe {
             let order = (*meta).order as usize;
-            let (prev, next) = ((*meta).prev, (*meta).next);
-            if prev.is_null() {
-                *self.free_head(order) = next;
-            } else {
-                (*prev).next = next;
-            }
-            if !next.is_null() {
-                (*next).prev = prev;
-            }
+            self.free_list(order).remove(meta);
             set_state(meta, SlotState::Interior);
         }
     }
@@ -308,17 +312,12 @@ impl BuddyArena {
         // slot metadata is `Interior`, order 0, clean, with null links.
         unsafe {
             ptr::addr_of_mut!((*region).free_bytes).write(USABLE_REGION_BYTES);
-            ptr::addr_of_mut!((*region).prev).write(ptr::null_mut());
-            ptr::addr_of_mut!((*region).next).write(self.regions);
-            if !self.regions.is_null() {
-                (*self.regions).prev = region;
-            }
+            ptr::addr_of_mut!((*region).links).write(Links::new());
             for i in 0..HEADER_SLOTS {
                 set_state(slot_meta(region, i), SlotState::Header);
             }
+            self.regions.push_front(region);
         }
-        self.regions = region;
-        self.region_count += 1;
         // Slot 2^k starts the free span of order k, for k from log2(HEADER_SLOTS): they
         // tile the slots after the header.
         for order in HEADER_SLOTS.trailing_zeros() as usize..=MAX_ORDER {
@@ -334,8 +333,8 @@ impl BuddyArena {
             .iter()
             .enumerate()
             .skip(order)
-            .find(|(_, head)| !head.is_null())
-            .map(|(o, &head)| (o, head))
+            .find(|(_, list)| !list.is_empty())
+            .map(|(o, list)| (o, list.head()))
     }
 
     /// Allocates a block for `request`. Returns its address and whether it reads as zeros.
@@ -568,16 +567,12 @@ impl BuddyArena {
     /// Unmaps a completely free region unless it is one of the few kept.
     fn maybe_release_region<O: Os>(&mut self, os: &O, region: *mut RegionHeader) {
         let mut free_regions = 0;
-        let mut r = self.regions;
-        while !r.is_null() {
+        self.regions.for_each(|r| {
             // SAFETY: regions on our list are live.
-            unsafe {
-                if (*r).free_bytes == USABLE_REGION_BYTES {
-                    free_regions += 1;
-                }
-                r = (*r).next;
+            if unsafe { (*r).free_bytes } == USABLE_REGION_BYTES {
+                free_regions += 1;
             }
-        }
+        });
         if free_regions > FREE_REGIONS_KEEP {
             // SAFETY: the region is completely free and ours.
             unsafe { self.release_region(os, region) };
@@ -597,19 +592,8 @@ impl BuddyArena {
             }
             self.unlink_free(meta);
         }
-        // SAFETY: region links are valid.
-        unsafe {
-            let (prev, next) = ((*region).prev, (*region).next);
-            if prev.is_null() {
-                self.regions = next;
-            } else {
-                (*prev).next = next;
-            }
-            if !next.is_null() {
-                (*next).prev = prev;
-            }
-        }
-        self.region_count -= 1;
+        // SAFETY: the region is on our list (caller).
+        unsafe { self.regions.remove(region) };
         region_map::clear(region as usize);
         // SAFETY: the whole region mapping is ours and unused.
         unsafe { os.unmap(NonNull::new_unchecked(region.cast()), REGION_BYTES) };
@@ -618,9 +602,8 @@ impl BuddyArena {
     /// Purges every dirty free span; returns the bytes purged.
     pub fn purge<O: Os>(&mut self, os: &O) -> usize {
         let mut purged = 0;
-        for order in 0..=MAX_ORDER {
-            let mut meta = self.free[order];
-            while !meta.is_null() {
+        for (order, list) in self.free.iter().enumerate() {
+            list.for_each(|meta| {
                 // SAFETY: free-list members are valid slot heads of live regions.
                 unsafe {
                     if (*meta).dirty {
@@ -629,9 +612,8 @@ impl BuddyArena {
                         (*meta).dirty = false;
                         purged += span_bytes(order);
                     }
-                    meta = (*meta).next;
                 }
-            }
+            });
         }
         self.dirty_free_bytes = 0;
         purged
@@ -640,11 +622,11 @@ impl BuddyArena {
     /// Releases completely free regions beyond the kept ones and purges the rest.
     pub fn trim<O: Os>(&mut self, os: &O) -> usize {
         let mut released = 0;
-        let mut r = self.regions;
+        let mut r = self.regions.head();
         let mut kept = 0;
         while !r.is_null() {
-            // SAFETY: regions on our list are live.
-            let (next, free) = unsafe { ((*r).next, (*r).free_bytes == USABLE_REGION_BYTES) };
+            // SAFETY: regions on our list are live, and the arena owns their links.
+            let (next, free) = unsafe { (List::next(r), (*r).free_bytes == USABLE_REGION_BYTES) };
             if free {
                 if kept < FREE_REGIONS_KEEP {
                     kept += 1;
@@ -663,10 +645,10 @@ impl BuddyArena {
     /// arena's lock, which the caller holds through `&self`).
     pub fn census(&self) -> BuddyCensus {
         let mut c = BuddyCensus {
-            regions: self.region_count,
+            regions: self.regions.len(),
             ..BuddyCensus::default()
         };
-        let mut r = self.regions;
+        let mut r = self.regions.head();
         while !r.is_null() {
             let mut index = HEADER_SLOTS;
             while index < SLOT_COUNT {
@@ -698,15 +680,15 @@ impl BuddyArena {
                 };
                 index += len.max(1);
             }
-            // SAFETY: live region header.
-            r = unsafe { (*r).next };
+            // SAFETY: a live region header on our list.
+            r = unsafe { List::next(r) };
         }
         c
     }
 
     /// Checks the arena's invariants; `Err` names the first violation.
     pub fn check(&self) -> Result<(), &'static str> {
-        let mut r = self.regions;
+        let mut r = self.regions.head();
         let mut count = 0;
         while !r.is_null() {
             count += 1;
@@ -752,13 +734,13 @@ impl BuddyArena {
                 return Err("buddy: region free byte count is wrong");
             }
             // SAFETY: `r` is a live region header on the arena's list.
-            r = unsafe { (*r).next };
+            r = unsafe { List::next(r) };
         }
-        if count != self.region_count {
+        if count != self.regions.len() {
             return Err("buddy: region count is wrong");
         }
-        for order in 0..=MAX_ORDER {
-            let mut meta = self.free[order];
+        for (order, list) in self.free.iter().enumerate() {
+            let mut meta = list.head();
             while !meta.is_null() {
                 // SAFETY: free-list members are valid slot heads.
                 unsafe {
@@ -772,7 +754,7 @@ impl BuddyArena {
                     {
                         return Err("buddy: two free buddies were not merged");
                     }
-                    meta = (*meta).next;
+                    meta = List::next(meta);
                 }
             }
         }
@@ -823,7 +805,7 @@ mod tests {
         let mut arena = BuddyArena::new();
         let (a, zeroed) = arena.alloc(&os, request(20_000, 16)).unwrap();
         assert!(zeroed, "a fresh region reads as zeros");
-        assert_eq!(arena.region_count, 1);
+        assert_eq!(arena.regions.len(), 1);
         let mut blocks = Vec::new();
         for (size, align) in [
             (40_960, 16),
@@ -843,7 +825,8 @@ mod tests {
             arena.check().unwrap();
         }
         assert_eq!(
-            arena.region_count, 1,
+            arena.regions.len(),
+            1,
             "trimmed tails leave room for all of them"
         );
         for p in blocks.iter().rev() {
@@ -854,7 +837,7 @@ mod tests {
         arena.check().unwrap();
         for order in 3..=MAX_ORDER {
             assert!(
-                !arena.free[order].is_null(),
+                !arena.free[order].is_empty(),
                 "order {order} has its span back"
             );
         }
@@ -897,12 +880,12 @@ mod tests {
         let blocks: Vec<usize> = (0..6)
             .map(|_| arena.alloc(&os, request(1 << 20, 16)).unwrap().0.as_ptr() as usize)
             .collect();
-        assert_eq!(arena.region_count, 2);
+        assert_eq!(arena.regions.len(), 2);
         for p in blocks {
             arena.free(&os, p).unwrap();
         }
         arena.check().unwrap();
-        assert_eq!(arena.region_count, FREE_REGIONS_KEEP);
+        assert_eq!(arena.regions.len(), FREE_REGIONS_KEEP);
         assert_eq!(os.live_bytes(), (FREE_REGIONS_KEEP * REGION_BYTES) as isize);
     }
 
