@@ -24,6 +24,8 @@ pub struct HeapPool {
     active: *mut Heap,
     broken: *mut Heap,
     abandoned: *mut Heap,
+    /// The last heap on the abandoned list (null when the list is empty).
+    abandoned_tail: *mut Heap,
     abandoned_count: usize,
     free: *mut Heap,
     bump: usize,
@@ -48,6 +50,7 @@ impl HeapPool {
             active: ptr::null_mut(),
             broken: ptr::null_mut(),
             abandoned: ptr::null_mut(),
+            abandoned_tail: ptr::null_mut(),
             abandoned_count: 0,
             free: ptr::null_mut(),
             bump: 0,
@@ -126,6 +129,9 @@ impl HeapPool {
             // SAFETY: heaps on the abandoned list are valid and unowned.
             unsafe {
                 self.abandoned = (*heap).pool_links().next;
+                if self.abandoned.is_null() {
+                    self.abandoned_tail = ptr::null_mut();
+                }
                 self.abandoned_count -= 1;
                 if !(*heap).pool_links().orphaned_by_fork {
                     return Some(heap);
@@ -226,8 +232,17 @@ impl HeapPool {
                 (*heap).pool_links().next = self.free;
                 self.free = heap;
             } else {
-                (*heap).pool_links().next = self.abandoned;
-                self.abandoned = heap;
+                // Appended: adoption takes the oldest abandoned heap first, so that every
+                // abandoned heap is adopted in turn. Remote frees into a heap with no owner
+                // wait until it has one again; taking the newest first would leave the
+                // oldest heaps, and the blocks other threads freed into them, stranded.
+                (*heap).pool_links().next = ptr::null_mut();
+                if self.abandoned_tail.is_null() {
+                    self.abandoned = heap;
+                } else {
+                    (*self.abandoned_tail).pool_links().next = heap;
+                }
+                self.abandoned_tail = heap;
                 self.abandoned_count += 1;
             }
         }
