@@ -73,7 +73,10 @@ fn a_slab_moves_current_full_partial_spare() {
             free(ctx, heap, p);
         }
         assert_eq!((*first).local_ref().state, State::Spare);
-        assert_eq!(own(heap).local_ref().classes[class.index()].partial.len(), 0);
+        assert_eq!(
+            own(heap).local_ref().classes[class.index()].partial.len(),
+            0
+        );
         assert_eq!(own(heap).local_ref().classes[class.index()].empty.len(), 0);
         check(heap);
         // The current slab stays current even when empty.
