@@ -8,7 +8,7 @@
 //!
 //! Per class (the "SCAllocator"): `current[class]` (allocations pop here), and the lists
 //! `partial` (room left), `full` (no room when parked; waiting for frees), `empty` (no live
-//! block; class kept, up to [`EMPTY_KEEP`] per class). Across classes: `dirty_spare`
+//! block; only slabs still queued for their owner wait here). Across classes: `dirty_spare`
 //! (unassigned slabs whose memory may be resident) and `clean_spare` (purged slabs).
 //!
 //! A heap is never unmapped: a dead thread's heap is *abandoned* with its segments and
@@ -47,8 +47,6 @@ use core::marker::PhantomData;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicPtr, Ordering};
 
-/// Empty slabs a class keeps assigned (reused without re-initialisation).
-const EMPTY_KEEP: usize = 1;
 /// Unassigned slabs a heap keeps resident before purging the oldest (64 MiB). Purging at
 /// every slab that empties costs a `madvise` now and page faults on reuse: a program that
 /// frees a batch and allocates again (most do) pays both for nothing. Below this bound,
@@ -543,9 +541,13 @@ impl HeapLocal {
         let (shared, s) = unsafe { (&*slab, (*slab).local()) };
         let lists = &mut self.classes[s.class.index()];
         if shared.live_count() == 0 {
-            // A queued slab stays assigned (remote-free invariant 2): it waits on the empty
-            // list until its pending entry has been processed.
-            if lists.empty.len() < EMPTY_KEEP || !shared.may_unassign() {
+            // A class keeps no empty slab: it goes back to the heap's dirty spares at once,
+            // where any class can take it (still resident, so reuse costs no page fault).
+            // Keeping one per class held up to a slab of resident memory in each of the 64
+            // classes; with random sizes most classes had one. A queued slab stays assigned
+            // (remote-free invariant 2): it waits on the empty list until its pending entry
+            // has been processed.
+            if !shared.may_unassign() {
                 s.state = State::Empty;
                 // SAFETY: on no list.
                 unsafe { lists.empty.push_front(slab) };

@@ -50,7 +50,7 @@ fn check(heap: *mut Heap) {
 }
 
 #[test]
-fn a_slab_moves_current_full_partial_empty() {
+fn a_slab_moves_current_full_partial_spare() {
     let ctx = new_context();
     let heap = new_heap(ctx);
     let class: SizeClass = class_of(1024);
@@ -68,11 +68,16 @@ fn a_slab_moves_current_full_partial_empty() {
         assert_eq!((*first).local_ref().state, State::Partial);
         assert_eq!(own(heap).local_ref().classes[class.index()].full.len(), 0);
         check(heap);
-        // Freeing the rest makes it empty.
+        // Freeing the rest makes it empty: it goes back to the spares, for any class.
         for &p in &blocks[1..per_slab] {
             free(ctx, heap, p);
         }
-        assert_eq!((*first).local_ref().state, State::Empty);
+        assert_eq!((*first).local_ref().state, State::Spare);
+        assert_eq!(
+            own(heap).local_ref().classes[class.index()].partial.len(),
+            0
+        );
+        assert_eq!(own(heap).local_ref().classes[class.index()].empty.len(), 0);
         check(heap);
         // The current slab stays current even when empty.
         free(ctx, heap, blocks[per_slab]);
