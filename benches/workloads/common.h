@@ -15,6 +15,7 @@
 
 #define _GNU_SOURCE
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,6 +64,30 @@ static void fail(const char *what)
     r = write(1, "\n", 1);
     (void)r;
     _exit(3);
+}
+
+/* Runs worker((void *)i) for i in 0..n on n threads and waits for all of them; the
+ * threads report through the caller's own arrays. */
+static inline void run_workers(int n, void *(*worker)(void *))
+{
+    pthread_t *th = calloc((size_t)n, sizeof *th);
+    if (!th)
+        fail("calloc");
+    for (int i = 0; i < n; i++)
+        if (pthread_create(&th[i], NULL, worker, (void *)(intptr_t)i) != 0)
+            fail("pthread_create");
+    for (int i = 0; i < n; i++)
+        pthread_join(th[i], NULL);
+    free(th);
+}
+
+/* The sum of the n per-thread sums. */
+static inline uint64_t sum_of(const uint64_t *sums, int n)
+{
+    uint64_t sum = 0;
+    for (int i = 0; i < n; i++)
+        sum += sums[i];
+    return sum;
 }
 
 static inline void *xmalloc(size_t n)

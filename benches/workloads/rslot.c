@@ -69,19 +69,10 @@ int main(int argc, char **argv)
     uint64_t total = 10000000ull * (uint64_t)scale / (uint64_t)divisor;
     steps_per_thread = total / (uint64_t)nthreads;
     sums = calloc((size_t)nthreads, sizeof *sums);
-    pthread_t *th = calloc((size_t)nthreads, sizeof *th);
-    if (!sums || !th)
+    if (!sums)
         fail("calloc");
-    for (int i = 0; i < nthreads; i++)
-        if (pthread_create(&th[i], NULL, worker, (void *)(intptr_t)i) != 0)
-            fail("pthread_create");
-    uint64_t sum = 0;
-    for (int i = 0; i < nthreads; i++) {
-        pthread_join(th[i], NULL);
-        sum += sums[i];
-    }
-    print_ok(sum);
-    free(th);
+    run_workers(nthreads, worker);
+    print_ok(sum_of(sums, nthreads));
     free(sums);
     return 0;
 }

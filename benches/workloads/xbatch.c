@@ -197,26 +197,18 @@ int main(int argc, char **argv)
     batches_per_thread = total / (uint64_t)nthreads;
     inboxes = calloc((size_t)nthreads, sizeof *inboxes);
     sums = calloc((size_t)nthreads, sizeof *sums);
-    pthread_t *th = calloc((size_t)nthreads, sizeof *th);
-    if (!inboxes || !sums || !th)
+    if (!inboxes || !sums)
         fail("calloc");
     for (int i = 0; i < nthreads; i++) {
         pthread_mutex_init(&inboxes[i].lock, NULL);
         pthread_cond_init(&inboxes[i].changed, NULL);
     }
-    for (int i = 0; i < nthreads; i++)
-        if (pthread_create(&th[i], NULL, worker, (void *)(intptr_t)i) != 0)
-            fail("pthread_create");
-    uint64_t sum = 0;
-    for (int i = 0; i < nthreads; i++) {
-        pthread_join(th[i], NULL);
-        sum += sums[i];
-    }
+    run_workers(nthreads, worker);
+    uint64_t sum = sum_of(sums, nthreads);
     /* every block: one malloc and one free; every batch record too */
     uint64_t batches = batches_per_thread * (uint64_t)nthreads;
     printf("# ops=%llu\n", (unsigned long long)(batches * (BATCH + 1) * 2));
     print_ok(sum);
-    free(th);
     free(sums);
     free(inboxes);
     return 0;
