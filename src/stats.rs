@@ -46,7 +46,10 @@ pub fn mapped_bytes() -> usize {
 
 /// The most bytes ever mapped at once.
 pub fn peak_mapped_bytes() -> usize {
-    PEAK_MAPPED_BYTES.load(Ordering::Relaxed)
+    // Never below the current count, which a mapping thread raises before the peak.
+    PEAK_MAPPED_BYTES
+        .load(Ordering::Relaxed)
+        .max(MAPPED_BYTES.load(Ordering::Relaxed))
 }
 
 /// Records `bytes` purged (given back to the OS with `madvise`, still mapped).
@@ -88,11 +91,12 @@ pub fn held_resize(old: usize, new: usize) {
 
 /// Bytes held now, and the most ever held at once. Small blocks count by whole slabs, so
 /// the peak is an upper bound of the peak of live bytes, tight when slabs are well used.
+///
+/// A thread raises the count before it raises the peak, so a reader in between could see a
+/// peak below the count: the peak returned is never below the count returned.
 pub fn held_bytes() -> (usize, usize) {
-    (
-        HELD_BYTES.load(Ordering::Relaxed),
-        PEAK_HELD_BYTES.load(Ordering::Relaxed),
-    )
+    let held = HELD_BYTES.load(Ordering::Relaxed);
+    (held, PEAK_HELD_BYTES.load(Ordering::Relaxed).max(held))
 }
 
 /// A thread got its first heap.
