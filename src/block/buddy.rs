@@ -224,6 +224,21 @@ unsafe fn set_state(meta: *mut SlotMeta, state: SlotState) {
     unsafe { (*meta).state.store(state as u8, Ordering::Release) };
 }
 
+/// A slot's state, span order and block pages, as the region walks read them.
+///
+/// # Safety
+/// `meta` must be a slot of a live region.
+unsafe fn slot_fields(meta: *mut SlotMeta) -> (SlotState, usize, usize) {
+    // SAFETY: the caller guarantees a live slot.
+    unsafe {
+        (
+            state_of(meta),
+            (*meta).order as usize,
+            (*meta).pages as usize,
+        )
+    }
+}
+
 #[inline]
 fn region_of(meta: *mut SlotMeta) -> *mut RegionHeader {
     region_map::chunk_base(meta as usize) as *mut RegionHeader
@@ -654,13 +669,7 @@ impl BuddyArena {
             while index < SLOT_COUNT {
                 let meta = slot_meta(r, index);
                 // SAFETY: a live region's slot array; the arena's lock is held.
-                let (state, order, pages) = unsafe {
-                    (
-                        state_of(meta),
-                        (*meta).order as usize,
-                        (*meta).pages as usize,
-                    )
-                };
+                let (state, order, pages) = unsafe { slot_fields(meta) };
                 let len = match state {
                     SlotState::Free => {
                         c.free_bytes += span_bytes(order);
@@ -700,13 +709,7 @@ impl BuddyArena {
             while index < SLOT_COUNT {
                 let meta = slot_meta(r, index);
                 // SAFETY: a live region's slot array.
-                let (state, order, pages) = unsafe {
-                    (
-                        state_of(meta),
-                        (*meta).order as usize,
-                        (*meta).pages as usize,
-                    )
-                };
+                let (state, order, pages) = unsafe { slot_fields(meta) };
                 let len = match state {
                     SlotState::Free => {
                         if order > MAX_ORDER || index % (1 << order) != 0 {
