@@ -15,11 +15,14 @@
 //! and otherwise moves the pages (no copy) to a new aligned mapping with
 //! `mremap(MREMAP_FIXED)`.
 //!
-//! A small cache keeps recently freed mappings (bounded in count and bytes), because
-//! programs that free and re-allocate big buffers in a loop would otherwise pay a map, an
-//! unmap and a page fault per OS page every time. Any cached mapping serves any request:
-//! it is resized with `mremap` (in place, or moved without copying), so its resident
-//! pages are reused whatever the new size. The cache is emptied by the time-based decay.
+//! A cache keeps recently freed mappings (bounded in count and bytes), because programs
+//! that free and re-allocate big buffers in a loop would otherwise pay a map, an unmap and
+//! a page fault per OS page every time. A cached mapping serves a smaller request by
+//! splitting: the request takes the front (rounded up to whole chunks, so the rest still
+//! starts on a chunk) and the rest stays cached, resident pages and all. A request larger
+//! than every cached mapping takes the largest and grows it with `mremap` (in place, or
+//! moved without copying), so its resident pages are reused too. Freed neighbours merge
+//! again. The time-based decay returns mappings that stayed unused for a whole delay.
 
 use crate::os::{Os, OS_PAGE_BYTES};
 use crate::region_map::{self, Kind, CHUNK_BYTES};
@@ -27,7 +30,7 @@ use core::ptr::NonNull;
 
 const MAGIC: usize = 0x6f78_6875_6765_2121; // "oxhuge!!"
 /// Mappings the cache keeps.
-const CACHE_SLOTS: usize = 8;
+const CACHE_SLOTS: usize = 16;
 /// Bytes the cache keeps.
 const CACHE_MAX_BYTES: usize = 128 << 20;
 /// Largest mapping the cache keeps.
@@ -121,8 +124,24 @@ unsafe fn install(base: usize, map_bytes: usize, offset: usize) -> NonNull<u8> {
 
 #[derive(Clone, Copy)]
 struct CachedMapping {
+    /// Chunk-aligned start.
     base: usize,
+    /// Length, a multiple of the OS page.
     map_bytes: usize,
+    /// Unused since the last decay: the next decay returns it.
+    idle: bool,
+}
+
+impl CachedMapping {
+    const EMPTY: CachedMapping = CachedMapping {
+        base: 0,
+        map_bytes: 0,
+        idle: false,
+    };
+
+    fn end(&self) -> usize {
+        self.base + self.map_bytes
+    }
 }
 
 /// Huge-block bookkeeping: the cache of freed mappings and counters.
@@ -143,10 +162,7 @@ impl Large {
     /// No huge block yet.
     pub const fn new() -> Self {
         Large {
-            cache: [CachedMapping {
-                base: 0,
-                map_bytes: 0,
-            }; CACHE_SLOTS],
+            cache: [CachedMapping::EMPTY; CACHE_SLOTS],
             cache_len: 0,
             cache_bytes: 0,
             live_bytes: 0,
@@ -202,27 +218,29 @@ impl Large {
         crate::os::round_up(size.checked_add(user_offset(align_bytes))?, OS_PAGE_BYTES)
     }
 
-    /// Takes the cached mapping closest in size to `need`: the smallest at least as large,
-    /// else the largest.
-    fn take_cached(&mut self, need: usize) -> Option<CachedMapping> {
-        let cached = self.cache.get_mut(..self.cache_len)?;
-        let mut best: Option<usize> = None;
-        let mut best_bytes = 0;
-        for (i, m) in cached.iter().enumerate() {
+    /// Index of the cached mapping closest in size to `need`: the smallest at least as
+    /// large, else the largest.
+    fn closest_cached(&self, need: usize) -> Option<usize> {
+        let mut best: Option<(usize, usize)> = None;
+        for (i, m) in self.cache.iter().take(self.cache_len).enumerate() {
             let m = m.map_bytes;
             let better = match best {
                 None => true,
-                Some(_) if m >= need => best_bytes < need || m < best_bytes,
-                Some(_) => best_bytes < need && m > best_bytes,
+                Some((_, b)) if m >= need => b < need || m < b,
+                Some((_, b)) => b < need && m > b,
             };
             if better {
-                best = Some(i);
-                best_bytes = m;
+                best = Some((i, m));
             }
         }
-        // Move the found mapping to the end, then drop the end.
+        best.map(|(i, _)| i)
+    }
+
+    /// Removes cache entry `i` (moving the last one into its place) and returns it.
+    fn remove_cached(&mut self, i: usize) -> Option<CachedMapping> {
+        let cached = self.cache.get_mut(..self.cache_len)?;
         let (last, rest) = cached.split_last_mut()?;
-        if let Some(other) = rest.get_mut(best?) {
+        if let Some(other) = rest.get_mut(i) {
             core::mem::swap(other, last);
         }
         let found = *last;
@@ -231,19 +249,41 @@ impl Large {
         Some(found)
     }
 
-    /// Makes a cached mapping exactly `need` bytes: shrinks it in place, or grows it in place
-    /// or by moving its pages to a new aligned reservation. Its resident pages are reused
-    /// either way, which is the point: no page fault for the part already touched. `None`
-    /// (and the mapping given back to the OS) when the OS refuses.
-    fn fit_cached<O: Os>(os: &O, m: CachedMapping, need: usize) -> Option<(usize, usize)> {
-        // SAFETY: a cached mapping is a whole mapping of ours, unused.
-        let base = unsafe { NonNull::new_unchecked(m.base as *mut u8) };
-        if m.map_bytes >= need && m.map_bytes / 4 <= need {
-            // Close enough: keep it whole. Shrinking would free resident pages that the next
-            // larger request would fault in again.
+    /// A mapping of at least `need` bytes made from the cache, if it holds any: the front
+    /// of the closest mapping that is large enough (the rest stays cached), or the largest
+    /// one grown. Returns `(base, bytes)`.
+    fn take_from_cache<O: Os>(&mut self, os: &O, need: usize) -> Option<(usize, usize)> {
+        let i = self.closest_cached(need)?;
+        let m = *self.cache.get(i)?;
+        if m.map_bytes >= need {
+            // The front, in whole chunks, so that the rest starts on a chunk boundary.
+            let front = crate::os::round_up(need, CHUNK_BYTES)?;
+            if front < m.map_bytes {
+                if let Some(rest) = self.cache.get_mut(i) {
+                    *rest = CachedMapping {
+                        base: m.base + front,
+                        map_bytes: m.map_bytes - front,
+                        idle: false,
+                    };
+                    self.cache_bytes -= front;
+                    return Some((m.base, front));
+                }
+            }
+            let m = self.remove_cached(i)?;
             return Some((m.base, m.map_bytes));
         }
-        // SAFETY: `base` starts a cached mapping of `m.map_bytes` that is ours and unused.
+        let m = self.remove_cached(i)?;
+        Self::grow_cached(os, m, need)
+    }
+
+    /// Grows a cached mapping to exactly `need` bytes, in place or by moving its pages to a
+    /// new aligned reservation. Its resident pages are reused either way, which is the
+    /// point: no page fault for the part already touched. `None` (and the mapping given back
+    /// to the OS) when the OS refuses.
+    fn grow_cached<O: Os>(os: &O, m: CachedMapping, need: usize) -> Option<(usize, usize)> {
+        // SAFETY: a cached mapping starts at a non-null address of ours.
+        let base = unsafe { NonNull::new_unchecked(m.base as *mut u8) };
+        // SAFETY: `base` starts a cached range of `m.map_bytes` that is ours and unused.
         if unsafe { os.resize_in_place(base, m.map_bytes, need) } {
             return Some((m.base, need));
         }
@@ -255,9 +295,46 @@ impl Large {
             // SAFETY: the reservation is ours and unused.
             unsafe { os.unmap(target, need) };
         }
-        // SAFETY: the cached mapping at `base` of `m.map_bytes` is ours and unused.
+        // SAFETY: the cached range at `base` of `m.map_bytes` is ours and unused.
         unsafe { os.unmap(base, m.map_bytes) };
         None
+    }
+
+    /// Puts a freed mapping in the cache, merged with a cached neighbour where there is
+    /// one. `false` when it does not fit (the caller unmaps it).
+    fn cache_insert(&mut self, base: usize, map_bytes: usize) -> bool {
+        if map_bytes > CACHE_MAX_BLOCK_BYTES || self.cache_bytes + map_bytes > CACHE_MAX_BYTES {
+            return false;
+        }
+        let mut m = CachedMapping {
+            base,
+            map_bytes,
+            idle: false,
+        };
+        // At most one neighbour on each side: cached ranges never overlap.
+        let mut i = 0;
+        while i < self.cache_len {
+            let Some(&c) = self.cache.get(i) else { break };
+            if c.end() == m.base || m.end() == c.base {
+                if let Some(c) = self.remove_cached(i) {
+                    m.base = m.base.min(c.base);
+                    m.map_bytes += c.map_bytes;
+                }
+                continue; // entry i is now another one
+            }
+            i += 1;
+        }
+        match self.cache.get_mut(self.cache_len) {
+            Some(slot) => {
+                *slot = m;
+                self.cache_len += 1;
+                self.cache_bytes += m.map_bytes;
+                true
+            }
+            // Full, so nothing merged (a merge frees a slot): `m` is still just the
+            // caller's range, which the caller unmaps.
+            None => false,
+        }
     }
 
     /// Allocates a huge block. Returns the user pointer and whether it reads as zeros.
@@ -273,10 +350,7 @@ impl Large {
             return None;
         }
         if offset < CHUNK_BYTES {
-            if let Some((base, bytes)) = self
-                .take_cached(need)
-                .and_then(|m| Self::fit_cached(os, m, need))
-            {
+            if let Some((base, bytes)) = self.take_from_cache(os, need) {
                 self.live_bytes += bytes;
                 crate::stats::held_add(bytes);
                 // SAFETY: a cached mapping of `bytes >= need`, ours and unused.
@@ -319,14 +393,7 @@ impl Large {
         region_map::clear(ptr);
         self.live_bytes -= map_bytes;
         crate::stats::held_sub(map_bytes);
-        if offset < CHUNK_BYTES
-            && map_bytes <= CACHE_MAX_BLOCK_BYTES
-            && self.cache_len < CACHE_SLOTS
-            && self.cache_bytes + map_bytes <= CACHE_MAX_BYTES
-        {
-            self.cache[self.cache_len] = CachedMapping { base, map_bytes };
-            self.cache_len += 1;
-            self.cache_bytes += map_bytes;
+        if offset < CHUNK_BYTES && self.cache_insert(base, map_bytes) {
             return Ok(());
         }
         // SAFETY: the whole mapping is ours and no longer used.
@@ -358,9 +425,9 @@ impl Large {
             // SAFETY: `ptr` is a live user pointer.
             return Ok(Some(unsafe { NonNull::new_unchecked(ptr as *mut u8) }));
         }
-        // SAFETY: `base` starts the block's whole mapping of `map_bytes`.
+        // SAFETY: `base` starts the block's memory of `map_bytes`.
         let base_ptr = unsafe { NonNull::new_unchecked(base as *mut u8) };
-        // SAFETY: `base_ptr` starts the live block's whole mapping of `map_bytes`, ours.
+        // SAFETY: `base_ptr` starts the live block's memory of `map_bytes`, ours and used by nothing else.
         if unsafe { os.resize_in_place(base_ptr, map_bytes, need) } {
             // SAFETY: the header page is still mapped (need > offset).
             unsafe { (*header).map_bytes = need };
@@ -397,6 +464,29 @@ impl Large {
         Ok(Some(unsafe {
             NonNull::new_unchecked((new_base + offset) as *mut u8)
         }))
+    }
+
+    /// The decay: unmaps the cached mappings that stayed unused since the last call and
+    /// marks the rest; returns the bytes given back.
+    pub fn decay<O: Os>(&mut self, os: &O) -> usize {
+        let mut released = 0;
+        let mut i = 0;
+        while i < self.cache_len {
+            let Some(c) = self.cache.get_mut(i) else {
+                break;
+            };
+            if !c.idle {
+                c.idle = true;
+                i += 1;
+                continue;
+            }
+            if let Some(m) = self.remove_cached(i) {
+                // SAFETY: a cached range is ours and unused.
+                unsafe { os.unmap(NonNull::new_unchecked(m.base as *mut u8), m.map_bytes) };
+                released += m.map_bytes;
+            }
+        }
+        released
     }
 
     /// Unmaps every cached mapping; returns the bytes given back.
@@ -437,6 +527,53 @@ mod tests {
         );
         assert!(large.cached_bytes() > 0);
         large.trim(&os);
+        assert_eq!(os.live_bytes(), 0);
+    }
+
+    #[test]
+    fn cache_splits_merges_and_decays() {
+        let os = FakeOs::new();
+        let mut large = Large::new();
+        let (p, _) = large.alloc(&os, 30 << 20, 16).unwrap();
+        large.free(&os, p.as_ptr() as usize).unwrap();
+        let cached = large.cached_bytes();
+        assert!(cached >= 30 << 20);
+        let maps = os.map_calls();
+        // Two smaller blocks come out of the one cached mapping, without a new map.
+        let (a, zeroed) = large.alloc(&os, 5 << 20, 16).unwrap();
+        assert!(!zeroed, "a reused mapping is not known to be zero");
+        let (b, _) = large.alloc(&os, 3 << 20, 16).unwrap();
+        assert_eq!(os.map_calls(), maps, "served from the cache");
+        assert_eq!(large.cached_count(), 1);
+        assert_eq!(large.cached_bytes(), cached - (8 << 20) - (4 << 20));
+        assert!(Large::usable_size(a.as_ptr() as usize).unwrap() >= 5 << 20);
+        assert_eq!(
+            b.as_ptr() as usize,
+            a.as_ptr() as usize - 4096 + (8 << 20) + 4096
+        );
+        // SAFETY: both blocks are ours and at least this long.
+        unsafe {
+            a.as_ptr().write_bytes(1, 5 << 20);
+            b.as_ptr().write_bytes(2, 3 << 20);
+        }
+        // Freed, the pieces merge back into one mapping.
+        large.free(&os, a.as_ptr() as usize).unwrap();
+        large.free(&os, b.as_ptr() as usize).unwrap();
+        assert_eq!(large.cached_count(), 1);
+        assert_eq!(large.cached_bytes(), cached);
+        // A larger request grows the cached mapping instead of mapping afresh.
+        let (c, _) = large.alloc(&os, 31 << 20, 16).unwrap();
+        assert_eq!(large.cached_count(), 0);
+        // SAFETY: the block is ours and at least 31 MiB long; the front kept its bytes.
+        let front = unsafe { core::slice::from_raw_parts(c.as_ptr(), 31 << 20) };
+        assert!(front[..(5 << 20)].iter().all(|&x| x == 1));
+        assert!(front[(8 << 20)..(11 << 20)].iter().all(|&x| x == 2));
+        large.free(&os, c.as_ptr() as usize).unwrap();
+        // The decay returns a mapping only after it stayed unused for a whole delay.
+        assert_eq!(large.decay(&os), 0);
+        assert_eq!(large.cached_count(), 1);
+        assert!(large.decay(&os) >= 31 << 20);
+        assert_eq!(large.cached_count(), 0);
         assert_eq!(os.live_bytes(), 0);
     }
 

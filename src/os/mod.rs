@@ -43,17 +43,21 @@ pub unsafe trait Os: Sync {
     /// block in it.
     unsafe fn purge(&self, ptr: NonNull<u8>, bytes: usize);
 
-    /// Grows or shrinks a mapping in place, without moving it. `false` if the OS can't.
+    /// Grows or shrinks a mapping in place, without moving it. `false` if the OS can't
+    /// (growing also fails when the range spans two mappings that the OS did not merge).
     ///
     /// # Safety
-    /// `[ptr, ptr + old_bytes)` must be a whole live mapping of this `Os`.
+    /// `[ptr, ptr + old_bytes)` must be live memory of this `Os`, page-aligned, used by
+    /// nothing else: a whole mapping or a piece of one.
     unsafe fn resize_in_place(&self, ptr: NonNull<u8>, old_bytes: usize, new_bytes: usize) -> bool;
 
     /// Moves a mapping to `[target, target + new_bytes)`, which must be a mapping of this
     /// `Os` reserved for it (it is replaced); the contents move without copying.
     ///
     /// # Safety
-    /// `[ptr, ptr + old_bytes)` must be a whole live mapping; `target` a fresh mapping of
+    /// `[ptr, ptr + old_bytes)` must be live memory of this `Os`, page-aligned, used by
+    /// nothing else (a whole mapping or a piece of one; `false` when it spans two mappings
+    /// that the OS did not merge); `target` a fresh mapping of
     /// `new_bytes` not used by anything else. On success neither old range may be used again
     /// except through the returned mapping at `target`.
     unsafe fn move_mapping(

@@ -105,7 +105,7 @@ unsafe impl Os for RealOs {
 
     unsafe fn resize_in_place(&self, ptr: NonNull<u8>, old_bytes: usize, new_bytes: usize) -> bool {
         let done = keep_errno(|| {
-            // SAFETY: the caller guarantees `[ptr, ptr + old_bytes)` is a whole mapping of
+            // SAFETY: the caller guarantees `[ptr, ptr + old_bytes)` is memory of
             // ours; without MREMAP_MAYMOVE the kernel either resizes in place or fails.
             let out = unsafe { libc::mremap(ptr.as_ptr().cast(), old_bytes, new_bytes, 0) };
             out != libc::MAP_FAILED
