@@ -1,14 +1,22 @@
 //! Size classes: the block sizes slabs are cut into, and the O(1) map from a request size
 //! to its class.
 //!
-//! Spacing: 16-byte steps up to 128 bytes, then eight classes per power of two
-//! (step = 2^k / 8 between 2^k and 2^(k+1)), so a block wastes at most 1/9 of its size
-//! (< 12.5%) to rounding. Every class size is a multiple of 16 (`max_align_t`), and every
-//! power of two from 16 to [`SMALL_MAX_BYTES`] is itself a class, which is what aligned
-//! requests use (see [`class_for_aligned`]).
+//! Spacing: 16-byte steps up to 128 bytes, then eight classes per power of two (step =
+//! 2^k / 8 between 2^k and 2^(k+1)), so a block wastes under 1/8 of its size to rounding.
+//! From 1 KiB up, each power of two's eight classes trade the step just below the next
+//! power of two (2^k * 15/8) for one just above the power of two (2^k * 33/32: 1056, 2112,
+//! 4224, 8448 bytes), because programs often ask for a power of two plus a small header
+//! (sqlite's 4096 + 8 byte buffers, 1024 + 8 byte nodes): such a request used to round up
+//! by 1/8 of its size and now rounds up by at most 1/32. The class dropped costs nothing
+//! over the 1/8 bound, since its requests round up to the power of two.
+//!
+//! Every class size is a multiple of 16 (`max_align_t`), and every power of two from 16 to
+//! [`SMALL_MAX_BYTES`] is itself a class, which is what aligned requests use (see
+//! [`class_for_aligned`]).
 //!
 //! Classes run from 16 bytes to 16 KiB: 64 classes. Requests of up to 1024 bytes are looked
-//! up in a table indexed by `(size + 15) / 16`; larger ones by a leading-zero count.
+//! up in a table indexed by `(size + 15) / 16`, larger ones in a table indexed by
+//! `(size + 31) / 32`.
 #![forbid(unsafe_code)]
 
 /// Largest request served by slabs; larger ones go to the buddy allocator.
@@ -48,7 +56,7 @@ impl SizeClass {
     /// The block size of this class.
     #[inline(always)]
     pub const fn block_bytes(self) -> usize {
-        class_block_bytes(self.0 as usize)
+        CLASS_BYTES[self.index()] as usize
     }
 }
 
@@ -58,28 +66,42 @@ const fn class_block_bytes(index: usize) -> usize {
         (index + 1) * 16
     } else {
         let group = (index - 8) / 8; // 0 for (128, 256], 1 for (256, 512], ...
-        let step_shift = group + 4; // step 16 for (128, 256]
         let base = 128usize << group;
-        base + ((index - 8) % 8 + 1) * (1 << step_shift)
+        let step = base / 8;
+        match (index - 8) % 8 {
+            // From 1 KiB: just above the power of two instead of 15/8 of it.
+            0 if base >= SPLIT_FROM => base + base / 32,
+            o if base >= SPLIT_FROM && o < 7 => base + o * step,
+            o => base + (o + 1) * step,
+        }
     }
 }
 
-/// The class of a request of `size` bytes, computed without the table.
+/// The first power of two whose group has a class just above it.
+const SPLIT_FROM: usize = 1024;
+
+/// The class of a request of `size` bytes, computed (for building the tables).
 const fn class_of_computed(size: usize) -> usize {
-    if size <= 128 {
-        if size == 0 {
-            0
-        } else {
-            size.div_ceil(16) - 1
-        }
-    } else {
-        let s = size - 1;
-        let k = (usize::BITS - 1 - s.leading_zeros()) as usize; // 2^k <= s < 2^(k+1), k >= 7
-        8 + (k - 7) * 8 + ((s >> (k - 3)) - 8)
+    let mut i = 0;
+    while i < CLASS_COUNT - 1 && class_block_bytes(i) < size {
+        i += 1;
     }
+    i
 }
+
+/// Block size of every class.
+const CLASS_BYTES: [u32; CLASS_COUNT] = {
+    let mut t = [0u32; CLASS_COUNT];
+    let mut i = 0;
+    while i < CLASS_COUNT {
+        t[i] = class_block_bytes(i) as u32;
+        i += 1;
+    }
+    t
+};
 
 const TABLE_LIMIT: usize = 1024;
+/// Classes of sizes up to 1 KiB, by `(size + 15) / 16`.
 const TABLE: [u8; TABLE_LIMIT / 16 + 1] = {
     let mut t = [0u8; TABLE_LIMIT / 16 + 1];
     let mut i = 0;
@@ -89,16 +111,38 @@ const TABLE: [u8; TABLE_LIMIT / 16 + 1] = {
     }
     t
 };
+/// Classes of sizes above 1 KiB, by `(size + 31) / 32` (every class there is a multiple of
+/// 32 bytes, so the rounding is exact).
+const WIDE_TABLE: [u8; SMALL_MAX_BYTES / 32 + 1] = {
+    let mut t = [0u8; SMALL_MAX_BYTES / 32 + 1];
+    let mut i = 0;
+    while i < t.len() {
+        t[i] = class_of_computed(i * 32) as u8;
+        i += 1;
+    }
+    t
+};
+const _: () = {
+    let mut i = 0;
+    while i < CLASS_COUNT {
+        assert!(class_block_bytes(i) <= TABLE_LIMIT || class_block_bytes(i) % 32 == 0);
+        i += 1;
+    }
+};
 
 /// The class serving `size` bytes, for `size <= SMALL_MAX_BYTES`.
 #[inline(always)]
 pub fn class_of(size: usize) -> SizeClass {
     debug_assert!(size <= SMALL_MAX_BYTES);
     let index = match TABLE.get((size + 15) >> 4) {
-        Some(&c) => c as usize,
-        None => class_of_computed(size),
+        Some(&c) => c,
+        // Above the largest class: the largest class (callers never ask, see above).
+        None => WIDE_TABLE
+            .get((size + 31) >> 5)
+            .copied()
+            .unwrap_or(CLASS_COUNT as u8 - 1),
     };
-    SizeClass(index as u8)
+    SizeClass(index)
 }
 
 /// The class serving `size` bytes at alignment `align_bytes` (a power of two), if slabs can:
@@ -152,6 +196,15 @@ mod tests {
                     "size {size} could use a smaller class"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn power_of_two_plus_a_header_rounds_up_by_a_thirty_second() {
+        for p in [1024, 2048, 4096, 8192] {
+            let b = class_of(p + 8).block_bytes();
+            assert_eq!(b, p + p / 32, "{p} + 8");
+            assert!(class_of(p + p / 32 + 1).block_bytes() == p + p / 8);
         }
     }
 
