@@ -421,7 +421,10 @@ impl Large {
         else {
             return Ok(None);
         };
-        if need == map_bytes {
+        if need <= map_bytes && need >= map_bytes / 2 {
+            // The mapping still fits and is not twice too large: keep it as it is. Shrinking
+            // it would unmap pages that the next growth (a buffer grown by doubling from a
+            // cached mapping) would fault in again.
             // SAFETY: `ptr` is a live user pointer.
             return Ok(Some(unsafe { NonNull::new_unchecked(ptr as *mut u8) }));
         }
