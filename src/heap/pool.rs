@@ -33,6 +33,8 @@ pub struct HeapPool {
     bump_end: usize,
     created: usize,
     adopted: usize,
+    /// Rounds of the process-wide decay so far.
+    decay_round: u64,
 }
 
 // SAFETY: the pool holds addresses of heaps no thread owns (or whose owners only read the
@@ -57,6 +59,7 @@ impl HeapPool {
             bump_end: 0,
             created: 0,
             adopted: 0,
+            decay_round: 0,
         }
     }
 
@@ -158,6 +161,43 @@ impl HeapPool {
         }
     }
 
+    /// Starts a round of the process-wide decay (see [`take_idle_abandoned`]).
+    ///
+    /// [`take_idle_abandoned`]: Self::take_idle_abandoned
+    pub fn begin_decay_round(&mut self) {
+        self.decay_round += 1;
+    }
+
+    /// Takes out an abandoned heap that has waited since before the previous decay round
+    /// (so at least the time between two rounds), for the process-wide decay to clean up.
+    /// A heap released again in this round is not taken again, so a loop of take, clean
+    /// and release ends. Heaps inherited through `fork` are left for adoption, which checks
+    /// them first.
+    pub fn take_idle_abandoned(&mut self) -> Option<*mut Heap> {
+        let mut heap = self.abandoned.head();
+        while !heap.is_null() {
+            // SAFETY: heaps on the pool's lists are valid; we hold the pool.
+            let (next, orphaned, round) = unsafe {
+                let links = (*heap).pool_links();
+                (
+                    List::next(heap),
+                    links.orphaned_by_fork,
+                    links.abandoned_round,
+                )
+            };
+            if !orphaned && round + 2 <= self.decay_round {
+                // SAFETY: `heap` is on the abandoned list, and we hold the pool.
+                unsafe {
+                    self.abandoned.remove(heap);
+                    (*heap).pool_links().list = PoolList::None;
+                }
+                return Some(heap);
+            }
+            heap = next;
+        }
+        None
+    }
+
     /// In a `fork` child: every active heap but `keep` (the forking thread's own heap) and
     /// `global` (the heap of exited threads) belonged to a thread that does not exist here.
     /// They are abandoned, marked so that they are checked before adoption, and new threads
@@ -202,6 +242,7 @@ impl HeapPool {
     unsafe fn release_inactive(&mut self, heap: *mut Heap) {
         // SAFETY: the caller hands the heap over; we hold the pool.
         unsafe {
+            (*heap).pool_links().abandoned_round = self.decay_round;
             if OwnedHeap::claim(heap).is_none_or(|h| h.is_unused()) {
                 self.free.push_front(heap);
                 (*heap).pool_links().list = PoolList::Free;

@@ -278,7 +278,29 @@ impl<O: Os> Context<O> {
         {
             self.buddy.lock().purge(&self.os);
             self.large.lock().decay(&self.os);
+            self.decay_abandoned_heaps();
             crate::process::prof::blocks::trim();
+        }
+    }
+
+    /// Cleans up the heaps of exited threads that no new thread adopted for a whole purge
+    /// delay: their warm reserve (see `retire_warm`) goes back to the OS. One at a time,
+    /// outside the pool lock.
+    #[cold]
+    fn decay_abandoned_heaps(&self) {
+        self.heaps.lock().begin_decay_round();
+        loop {
+            // A `let else`, not a `while let`: the pool's guard must be dropped at the end of
+            // this statement, before `release` takes the lock again.
+            let Some(h) = self.heaps.lock().take_idle_abandoned() else {
+                break;
+            };
+            // SAFETY: taken from the pool, the heap is ours until released.
+            if let Some(mut owned) = unsafe { OwnedHeap::claim(h) } {
+                owned.collect(&self.os, &self.segments, &self.buddy, false);
+            }
+            // SAFETY: the heap came from this pool, and the `OwnedHeap` is gone.
+            unsafe { self.heaps.lock().release(h) };
         }
     }
 
@@ -485,7 +507,7 @@ impl<O: Os> Context<O> {
     pub fn retire_heap(&self, heap: OwnedHeap) {
         let ptr = {
             let mut heap = heap;
-            heap.collect(&self.os, &self.segments, &self.buddy, false);
+            heap.retire_warm(&self.os, &self.segments, &self.buddy);
             heap.as_ptr()
         };
         // SAFETY: the heap came from this pool, and this thread gave up its `OwnedHeap`.

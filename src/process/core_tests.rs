@@ -155,6 +155,12 @@ fn a_dead_heap_is_adopted_with_its_blocks() {
     }
     check(adopter);
     ctx.retire_heap(own(adopter));
+    // With no live block left, the heap still waits for adoption: its thread left it a
+    // warm reserve (a segment and resident spare slabs) for the next thread.
+    assert_eq!(ctx.heaps.lock().abandoned_count(), 1);
+    assert!(ctx.os.live_bytes() > 256 * 1024);
+    // Cleaning it up (as the decay does once it waited a whole delay, or a trim) empties it.
+    ctx.trim(None);
     assert_eq!(
         ctx.heaps.lock().abandoned_count(),
         0,
@@ -380,4 +386,73 @@ fn aligned_mix_then_realloc_to_medium() {
     let r = unsafe { ctx.realloc_with(own(heap), m, 200_000, 16, "realloc") };
     assert!(ctx.owns(r), "realloc result {r:?} is a live block");
     free(ctx, heap, r);
+}
+
+#[test]
+fn an_abandoned_heap_is_cleaned_up_after_waiting_a_whole_decay() {
+    let ctx = new_context();
+    let heap = new_heap(ctx);
+    let blocks: Vec<*mut u8> = (0..5000).map(|i| alloc(ctx, heap, 16 + i % 1000)).collect();
+    for &p in &blocks {
+        free(ctx, heap, p);
+    }
+    ctx.retire_heap(own(heap));
+    let mapped = ctx.os.live_bytes();
+    // The first process-wide decay round after the exit leaves it (it may have been
+    // abandoned a moment ago); the next one takes it out to be cleaned.
+    ctx.heaps.lock().begin_decay_round();
+    assert!(ctx.heaps.lock().take_idle_abandoned().is_none());
+    ctx.heaps.lock().begin_decay_round();
+    let taken = ctx.heaps.lock().take_idle_abandoned();
+    assert_eq!(taken, Some(heap));
+    let mut owned = own(heap);
+    owned.collect(&ctx.os, &ctx.segments, &ctx.buddy, false);
+    let _ = owned;
+    // SAFETY: the heap came from this pool and nothing uses it any more.
+    unsafe { ctx.heaps.lock().release(heap) };
+    assert_eq!(ctx.heaps.lock().abandoned_count(), 0, "empty now, so free");
+    assert!(ctx.heaps.lock().take_idle_abandoned().is_none());
+    ctx.segments.lock().drain(&ctx.os);
+    assert!(ctx.os.live_bytes() < mapped);
+    assert_eq!(ctx.os.live_bytes(), 256 * 1024);
+}
+
+#[test]
+fn a_decay_round_cleans_each_idle_heap_once() {
+    let ctx = new_context();
+    // Two exited threads' heaps that keep live blocks, so they stay abandoned after a
+    // clean-up. Taking, cleaning and releasing them must end: a heap released in this
+    // round is not taken again (an earlier version alternated between two such heaps
+    // forever, which hung a threaded program).
+    let a = new_heap(ctx);
+    let b = new_heap(ctx);
+    let pa = alloc(ctx, a, 100);
+    let pb = alloc(ctx, b, 100);
+    ctx.retire_heap(own(a));
+    ctx.retire_heap(own(b));
+    assert_eq!(ctx.heaps.lock().abandoned_count(), 2);
+    ctx.heaps.lock().begin_decay_round();
+    ctx.heaps.lock().begin_decay_round();
+    let mut cleaned = 0;
+    while let Some(h) = {
+        let taken = ctx.heaps.lock().take_idle_abandoned();
+        taken
+    } {
+        cleaned += 1;
+        assert!(cleaned <= 2, "a heap was taken twice in one round");
+        let mut owned = own(h);
+        owned.collect(&ctx.os, &ctx.segments, &ctx.buddy, false);
+        let _ = owned;
+        // SAFETY: the heap came from this pool and nothing uses it any more.
+        unsafe { ctx.heaps.lock().release(h) };
+    }
+    assert_eq!(cleaned, 2);
+    assert_eq!(
+        ctx.heaps.lock().abandoned_count(),
+        2,
+        "live blocks keep them"
+    );
+    let adopter = new_heap(ctx);
+    free(ctx, adopter, pa);
+    free(ctx, adopter, pb);
 }

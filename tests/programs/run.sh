@@ -428,7 +428,12 @@ test_python_threads() {
     py=$(find_python) || skip "python3 is not installed"
     preload_live python "$py" --version || return 1
     PYTHONMALLOC=malloc run py_threads 300 "$py" "$HERE/py_threads.py" || return 1
-    expect_line py_threads 'py_threads ok [0-9a-f]{16}'
+    expect_line py_threads 'py_threads ok [0-9a-f]{16}' || return 1
+    # Again with a 1 ms purge delay, so that the decay (which also cleans up the heaps of
+    # exited threads) runs all the time beside the threads and the forks.
+    OXMALLOC_PURGE_DELAY_MS=1 PYTHONMALLOC=malloc run py_threads_decay 120 "$py" \
+        "$HERE/py_threads.py" || return 1
+    expect_line py_threads_decay 'py_threads ok [0-9a-f]{16}'
 }
 
 test_python_json() {
