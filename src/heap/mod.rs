@@ -52,9 +52,9 @@ use core::sync::atomic::{AtomicPtr, Ordering};
 /// frees a batch and allocates again (most do) pays both for nothing. Below this bound,
 /// idle spares are purged by the time-based decay instead (`OXMALLOC_PURGE_DELAY_MS`).
 const DIRTY_SPARE_KEEP: usize = 1024;
-/// Dirty spare slabs a heap keeps resident when its thread exits (4 MiB), for the next
+/// Dirty spare slabs a heap keeps resident when its thread exits (1 MiB), for the next
 /// thread that adopts it.
-const EXIT_SPARE_KEEP: usize = 64;
+const EXIT_SPARE_KEEP: usize = 16;
 
 /// The slab lists of one size class.
 pub struct ClassSlabs {
