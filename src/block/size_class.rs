@@ -14,9 +14,8 @@
 //! [`SMALL_MAX_BYTES`] is itself a class, which is what aligned requests use (see
 //! [`class_for_aligned`]).
 //!
-//! Classes run from 16 bytes to 16 KiB: 64 classes. Requests of up to 1024 bytes are looked
-//! up in a table indexed by `(size + 15) / 16`, larger ones in a table indexed by
-//! `(size + 31) / 32`.
+//! Classes run from 16 bytes to 16 KiB: 64 classes. A request's class is looked up in a
+//! table of 1025 bytes indexed by `(size + 15) / 16`.
 #![forbid(unsafe_code)]
 
 /// Largest request served by slabs; larger ones go to the buddy allocator.
@@ -100,10 +99,10 @@ const CLASS_BYTES: [u32; CLASS_COUNT] = {
     t
 };
 
-const TABLE_LIMIT: usize = 1024;
-/// Classes of sizes up to 1 KiB, by `(size + 15) / 16`.
-const TABLE: [u8; TABLE_LIMIT / 16 + 1] = {
-    let mut t = [0u8; TABLE_LIMIT / 16 + 1];
+/// The class of every size up to [`SMALL_MAX_BYTES`], by `(size + 15) / 16` (every class
+/// is a multiple of 16 bytes, so the rounding is exact): one load on the fast path.
+const TABLE: [u8; SMALL_MAX_BYTES / 16 + 1] = {
+    let mut t = [0u8; SMALL_MAX_BYTES / 16 + 1];
     let mut i = 0;
     while i < t.len() {
         t[i] = class_of_computed(i * 16) as u8;
@@ -111,37 +110,16 @@ const TABLE: [u8; TABLE_LIMIT / 16 + 1] = {
     }
     t
 };
-/// Classes of sizes above 1 KiB, by `(size + 31) / 32` (every class there is a multiple of
-/// 32 bytes, so the rounding is exact).
-const WIDE_TABLE: [u8; SMALL_MAX_BYTES / 32 + 1] = {
-    let mut t = [0u8; SMALL_MAX_BYTES / 32 + 1];
-    let mut i = 0;
-    while i < t.len() {
-        t[i] = class_of_computed(i * 32) as u8;
-        i += 1;
-    }
-    t
-};
-const _: () = {
-    let mut i = 0;
-    while i < CLASS_COUNT {
-        assert!(class_block_bytes(i) <= TABLE_LIMIT || class_block_bytes(i) % 32 == 0);
-        i += 1;
-    }
-};
 
 /// The class serving `size` bytes, for `size <= SMALL_MAX_BYTES`.
 #[inline(always)]
 pub fn class_of(size: usize) -> SizeClass {
     debug_assert!(size <= SMALL_MAX_BYTES);
-    let index = match TABLE.get((size + 15) >> 4) {
-        Some(&c) => c,
-        // Above the largest class: the largest class (callers never ask, see above).
-        None => WIDE_TABLE
-            .get((size + 31) >> 5)
-            .copied()
-            .unwrap_or(CLASS_COUNT as u8 - 1),
-    };
+    // Above the limit (callers never ask, see above): the largest class.
+    let index = TABLE
+        .get((size + 15) >> 4)
+        .copied()
+        .unwrap_or(CLASS_COUNT as u8 - 1);
     SizeClass(index)
 }
 
