@@ -22,7 +22,7 @@
 //! starts on a chunk) and the rest stays cached, resident pages and all. A request larger
 //! than every cached mapping takes the largest and grows it with `mremap` (in place, or
 //! moved without copying), so its resident pages are reused too. Freed neighbours merge
-//! again. The time-based decay returns mappings that stayed unused for a whole delay.
+//! again. The time-based decay unmaps the cache once per purge delay.
 
 use crate::os::{Os, OS_PAGE_BYTES};
 use crate::region_map::{self, Kind, CHUNK_BYTES};
@@ -128,15 +128,12 @@ struct CachedMapping {
     base: usize,
     /// Length, a multiple of the OS page.
     map_bytes: usize,
-    /// Unused since the last decay: the next decay returns it.
-    idle: bool,
 }
 
 impl CachedMapping {
     const EMPTY: CachedMapping = CachedMapping {
         base: 0,
         map_bytes: 0,
-        idle: false,
     };
 
     fn end(&self) -> usize {
@@ -263,7 +260,6 @@ impl Large {
                     *rest = CachedMapping {
                         base: m.base + front,
                         map_bytes: m.map_bytes - front,
-                        idle: false,
                     };
                     self.cache_bytes -= front;
                     return Some((m.base, front));
@@ -306,11 +302,7 @@ impl Large {
         if map_bytes > CACHE_MAX_BLOCK_BYTES || self.cache_bytes + map_bytes > CACHE_MAX_BYTES {
             return false;
         }
-        let mut m = CachedMapping {
-            base,
-            map_bytes,
-            idle: false,
-        };
+        let mut m = CachedMapping { base, map_bytes };
         // At most one neighbour on each side: cached ranges never overlap.
         let mut i = 0;
         while i < self.cache_len {
@@ -469,29 +461,6 @@ impl Large {
         }))
     }
 
-    /// The decay: unmaps the cached mappings that stayed unused since the last call and
-    /// marks the rest; returns the bytes given back.
-    pub fn decay<O: Os>(&mut self, os: &O) -> usize {
-        let mut released = 0;
-        let mut i = 0;
-        while i < self.cache_len {
-            let Some(c) = self.cache.get_mut(i) else {
-                break;
-            };
-            if !c.idle {
-                c.idle = true;
-                i += 1;
-                continue;
-            }
-            if let Some(m) = self.remove_cached(i) {
-                // SAFETY: a cached range is ours and unused.
-                unsafe { os.unmap(NonNull::new_unchecked(m.base as *mut u8), m.map_bytes) };
-                released += m.map_bytes;
-            }
-        }
-        released
-    }
-
     /// Unmaps every cached mapping; returns the bytes given back.
     pub fn trim<O: Os>(&mut self, os: &O) -> usize {
         let released = self.cache_bytes;
@@ -572,10 +541,8 @@ mod tests {
         assert!(front[..(5 << 20)].iter().all(|&x| x == 1));
         assert!(front[(8 << 20)..(11 << 20)].iter().all(|&x| x == 2));
         large.free(&os, c.as_ptr() as usize).unwrap();
-        // The decay returns a mapping only after it stayed unused for a whole delay.
-        assert_eq!(large.decay(&os), 0);
         assert_eq!(large.cached_count(), 1);
-        assert!(large.decay(&os) >= 31 << 20);
+        assert!(large.trim(&os) >= 31 << 20);
         assert_eq!(large.cached_count(), 0);
         assert_eq!(os.live_bytes(), 0);
     }

@@ -277,7 +277,7 @@ impl<O: Os> Context<O> {
                 .is_ok()
         {
             self.buddy.lock().purge(&self.os);
-            self.large.lock().decay(&self.os);
+            self.large.lock().trim(&self.os);
             self.decay_abandoned_heaps();
             crate::process::prof::blocks::trim();
         }
