@@ -285,11 +285,13 @@ impl<O: Os> Context<O> {
 
     /// Cleans up the heaps of exited threads that no new thread adopted for a whole purge
     /// delay: their warm reserve (see `retire_warm`) goes back to the OS. One at a time,
-    /// outside the pool lock.
+    /// outside the pool lock, and at most [`DECAY_HEAPS_PER_ROUND`] per round, so that a
+    /// program with thousands of abandoned heaps does not pay for all of them in one call
+    /// (each take walks the abandoned list); the rest wait for the next rounds.
     #[cold]
     fn decay_abandoned_heaps(&self) {
         self.heaps.lock().begin_decay_round();
-        loop {
+        for _ in 0..DECAY_HEAPS_PER_ROUND {
             // A `let else`, not a `while let`: the pool's guard must be dropped at the end of
             // this statement, before `release` takes the lock again.
             let Some(h) = self.heaps.lock().take_idle_abandoned() else {
@@ -516,6 +518,9 @@ impl<O: Os> Context<O> {
 }
 
 static LAST_GLOBAL_DECAY_MS: AtomicU64 = AtomicU64::new(0);
+
+/// Abandoned heaps the process-wide decay cleans up per round (see `decay_abandoned_heaps`).
+const DECAY_HEAPS_PER_ROUND: usize = 8;
 
 /// Milliseconds on the coarse monotonic clock (a vDSO read, no syscall).
 fn now_ms() -> u64 {
