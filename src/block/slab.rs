@@ -100,21 +100,36 @@ pub fn free_cookie(addr: usize) -> usize {
 /// No `&mut Slab` is ever made: remote freers read and write the shared atomics while the
 /// owner updates its part, so the owner reaches its part through [`Slab::local`], a
 /// `&mut` that covers only the owner-only fields.
-#[repr(C)]
+///
+/// Layout: two cache lines. The first holds what the owner's fast paths read and write on
+/// every call (the owner-only part and `used`); the second what remote freers touch
+/// (`block_bytes`, `remote_free`, `next_pending`). With both in one line (an 88-byte
+/// stride, neighbours sharing lines), every remote free's compare-and-swap took the line
+/// away from the owner, whose next `malloc` or `free` on that slab missed in its cache.
+#[repr(C, align(64))]
 pub struct Slab {
     /// Owner-only state (offset 0: the fast path reads `free` first).
     local: UnsafeCell<SlabLocal>,
-    /// Block size; 0 when the slab holds no class. Read by remote freers to validate.
-    pub block_bytes: AtomicU32,
     /// Blocks not free, with [`FULL_FLAG`] while full and [`CURRENT_FLAG`] while current.
     /// Written by the owner only (relaxed load and store: plain moves); the statistics read
     /// it from other threads, which is why it is not in the owner-only part.
     pub used: OwnerU32,
+    /// Fills the first cache line.
+    _line: [u8; LINE_PAD_BYTES],
+    /// Block size; 0 when the slab holds no class. Read by remote freers to validate.
+    pub block_bytes: AtomicU32,
     /// Remote frees: an atomic stack of blocks, flags in the low bits (`remote_free.rs`).
     pub remote_free: AtomicUsize,
     /// Link on the heap's pending stack (written by the remote freer that queues the slab).
     pub next_pending: AtomicPtr<Slab>,
 }
+
+/// Padding that puts the fields remote freers touch on the second cache line.
+const LINE_PAD_BYTES: usize = 64 - core::mem::size_of::<SlabLocal>() - 4;
+
+const _: () = assert!(core::mem::size_of::<Slab>() == 128);
+const _: () = assert!(core::mem::offset_of!(Slab, used) < 64);
+const _: () = assert!(core::mem::offset_of!(Slab, block_bytes) == 64);
 
 /// The owner-only part of a slab's metadata.
 #[repr(C)]
@@ -127,15 +142,15 @@ pub struct SlabLocal {
     pub built: u32,
     /// The owner's copy of the block size (0 when unassigned).
     pub block_bytes: u32,
-    /// `ceil(2^48 / block_bytes)`: `(offset * recip) >> 48` is `offset / block_bytes` for
-    /// every offset inside a slab, so the free path checks block starts without a division.
-    pub recip: u64,
     /// Size class (valid while `block_bytes != 0`).
     pub class: SizeClass,
     /// Where the slab is.
     pub state: State,
     /// The unbuilt part of the slab reads as zeros (fresh or purged memory).
     pub zeroed: bool,
+    /// `ceil(2^48 / block_bytes)`: `(offset * recip) >> 48` is `offset / block_bytes` for
+    /// every offset inside a slab, so the free path checks block starts without a division.
+    pub recip: u64,
     /// Links on the owner's slab lists.
     pub links: Links<Slab>,
     /// First byte of the slab's memory.
@@ -175,8 +190,9 @@ impl Slab {
                 links: Links::new(),
                 start,
             }),
-            block_bytes: AtomicU32::new(0),
             used: OwnerU32::new(0),
+            _line: [0; LINE_PAD_BYTES],
+            block_bytes: AtomicU32::new(0),
             remote_free: AtomicUsize::new(0),
             next_pending: AtomicPtr::new(ptr::null_mut()),
         }
