@@ -591,8 +591,14 @@ impl HeapLocal {
             }
         } else {
             s.state = State::Partial;
+            // At the back: allocation takes partial slabs from the front, so the one taken
+            // is the one that has had the longest to gather frees since it left the full
+            // list (or its current slot). At the front, a program whose frees land all
+            // over its slabs (a window of live blocks with random lifetimes) had its next
+            // refill take the slab that had just got back a single free block: a slow
+            // path per allocation and per free (`window`: 28% of calls each).
             // SAFETY: on no list.
-            unsafe { lists.partial.push_front(slab) };
+            unsafe { lists.partial.push_back(slab) };
         }
     }
 
