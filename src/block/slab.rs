@@ -348,10 +348,12 @@ impl Slab {
     /// one, not in the slab's unusable tail. Reads only the atomic `block_bytes`, so remote
     /// freers may call it.
     pub fn is_block_start(&self, ptr: usize) -> bool {
-        let block_bytes = self.block_bytes.load(Ordering::Relaxed) as usize;
-        let offset = ptr & (SLAB_BYTES - 1);
+        let block_bytes = self.block_bytes.load(Ordering::Relaxed);
+        // Below 2^16 both: a 32-bit division, several times cheaper than a 64-bit one on
+        // the remote-free path, which runs this on every call.
+        let offset = (ptr & (SLAB_BYTES - 1)) as u32;
         match offset.checked_rem(block_bytes) {
-            Some(rem) => rem == 0 && offset + block_bytes <= SLAB_BYTES,
+            Some(rem) => rem == 0 && offset as usize + block_bytes as usize <= SLAB_BYTES,
             None => false,
         }
     }
