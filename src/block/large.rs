@@ -503,7 +503,7 @@ mod tests {
     }
 
     #[test]
-    fn cache_splits_merges_and_decays() {
+    fn cache_splits_merges_and_trims() {
         let os = FakeOs::new();
         let mut large = Large::new();
         let (p, _) = large.alloc(&os, 30 << 20, 16).unwrap();
