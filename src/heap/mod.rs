@@ -462,7 +462,7 @@ impl<'a> OwnedHeap<'a> {
     ) -> usize {
         self.settle(keep_current);
         let h = self.local();
-        h.decay(os, buddy) + h.release_unused_segments(os, pool, 0)
+        h.decay(os, buddy, 0) + h.release_unused_segments(os, pool, 0)
     }
 
     /// At thread exit: settles the heap like [`collect`](Self::collect), but keeps a warm
@@ -480,9 +480,7 @@ impl<'a> OwnedHeap<'a> {
     ) {
         self.settle(false);
         let h = self.local();
-        h.medium.flush(os, buddy);
-        h.retire_empty_slabs();
-        h.purge_spares(os, EXIT_SPARE_KEEP);
+        h.decay(os, buddy, EXIT_SPARE_KEEP);
         h.release_unused_segments(os, pool, 1);
     }
 
@@ -710,16 +708,10 @@ impl HeapLocal {
     }
 
     /// Returns memory the heap kept for quick reuse but did not reuse: empty slabs kept per
-    /// class, dirty spare slabs, and parked medium spans. Current slabs stay. Returns the
-    /// bytes purged or given back.
-    pub fn decay<O: Os>(&mut self, os: &O, buddy: &Mutex<BuddyArena>) -> usize {
+    /// class, dirty spare slabs beyond `keep_spares`, and parked medium spans. Current slabs
+    /// stay. Returns the bytes purged or given back.
+    pub fn decay<O: Os>(&mut self, os: &O, buddy: &Mutex<BuddyArena>, keep_spares: usize) -> usize {
         let flushed = self.medium.flush(os, buddy);
-        self.retire_empty_slabs();
-        flushed + self.purge_spares(os, 0)
-    }
-
-    /// Retires the slabs on the classes' empty lists that may be unassigned.
-    fn retire_empty_slabs(&mut self) {
         for c in 0..CLASS_COUNT {
             let mut slab = self.classes[c].empty.head();
             while !slab.is_null() {
@@ -735,5 +727,6 @@ impl HeapLocal {
                 }
             }
         }
+        flushed + self.purge_spares(os, keep_spares)
     }
 }

@@ -269,7 +269,7 @@ impl<O: Os> Context<O> {
             return;
         }
         h.last_decay_ms = now;
-        h.decay(&self.os, &self.buddy);
+        h.decay(&self.os, &self.buddy, 0);
         let last = LAST_GLOBAL_DECAY_MS.load(Ordering::Relaxed);
         if now.saturating_sub(last) >= delay
             && LAST_GLOBAL_DECAY_MS
@@ -297,13 +297,28 @@ impl<O: Os> Context<O> {
             let Some(h) = self.heaps.lock().take_idle_abandoned() else {
                 break;
             };
-            // SAFETY: taken from the pool, the heap is ours until released.
-            if let Some(mut owned) = unsafe { OwnedHeap::claim(h) } {
-                owned.collect(&self.os, &self.segments, &self.buddy, false);
-            }
-            // SAFETY: the heap came from this pool, and the `OwnedHeap` is gone.
-            unsafe { self.heaps.lock().release(h) };
+            // SAFETY: just taken out of the pool, by `take_idle_abandoned`.
+            unsafe { self.clean_up_abandoned(h) };
         }
+    }
+
+    /// Collects an abandoned heap taken out of the pool (everything it holds without need
+    /// goes back) and gives it back to the pool: free if it is now empty, abandoned again
+    /// otherwise. Returns the bytes released or purged. Takes the pool's lock itself, so the
+    /// caller must not hold it.
+    ///
+    /// # Safety
+    /// `h` must have been taken out of this context's pool (it is on no list) and be used
+    /// by nothing else until this returns.
+    pub(crate) unsafe fn clean_up_abandoned(&self, h: *mut Heap) -> usize {
+        let mut released = 0;
+        // SAFETY: taken from the pool (caller), the heap is ours until released.
+        if let Some(mut owned) = unsafe { OwnedHeap::claim(h) } {
+            released = owned.collect(&self.os, &self.segments, &self.buddy, false);
+        }
+        // SAFETY: the heap came from this pool, and the `OwnedHeap` is gone.
+        unsafe { self.heaps.lock().release(h) };
+        released
     }
 
     /// Usable size of the block at `ptr` (0 for null); fatal for a pointer that is not a
@@ -451,12 +466,8 @@ impl<O: Os> Context<O> {
             let Some(h) = self.heaps.lock().take_abandoned() else {
                 break;
             };
-            // SAFETY: taken from the pool, the heap is ours until released.
-            if let Some(mut owned) = unsafe { OwnedHeap::claim(h) } {
-                released += owned.collect(&self.os, &self.segments, &self.buddy, false);
-            }
-            // SAFETY: the heap came from this pool, and the `OwnedHeap` is gone.
-            unsafe { self.heaps.lock().release(h) };
+            // SAFETY: just taken out of the pool, by `take_abandoned`.
+            released += unsafe { self.clean_up_abandoned(h) };
         }
         released += self.buddy.lock().trim(&self.os);
         released += self.large.lock().trim(&self.os);

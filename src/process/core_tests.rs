@@ -405,11 +405,8 @@ fn an_abandoned_heap_is_cleaned_up_after_waiting_a_whole_decay() {
     ctx.heaps.lock().begin_decay_round();
     let taken = ctx.heaps.lock().take_idle_abandoned();
     assert_eq!(taken, Some(heap));
-    let mut owned = own(heap);
-    owned.collect(&ctx.os, &ctx.segments, &ctx.buddy, false);
-    let _ = owned;
-    // SAFETY: the heap came from this pool and nothing uses it any more.
-    unsafe { ctx.heaps.lock().release(heap) };
+    // SAFETY: just taken out of the pool; nothing else uses it.
+    unsafe { ctx.clean_up_abandoned(heap) };
     assert_eq!(ctx.heaps.lock().abandoned_count(), 0, "empty now, so free");
     assert!(ctx.heaps.lock().take_idle_abandoned().is_none());
     ctx.segments.lock().drain(&ctx.os);
@@ -440,11 +437,8 @@ fn a_decay_round_cleans_each_idle_heap_once() {
     } {
         cleaned += 1;
         assert!(cleaned <= 2, "a heap was taken twice in one round");
-        let mut owned = own(h);
-        owned.collect(&ctx.os, &ctx.segments, &ctx.buddy, false);
-        let _ = owned;
-        // SAFETY: the heap came from this pool and nothing uses it any more.
-        unsafe { ctx.heaps.lock().release(h) };
+        // SAFETY: just taken out of the pool; nothing else uses it.
+        unsafe { ctx.clean_up_abandoned(h) };
     }
     assert_eq!(cleaned, 2);
     assert_eq!(
