@@ -201,11 +201,40 @@ fn fork_locks() -> [&'static dyn ForkLock; 9] {
 }
 
 // glibc's stdio list lock (exported since glibc 2.2.5). It is recursive: `fork` takes it
-// again after the prepare handlers, in the same thread.
+// again after the prepare handlers, in the same thread, when it takes it at all.
 extern "C" {
     fn _IO_list_lock();
     fn _IO_list_unlock();
+    fn _IO_list_resetlock();
 }
+
+// The locks around `fork`, and the state each is in when a handler of ours runs.
+//
+// glibc's `fork` (2.34 and later) does this, where "multi" means the parent has ever had a
+// second thread (`SINGLE_THREAD_P` false):
+//   1. runs the prepare handlers (ours among them);
+//   2. multi only: takes stdio's list lock, then its own malloc's arena locks;
+//   3. forks;
+//   4. child, multi only: resets its malloc locks, every `FILE` lock and the list lock;
+//      parent, multi only: releases them;
+//   5. runs the child or parent handlers.
+// So in the child of a single-threaded parent glibc resets nothing: a lock taken in our
+// prepare handler is still held there unless we undo it.
+//
+// | lock                         | prepare | parent handler | child handler, either parent     |
+// |------------------------------|---------|----------------|----------------------------------|
+// | stdio list lock (recursive)  | taken   | released       | reset (`_IO_list_resetlock`)     |
+// | ours (`fork_locks`, 9 locks) | taken   | released       | reset, after the heaps are fixed |
+// | `FILE` locks                 | -       | -              | glibc: reset if multi; else free |
+// | glibc malloc's arena locks   | -       | -              | glibc's business                 |
+//
+// The list lock is reset in the child rather than released: after a multi-threaded parent
+// glibc has already reset it (count 0, no owner), and a release would drive its count
+// below zero; after a single-threaded parent our prepare handler's hold (count 1, owner:
+// this thread) is the only one, and a reset clears it just as well. The child has one
+// thread, so no one else can hold or wait for it. Taking the lock only when glibc itself
+// will reset it was the other way: it would copy glibc's private test of "multi", which
+// differs between versions (a thread flag before 2.35, `__libc_single_threaded` after).
 
 /// Before `fork`: stdio's list lock first, then every lock of ours.
 ///
@@ -215,8 +244,8 @@ extern "C" {
 /// while a third thread holds the list lock in `fflush(NULL)`, waiting for that `FILE`
 /// (`c_tests/fork_stdio.c`). Taking the list lock first restores glibc's own order.
 extern "C" fn fork_prepare() {
-    // SAFETY: a plain lock of glibc's, released in `fork_parent` (the child's copy is reset
-    // by glibc itself before the child handlers run).
+    // SAFETY: a plain recursive lock of glibc's; released in `fork_parent`, reset in
+    // `fork_child` (see the table above).
     unsafe { _IO_list_lock() };
     for lock in fork_locks() {
         lock.lock_for_fork();
@@ -228,7 +257,8 @@ extern "C" fn fork_parent() {
         // SAFETY: fork_prepare took every lock in this thread.
         unsafe { lock.unlock_after_fork() };
     }
-    // SAFETY: fork_prepare took it in this thread (and `fork` released its own hold).
+    // SAFETY: fork_prepare took it in this thread; `fork` released its own hold, if it
+    // took one, before running the parent handlers.
     unsafe { _IO_list_unlock() };
 }
 
@@ -246,6 +276,9 @@ extern "C" fn fork_child() {
         // SAFETY: we are the only thread of the child, and we took every lock before fork.
         unsafe { lock.reset_after_fork() };
     }
+    // SAFETY: the child's only thread; the lock is either already reset by glibc or held
+    // once by this thread through `fork_prepare` (the table above), and held by no one else.
+    unsafe { _IO_list_resetlock() };
 }
 
 /// `malloc`: at least `size` bytes, 16-byte aligned; null when memory is short.
