@@ -266,6 +266,31 @@ fn apply_or_warn(settings: &mut Settings, entry: &[u8], w: &mut Writer) {
     }
 }
 
+/// Whether the kernel started this process in secure-execution mode: `AT_SECURE` in the
+/// auxiliary vector, set for set-user-ID and set-group-ID programs and for programs with
+/// file capabilities. getauxval reads the vector libc saved at start-up; it does not
+/// allocate.
+fn secure_execution() -> bool {
+    // SAFETY: getauxval has no preconditions.
+    unsafe { libc::getauxval(libc::AT_SECURE) != 0 }
+}
+
+/// Whether the `OXMALLOC_*` environment may set options.
+///
+/// Not in secure-execution mode: the environment is then the caller's, and the process
+/// runs with rights the caller lacks. Every option is ignored there, not only the ones
+/// that name a file: `OXMALLOC_STATS_FILE` and `OXMALLOC_PROF_DIR` would write where the
+/// caller cannot, `OXMALLOC_PROF_SIGNAL` would make a signal the caller may send write a
+/// file, `OXMALLOC_VERBOSE` and `OXMALLOC_STATS` would put the process's addresses and
+/// its heap's shape on the caller's terminal, and `OXMALLOC_PURGE_DELAY_MS` and the
+/// sampling options let the caller change how a privileged process holds its memory.
+/// Weighing them one by one would gain a privileged program nothing it needs; glibc
+/// ignores its `MALLOC_*` variables there in the same way. A program's own calls
+/// (`mallopt`, `ox_prof_dump(path)`) are its own business and still work.
+fn environment_trusted(secure: bool) -> bool {
+    !secure
+}
+
 /// Loads the options (see `config::ensure_loaded`).
 #[cold]
 #[inline(never)]
@@ -295,7 +320,7 @@ pub(super) fn load_slow() {
     crate::os::real::keep_errno(|| {
         let mut settings = Settings::defaults();
         let mut w = Writer::to_fd(2);
-        if !scan_environ(&mut settings, &mut w) {
+        if environment_trusted(secure_execution()) && !scan_environ(&mut settings, &mut w) {
             scan_proc_environ(&mut settings, &mut w);
         }
         for p in &mut settings.paths {

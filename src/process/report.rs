@@ -142,7 +142,9 @@ fn open_report_file(pattern: &[u8]) -> Option<i32> {
     let fd = unsafe {
         libc::open(
             path.as_ptr().cast(),
-            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
+            // O_NOFOLLOW: a symbolic link at the name is refused (the report then goes to
+            // stderr with a message), so a link cannot aim the report at another file.
+            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_NOFOLLOW | libc::O_CLOEXEC,
             0o644 as libc::c_uint,
         )
     };

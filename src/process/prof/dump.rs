@@ -284,17 +284,7 @@ pub fn write(reason: Reason, path: Option<&[u8]>) -> Result<(), c_int> {
     temporary.push(target.as_bytes()).push(b".tmp");
     let target_c = target.terminated()?;
     let temporary_c = temporary.terminated()?;
-    // SAFETY: a terminated path; open does not allocate.
-    let fd = unsafe {
-        libc::open(
-            temporary_c,
-            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
-            0o644,
-        )
-    };
-    if fd < 0 {
-        return Err(errno());
-    }
+    let fd = create_new(temporary_c)?;
     let mut out = Out {
         fd,
         buf: [0; BUFFER_BYTES],
@@ -321,6 +311,28 @@ pub fn write(reason: Reason, path: Option<&[u8]>) -> Result<(), c_int> {
         unsafe { libc::unlink(temporary_c) };
     }
     result
+}
+
+/// Creates `path` as a new file for writing. A file already there (a temporary left by a
+/// process that died while writing) is removed first, never written through: `O_EXCL`
+/// refuses an existing name and `O_NOFOLLOW` a symbolic link, so a link planted at the
+/// name cannot send the profile to a file of the link's choosing.
+fn create_new(path: *const libc::c_char) -> Result<c_int, c_int> {
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    for attempt in 0..2 {
+        // SAFETY: a terminated path; open does not allocate.
+        let fd = unsafe { libc::open(path, flags, 0o644) };
+        if fd >= 0 {
+            return Ok(fd);
+        }
+        let e = errno();
+        if e != libc::EEXIST || attempt == 1 {
+            return Err(e);
+        }
+        // SAFETY: a terminated path; unlink removes the name (a link itself, not its target).
+        unsafe { libc::unlink(path) };
+    }
+    Err(libc::EEXIST)
 }
 
 fn write_profile(out: &mut Out, reason: Reason, pid: u32) {
