@@ -10,6 +10,8 @@
 //! `old_protocol_is_caught` runs 0.1's rule (retire whenever the slab is empty) and
 //! requires loom to find the use-after-release; the other tests run the rule the allocator
 //! uses now ([`remote_free::may_unassign`]) and require no failure in any interleaving.
+//! The batched tests at the end model a chain of blocks published with one
+//! compare-and-swap (`src/heap/remote_batch.rs`), the same way.
 
 mod sync {
     pub mod atomic {
@@ -175,4 +177,134 @@ fn a_slab_is_queued_once() {
         assert_eq!(word & remote_free::FLAG_MASK, remote_free::QUEUED);
         assert!(!remote_free::may_unassign(&w.slab.word));
     });
+}
+
+// ---------------------------------------------------------------------------------------
+// Batched remote frees: a freer publishes a chain of blocks with one compare-and-swap
+// (`src/heap/remote_batch.rs`), the chain's links written before it and the last link in
+// `push_block`'s link step. The links are loom cells, so loom also checks that the owner
+// reads each link only after the publication made it visible.
+
+/// A fake block of the batched model: its link word.
+struct LinkedBlock {
+    next: loom::cell::UnsafeCell<usize>,
+}
+
+struct BatchWorld {
+    slab: Slab,
+    heap: Heap,
+    /// Blocks 0, 1, 2 at addresses (i + 1) * 0x1000.
+    blocks: [LinkedBlock; 3],
+}
+
+fn block_index(addr: usize) -> usize {
+    addr / 0x1000 - 1
+}
+
+fn batch_world() -> Arc<BatchWorld> {
+    let w = Arc::new(BatchWorld {
+        slab: Slab {
+            word: AtomicUsize::new(0),
+            next_pending: AtomicPtr::new(std::ptr::null_mut()),
+            released: AtomicBool::new(false),
+        },
+        heap: Heap {
+            pending: AtomicPtr::new(std::ptr::null_mut()),
+        },
+        blocks: [0, 1, 2].map(|_| LinkedBlock {
+            next: loom::cell::UnsafeCell::new(0),
+        }),
+    });
+    assert!(remote_free::request_notify(&w.slab.word));
+    w
+}
+
+/// A remote freer that buffered blocks 1 and 2 of the slab publishes them as one chain.
+fn remote_free_chain(w: &BatchWorld) {
+    let (first, last) = (2 * 0x1000, 3 * 0x1000);
+    // Buffering: the chain's inner link, written while the blocks are only ours.
+    // SAFETY: loom cell access, no other thread sees the block yet.
+    w.blocks[1].next.with_mut(|p| unsafe { *p = last });
+    let notify = remote_free::push_block(&w.slab.word, first, |next| {
+        // SAFETY: as above; this is the last block's link, written before each attempt.
+        w.blocks[2].next.with_mut(|p| unsafe { *p = next });
+    });
+    if notify {
+        assert!(
+            !w.slab.released.load(Ordering::SeqCst),
+            "remote freer queued a slab whose segment was released"
+        );
+        let slab = &w.slab as *const Slab as *mut Slab;
+        // SAFETY: this thread set QUEUED; in the model the slab lives as long as `w`.
+        unsafe { remote_free::push_pending(&w.heap.pending, slab, &w.slab.next_pending) };
+    }
+}
+
+impl Owner {
+    /// As `settle`, walking the collected chain through its links.
+    fn settle_chains(&mut self, w: &BatchWorld, old_rule: bool) {
+        let mut head = remote_free::take_blocks(&w.slab.word);
+        while head != 0 {
+            self.live -= 1;
+            // SAFETY: collected blocks are the owner's; loom checks the read is ordered after
+            // the freer's writes.
+            head = w.blocks[block_index(head)].next.with(|p| unsafe { *p });
+        }
+        let mut cur = remote_free::take_pending(&w.heap.pending);
+        while !cur.is_null() {
+            // SAFETY: the only slab in the model, alive for the whole model.
+            let slab = unsafe { &*cur };
+            cur = slab.next_pending.load(Ordering::Relaxed);
+            remote_free::clear_queued(&slab.word);
+        }
+        if !self.retired && self.live == 0 && (old_rule || remote_free::may_unassign(&w.slab.word))
+        {
+            self.retired = true;
+            w.slab.released.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+/// One batching freer (blocks 1 and 2) against an owner that frees block 0 itself.
+fn batched_model(old_rule: bool) {
+    loom::model(move || {
+        let w = batch_world();
+        let remote = {
+            let w = w.clone();
+            thread::spawn(move || remote_free_chain(&w))
+        };
+        let mut owner = Owner {
+            live: 3,
+            retired: false,
+        };
+        owner.live -= 1;
+        remote_free::cancel_notify(&w.slab.word);
+        owner.settle_chains(&w, old_rule);
+        remote.join().unwrap();
+        owner.settle_chains(&w, old_rule);
+        assert_eq!(
+            owner.live, 0,
+            "a block of the chain was lost or counted twice"
+        );
+        assert!(
+            owner.retired,
+            "an empty slab must become retirable once settled"
+        );
+        assert!(w.heap.pending.load(Ordering::SeqCst).is_null());
+        assert_eq!(w.slab.word.load(Ordering::SeqCst), 0);
+    });
+}
+
+#[test]
+fn batched_protocol_never_releases_a_queued_slab() {
+    batched_model(false);
+}
+
+#[test]
+fn batched_old_rule_is_caught() {
+    let result = std::panic::catch_unwind(|| batched_model(true));
+    assert!(
+        result.is_err(),
+        "loom found no interleaving in which 0.1's rule releases a queued slab (batched)"
+    );
 }

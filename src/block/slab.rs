@@ -316,6 +316,20 @@ impl Slab {
         })
     }
 
+    /// Pushes a chain of blocks freed by a thread that does not own the slab, `first` to
+    /// `last` linked through `next` (the last link is written here), with one
+    /// compare-and-swap. Returns true as [`Slab::push_remote`] does.
+    ///
+    /// # Safety
+    /// Every block of the chain must be a live block of this slab, being freed, carrying its
+    /// free cookie, and the chain must end at `last`.
+    pub unsafe fn push_remote_chain(&self, first: *mut Block, last: *mut Block) -> bool {
+        remote_free::push_block(&self.remote_free, first as usize, |next| {
+            // SAFETY: the chain's blocks are ours until the push publishes them.
+            unsafe { (*last).next = next as *mut Block };
+        })
+    }
+
     /// Asks the next remote freer to notify the owner. Returns false (and sets nothing) when
     /// remote frees are already waiting or the slab is already queued: the caller should
     /// then collect instead of parking the slab.

@@ -29,6 +29,7 @@
 pub(crate) mod counters;
 pub(crate) mod medium_cache;
 pub(crate) mod pool;
+pub(crate) mod remote_batch;
 pub(crate) mod sampler;
 pub(crate) mod validate;
 
@@ -38,6 +39,7 @@ use crate::block::segment::{SegmentHeader, SegmentPool, SLABS_PER_SEGMENT};
 use crate::block::size_class::{SizeClass, CLASS_COUNT};
 use crate::block::slab::{sentinel, Slab, SlabList, State, FULL_FLAG, SLAB_BYTES};
 use crate::heap::medium_cache::MediumCache;
+use crate::heap::remote_batch::RemoteBatch;
 use crate::heap::sampler::HeapSampler;
 use crate::list::{Links, List, Node};
 use crate::os::Os;
@@ -108,6 +110,8 @@ pub struct HeapLocal {
     pub segments: List<SegmentHeader>,
     /// Medium spans freed by this thread, kept for its next medium allocations.
     pub medium: MediumCache,
+    /// Blocks this thread freed into other heaps' slabs, not yet published to them.
+    pub remote: RemoteBatch,
     /// Slow-path calls since the heap was made (the decay clock is read every 64).
     pub slow_ticks: u32,
     /// When the heap last returned its idle memory (ms, monotonic coarse clock).
@@ -185,6 +189,7 @@ impl Heap {
                     clean_spare: SlabList::new(),
                     segments: List::new(),
                     medium: MediumCache::new(),
+                    remote: RemoteBatch::new(),
                     slow_ticks: 0,
                     last_decay_ms: 0,
                 }),

@@ -150,9 +150,12 @@ impl HeapPool {
             }
             links.orphaned_by_fork = false;
             // SAFETY: taken off the list, the heap is ours to check.
-            if unsafe { OwnedHeap::claim(heap) }
-                .is_some_and(|h| crate::heap::validate::check_heap(&h).is_ok())
+            if let Some(mut h) = unsafe { OwnedHeap::claim(heap) }
+                .filter(|h| crate::heap::validate::check_heap(h).is_ok())
             {
+                // Its thread may have been mid-way through a batched remote free: the
+                // buffer is dropped, not published (see `remote_batch`).
+                h.local().remote.forget();
                 return Some(heap);
             }
             // SAFETY: on no list now.

@@ -100,6 +100,9 @@ impl<O: Os> Context<O> {
     #[cold]
     #[inline(never)]
     fn alloc_small_slow(&self, mut heap: OwnedHeap, class: SizeClass) -> *mut u8 {
+        // The frees this thread made into other heaps go out now: their owners may be
+        // short of blocks too.
+        heap.local().remote.flush();
         let p = heap.alloc_slow(class, &self.os, &self.segments);
         self.decay_tick(&mut heap);
         p
@@ -449,6 +452,7 @@ impl<O: Os> Context<O> {
     pub fn trim(&self, heap: Option<OwnedHeap>) -> usize {
         let mut released = 0;
         if let Some(mut heap) = heap {
+            heap.local().remote.flush();
             // Current slabs are retired too (when empty): the next allocation of their class
             // takes the slow path once, and their segments can go back to the OS.
             released += heap.collect(&self.os, &self.segments, &self.buddy, false);
@@ -457,6 +461,7 @@ impl<O: Os> Context<O> {
             let global = self.global_heap.lock();
             // SAFETY: the global heap is ours while its lock is held.
             if let Some(mut h) = unsafe { OwnedHeap::claim(global.0) } {
+                h.local().remote.flush();
                 released += h.collect(&self.os, &self.segments, &self.buddy, true);
             }
         }
@@ -508,18 +513,25 @@ impl<O: Os> Context<O> {
             if Slab::is_free_block(ptr) {
                 fatal::bad_pointer(call, "double free or corruption", ptr as usize);
             }
+            if let Some(mut heap) = heap {
+                // Batched: published with the other frees into this slab (remote_batch).
+                heap.local().remote.add(slab, ptr);
+                crate::heap::counters::remote_free(Some(&heap.shared().stats));
+                return;
+            }
             if (*slab).push_remote(ptr) {
-                race_window();
+                crate::heap::remote_batch::race_window();
                 Heap::push_pending(SegmentHeader::owner(seg) as *mut Heap, slab);
             }
         }
-        crate::heap::counters::remote_free(heap.as_ref().map(|h| &h.shared().stats));
+        crate::heap::counters::remote_free(None);
     }
 
     /// Hands back a thread's heap at thread exit (the ownership goes with it).
     pub fn retire_heap(&self, heap: OwnedHeap) {
         let ptr = {
             let mut heap = heap;
+            heap.local().remote.flush();
             heap.retire_warm(&self.os, &self.segments, &self.buddy);
             heap.as_ptr()
         };
@@ -542,23 +554,4 @@ fn now_ms() -> u64 {
     // SAFETY: `ts` is a valid timespec to write.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
     ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
-}
-
-/// With the test-only `race-window` feature, a remote freer that must queue a slab pauses
-/// between publishing its block and queueing the slab, so that stress tests hit the window
-/// in which the owner may collect, empty and retire that slab. Nothing otherwise.
-#[inline(always)]
-fn race_window() {
-    #[cfg(feature = "race-window")]
-    {
-        let pause = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 200_000,
-        };
-        // SAFETY: sched_yield and nanosleep have no preconditions; `pause` is valid.
-        unsafe {
-            libc::sched_yield();
-            libc::nanosleep(&pause, core::ptr::null_mut());
-        }
-    }
 }
