@@ -14,6 +14,11 @@ that cannot be fetched) is reported as skipped, with the reason, and is no failu
     scripts/bench --lib old=/path/to/an/older/liboxmalloc.so   # one more allocator, alternated too
     scripts/bench --publish       quick mode, written to results/latest (committed)
 
+Beside time and peak RSS, the report shows what the kernel sees of each allocator: minor
+page faults and system time (from the same wait4(2) rusage of the timed runs), and the
+number of madvise(2) and munmap(2) calls, counted in a separate un-timed pass after the
+rounds under perf stat (syscall tracepoints) or strace, whichever works (--syscalls).
+
 Time is wall-clock time, except for the workloads marked "(cpu)" in the report (xbatch),
 which are scored by the user + system CPU time that wait4(2) reports: operations per CPU
 second. redis is scored by the wall time of its client (redis-benchmark, on glibc), and
@@ -48,9 +53,10 @@ from .chart import write_chart
 from .common import BENCH_DIR, ROOT, die, note
 from .machine import busy, git_commit, loadavg
 from .redis import REDIS_DIR, ensure_redis, redis_binding, redis_links_libc_malloc
-from .report import fixed_cost_table, report_tables, summary_header, write_csv
+from .report import fixed_cost_table, fmt_count, report_tables, summary_header, write_csv
 from .runner import measure_fixed_cost, run_once
 from .stats import build_cells
+from .syscalls import choose_counter, count_pass
 from .workloads import (SMOKE_DIVISOR, SMOKE_WORKLOADS, c_workloads, program_workloads,
                         select_workloads)
 
@@ -79,6 +85,9 @@ def parse_args():
     p.add_argument("--env", action="append", default=[], metavar="NAME:VAR=VALUE",
                    help="set VAR=VALUE in the runs of allocator NAME (e.g. a --lib copy of "
                         "oxmalloc with OXMALLOC_PROF=1); may be repeated")
+    p.add_argument("--syscalls", choices=["auto", "perf", "strace", "off"], default="auto",
+                   help="count madvise and munmap calls in an un-timed pass after the rounds, "
+                        "with perf stat or strace (auto: the first that works; default)")
     p.add_argument("--no-build", action="store_true", help="do not run cargo build --release")
     p.add_argument("--no-install", action="store_true", help="never apt-get install peers")
     p.add_argument("--list", action="store_true", help="list the workloads and exit")
@@ -252,7 +261,8 @@ def measured_rounds(workloads, allocs, libs, alloc_env, scale, rounds, reference
                 runs.append(r)
                 if r.status == "ok":
                     unit = "s cpu" if w.score == "cpu" else "s"
-                    line.append(f"{a} {r.score:.3f}{unit} {r.maxrss_kb / 1024:.0f}M")
+                    line.append(f"{a} {r.score:.3f}{unit} {r.maxrss_kb / 1024:.0f}M "
+                                f"{fmt_count(r.minflt)}flt")
                 else:
                     line.append(f"{a} FAIL({r.status})")
             note("  ".join(line))
@@ -308,6 +318,9 @@ def main():
     if not allocs:
         die("no allocator left to measure", 2)
     check_redis_binding(workloads, allocs, libs, skipped, problems)
+    counter, why_not = choose_counter(args.syscalls)
+    counter_note = counter.description if counter else why_not
+    note(f"madvise/munmap calls: {'counted by ' + counter_note if counter else why_not}")
     base = "glibc" if "glibc" in allocs else allocs[0]
     described = [f"{a} ({libs[a] or 'no preload'})" for a in allocs]
     note(f"allocators: {', '.join(described)}")
@@ -322,15 +335,21 @@ def main():
     reference, timeouts = reference_runs(workloads, scale, logs_dir, skipped, problems)
     runs, seq = measured_rounds(workloads, allocs, libs, alloc_env, scale, rounds, reference,
                                 timeouts, logs_dir)
+    counts = {}
+    if counter:
+        counts, seq = count_pass(counter, workloads, allocs, libs, alloc_env, scale, reference,
+                                 timeouts, seq, logs_dir)
     fixed_runs, seq = measure_fixed_cost(allocs, libs, rounds, seq)
     info["finished"] = datetime.datetime.now().astimezone()
     info["load_end"] = loadavg()
 
     os.makedirs(out_dir, exist_ok=True)
-    write_csv(os.path.join(out_dir, "results.csv"), runs + fixed_runs)
+    count_runs = list(counts.values())
+    write_csv(os.path.join(out_dir, "results.csv"), runs + count_runs + fixed_runs)
     cells = build_cells(runs, workloads, allocs)
-    tables, geo = report_tables(cells, workloads, allocs, base)
+    tables, geo = report_tables(cells, counts, counter_note, workloads, allocs, base)
     tables += "\n\n" + fixed_cost_table(fixed_runs, allocs, base)
+    info["syscalls"] = counter_note if counter else "not counted: " + why_not
     summary = summary_header(info, workloads, allocs, libs, skipped, base) + tables + "\n"
     with open(os.path.join(out_dir, "summary.md"), "w") as f:
         f.write(summary)
@@ -342,7 +361,7 @@ def main():
     print()
     print(tables)
     print()
-    failed_runs = [r for r in runs + fixed_runs if r.status != "ok"]
+    failed_runs = [r for r in runs + count_runs + fixed_runs if r.status != "ok"]
     if failed_runs:
         problems.append(f"{len(failed_runs)} run(s) failed (logs in {logs_dir})")
     took = (info["finished"] - started).total_seconds()

@@ -63,6 +63,43 @@ def fmt_rss(c, r):
     return f"{fmt_mib(c.med('maxrss_kb'))}M{rs} [{fmt_mib(c.lo('maxrss_kb'))}–{fmt_mib(c.hi('maxrss_kb'))}]"
 
 
+def fmt_count(n):
+    """A count in at most 5 characters: 912, 9120, 91.2k, 912k, 9.12M."""
+    if n < 10000:
+        return f"{n:.0f}"
+    if n < 100000:
+        return f"{n / 1e3:.1f}k"
+    if n < 1000000:
+        return f"{n / 1e3:.0f}k"
+    return f"{n / 1e6:.2f}M"
+
+
+def fmt_faults(c, r):
+    if not c.runs:
+        return "—"
+    if not c.good:
+        return c.fail_text()
+    rs = f" ×{r:.2f}" if r is not None else ""
+    return (f"{fmt_count(c.med('minflt'))}{rs} "
+            f"[{fmt_count(c.lo('minflt'))}–{fmt_count(c.hi('minflt'))}]")
+
+
+def fmt_sys(c):
+    if not c.runs:
+        return "—"
+    if not c.good:
+        return c.fail_text()
+    return f"{c.med('sys'):.3f}s [{c.lo('sys'):.3f}–{c.hi('sys'):.3f}]"
+
+
+def fmt_calls(r):
+    if r is None:
+        return "—"
+    if r.status != "ok":
+        return f"FAIL: {r.status}"
+    return f"{fmt_count(r.madvise)} / {fmt_count(r.munmap)}"
+
+
 def md_table(header, rows):
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
     def line(cols):
@@ -72,7 +109,10 @@ def md_table(header, rows):
     return "\n".join(out)
 
 
-def report_tables(cells, workloads, allocs, base):
+def report_tables(cells, counts, counter_note, workloads, allocs, base):
+    """The Markdown tables of summary.md and the terminal, and the geometric means.
+    counts: {(workload, allocator): Run of the syscall-counting pass}; counter_note: how
+    they were counted, or why they were not."""
     parts = []
     hdr = ["workload"] + allocs
     rows = [[w.label()] + [fmt_time(cells[(w.name, a)], ratio(cells, w.name, a, base, "score"))
@@ -87,18 +127,46 @@ def report_tables(cells, workloads, allocs, base):
                         for a in allocs] for w in workloads]
     parts.append(f"### Peak RSS (MiB): median ×{base} [min–max]\n\n" + md_table(hdr, rows))
 
+    # what the kernel sees: page faults, system time, the calls that hand memory back
+    rows = [[w.name] + [fmt_faults(cells[(w.name, a)], ratio(cells, w.name, a, base, "minflt"))
+                        for a in allocs] for w in workloads]
+    parts.append(f"### Minor page faults: median ×{base} [min–max]\n\n" + md_table(hdr, rows) +
+                 "\n\nru_minflt from wait4(2) of the timed runs: pages the process touched "
+                 "for the first time, or again after the allocator gave them back "
+                 "(madvise(MADV_DONTNEED), munmap). k = thousand, M = million.")
+    rows = [[w.name] + [fmt_sys(cells[(w.name, a)]) for a in allocs] for w in workloads]
+    parts.append("### System time: median [min–max]\n\n" + md_table(hdr, rows) +
+                 "\n\nru_stime from wait4(2) of the timed runs: kernel time on behalf of the "
+                 "process (page faults, mmap, madvise, munmap, futex waits, thread start).")
+    rows = [[w.name] + [fmt_calls(counts.get((w.name, a))) for a in allocs]
+            for w in workloads]
+    if counts:
+        parts.append("### madvise / munmap calls (one counting run each)\n\n" +
+                     md_table(hdr, rows) +
+                     f"\n\nCounted by {counter_note}, in a separate un-timed pass after the "
+                     "timed rounds (one run per workload and allocator, so one run's counts, "
+                     "not a median). Every call of the program and its threads, the C "
+                     "library's included: the dynamic loader's few munmap calls at start-up, "
+                     "and glibc's madvise(MADV_DONTNEED) of the stack of each exiting thread "
+                     "(so a workload that starts N threads shows about N madvise calls under "
+                     "every allocator).")
+    else:
+        parts.append(f"### madvise / munmap calls\n\nNot counted: {counter_note}.")
+
     geo = summarize(cells, workloads, allocs, base)
     rows = []
     for a in allocs:
-        gt, gm, n, fails, gu = geo[a]
+        gt, gm, n, fails, gu, gf = geo[a]
         rows.append([a,
                      f"{gt:.3f}" if gt else "—",
                      f"{gm:.3f}" if gm else "—",
                      f"{gu:.3f}" if gu else "—",
+                     f"{gf:.3f}" if gf else "—",
                      str(n), str(fails)])
     parts.append(f"### Geometric mean of the ratios to {base} (lower is better)\n\n" +
                  md_table(["allocator", "time ×" + base, "peak RSS ×" + base,
-                           "CPU time ×" + base, "workloads", "FAIL"], rows) +
+                           "CPU time ×" + base, "minor faults ×" + base, "workloads", "FAIL"],
+                          rows) +
                  "\n\nTime is the score of each workload (wall time, or CPU time where marked "
                  "(cpu)). CPU time is user + system time of the process and its children "
                  "(median; for redis, of the server); it is less disturbed than wall time by "
@@ -133,11 +201,14 @@ def report_tables(cells, workloads, allocs, base):
 
 
 CSV_COLUMNS = ["round", "seq", "workload", "allocator", "status", "wall_s", "user_s", "sys_s",
-               "maxrss_kb", "minflt", "result", "metrics", "detail"]
+               "maxrss_kb", "minflt", "madvise_calls", "munmap_calls", "result", "metrics",
+               "detail"]
 
 
 def write_csv(path, runs):
-    """results.csv: one row per run."""
+    """results.csv: one row per run. The rows of the syscall-counting pass have round
+    "count" and only madvise_calls and munmap_calls (their times and rusage would be the
+    counting tool's too); the timed rows leave those two empty."""
     def num(v, fmt):
         return format(v, fmt) if v is not None else ""
     with open(path, "w", newline="") as f:
@@ -146,7 +217,8 @@ def write_csv(path, runs):
         for r in runs:
             wr.writerow([r.round, r.seq, r.workload, r.allocator, r.status,
                          num(r.wall, ".6f"), num(r.user, ".6f"), num(r.sys, ".6f"),
-                         num(r.maxrss_kb, "d"), num(r.minflt, "d"), r.result,
+                         num(r.maxrss_kb, "d"), num(r.minflt, "d"), num(r.madvise, "d"),
+                         num(r.munmap, "d"), r.result,
                          ";".join(f"{k}={v:g}" for k, v in r.metrics.items()), r.detail])
 
 
@@ -190,6 +262,7 @@ def summary_header(info, workloads, allocs, libs, skipped, base):
         header.append(f"- redis: {built}; server on 127.0.0.1 under each allocator, driven by "
                       f"{tool_version(['redis-benchmark', '--version'])} on glibc: "
                       f"-n {REDIS_REQUESTS * info['scale']} -c {REDIS_CLIENTS} -d 100 -t {REDIS_TESTS}")
+    header.append(f"- madvise/munmap calls: {info['syscalls']}")
     for what, why in skipped:
         header.append(f"- skipped {what}: {why}")
     tuning = sorted(k for k in os.environ if re.search(r"MALLOC|TCMALLOC|GLIBC_TUNABLES", k))

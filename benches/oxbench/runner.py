@@ -14,16 +14,19 @@ from .spawn import spawn_measured
 
 
 class Run:
-    """One run of one workload under one allocator; None where not measured."""
+    """One run of one workload under one allocator; None where not measured. round is
+    "count" for a run of the syscall-counting pass (syscalls.py), which measures only
+    madvise and munmap."""
 
     __slots__ = ("round", "seq", "workload", "allocator", "status", "wall", "user", "sys",
-                 "cpu", "score", "maxrss_kb", "minflt", "result", "metrics", "detail")
+                 "cpu", "score", "maxrss_kb", "minflt", "madvise", "munmap", "result",
+                 "metrics", "detail")
 
     def __init__(self, rnd, seq, workload, allocator):
         self.round, self.seq, self.workload, self.allocator = rnd, seq, workload, allocator
         self.status = "not run"
         self.wall = self.user = self.sys = self.cpu = self.score = None
-        self.maxrss_kb = self.minflt = None
+        self.maxrss_kb = self.minflt = self.madvise = self.munmap = None
         self.result, self.metrics, self.detail = "", {}, ""
 
 

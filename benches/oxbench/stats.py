@@ -57,14 +57,17 @@ def ratio(cells, w, a, base, attr):
 
 
 def summarize(cells, workloads, allocs, base):
+    """{allocator: (geomean time ratio, geomean peak RSS ratio, workloads with a ratio,
+    failed workloads, geomean CPU time ratio, geomean minor faults ratio)}."""
     geo = {}
     for a in allocs:
         t = [ratio(cells, w.name, a, base, "score") for w in workloads]
         m = [ratio(cells, w.name, a, base, "maxrss_kb") for w in workloads]
         u = [ratio(cells, w.name, a, base, "cpu") for w in workloads]
+        f = [ratio(cells, w.name, a, base, "minflt") for w in workloads]
         fails = sum(1 for w in workloads if cells[(w.name, a)].runs and not cells[(w.name, a)].good)
         n = sum(1 for x in t if x is not None)
-        geo[a] = (geomean(t), geomean(m), n, fails, geomean(u))
+        geo[a] = (geomean(t), geomean(m), n, fails, geomean(u), geomean(f))
     return geo
 
 
