@@ -242,7 +242,7 @@ def reference_runs(workloads, scale, logs_dir, skipped, problems):
             continue
         reference[w.name] = r.result
         timeouts[w.name] = max(60.0, 20.0 * r.wall)
-        note(f"  reference {w.name:14} {r.wall:6.3f}s  {r.result}")
+        note(f"  reference {w.name:15} {r.wall:6.3f}s  {r.result}")
     return reference, timeouts
 
 
@@ -253,7 +253,7 @@ def measured_rounds(workloads, allocs, libs, alloc_env, scale, rounds, reference
     seq = 0
     for rnd in range(1, rounds + 1):
         for w in workloads:
-            line = [f"[{rnd}/{rounds}] {w.name:14}"]
+            line = [f"[{rnd}/{rounds}] {w.name:15}"]
             for a in allocs:
                 seq += 1
                 r = run_once(w, a, libs[a], alloc_env.get(a, {}), scale, reference[w.name],

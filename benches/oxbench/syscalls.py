@@ -131,7 +131,7 @@ def count_pass(counter, workloads, allocs, libs, alloc_env, scale, reference, ti
     for w in workloads:
         if w.kind == "redis":
             continue  # the server runs in the background; its calls are not counted
-        line = [f"[count] {w.name:14}"]
+        line = [f"[count] {w.name:15}"]
         for a in allocs:
             seq += 1
             r = Run("count", seq, w.name, a)

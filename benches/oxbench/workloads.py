@@ -15,7 +15,7 @@ from .common import BENCH_DIR, PROGRAM_SRC, die
 
 # --smoke: these workloads, one round; the divisible ones cut down by SMOKE_DIVISOR
 SMOKE_WORKLOADS = ["churn", "xthread-2", "prodcons-2", "falseshare-2", "realloc", "frag", "sqlite",
-                   "tchurn-2", "larson-sized-2", "xbatch-2"]
+                   "tchurn-2", "tchurn-8", "larson-sized-2", "xbatch-2"]
 SMOKE_DIVISOR = 8
 
 # thread counts of the threaded families: 8 and 16 only for the cross-thread and
@@ -83,30 +83,30 @@ C_WORKLOADS = [
     C("churn", "churn", "1 thread, small short-lived objects"),
     C("window", "window", "mixed sizes, sliding window of 100k live objects"),
     C("xthread", "xthread", "server pattern, frees by other threads, {threads} thr",
-      args="{threads} {scale}", threads=FEW),
+      args="{threads} {scale}", threads=MANY),
     C("prodcons", "prodcons", "producer/consumer queue, {threads} thr",
-      args="{threads} {scale}", threads=FEW),
+      args="{threads} {scale}", threads=MANY),
     C("free-lifo", "freeorder", "batch of 100k freed in lifo order", args="lifo {scale}"),
     C("free-fifo", "freeorder", "batch of 100k freed in fifo order", args="fifo {scale}"),
     C("free-random", "freeorder", "batch of 100k freed in random order", args="random {scale}"),
     C("threadlife", "threadlife", "objects outlive their threads, {threads} thr/gen",
-      args="{threads} {scale}", threads=FEW),
+      args="{threads} {scale}", threads=MANY),
     C("falseshare", "falseshare", "active+passive false sharing, {threads} thr",
       args="{threads} {scale}", threads=FEW),
     C("large", "large", "large blocks 64 KiB .. 32 MiB"),
     C("realloc", "realloc", "realloc growth, byte-wise and doubling"),
     C("frag", "frag", "scattered survivors, then larger blocks; final RSS"),
     C("tchurn", "tchurn", "threads started and joined each round, objects swapped between "
-      "them, {threads} thr/round", args="{threads} {scale}", threads=FEW, divisible=True),
+      "them, {threads} thr/round", args="{threads} {scale}", threads=MANY, divisible=True),
     C("rslot", "rslot", "random-slot replacement, power-law sizes, 32k slots per thread, "
       "{threads} thr", args="{threads} {scale}", threads=FEW, divisible=True),
     C("xbatch", "xbatch", "batches of 1000 blocks 8 B..16 KiB, half freed by the next thread, "
-      "{threads} thr; scored by CPU time", args="{threads} {scale}", threads=FEW,
+      "{threads} thr; scored by CPU time", args="{threads} {scale}", threads=MANY,
       divisible=True, score="cpu"),
     C("larson", "larson", "larson server simulation, arrays handed to new threads, free(), "
-      "{threads} lane{s}", args="free {threads} {scale}", threads=FEW, divisible=True),
+      "{threads} lane{s}", args="free {threads} {scale}", threads=MANY, divisible=True),
     C("larson-sized", "larson", "larson server simulation, arrays handed to new threads, "
-      "free_sized(), {threads} lane{s}", args="sized {threads} {scale}", threads=FEW,
+      "free_sized(), {threads} lane{s}", args="sized {threads} {scale}", threads=MANY,
       divisible=True),
     C("smallloop", "smallloop", "small program: malloc/free loop, small live set (peak RSS)",
       args="1 {scale}", divisible=True),
