@@ -1,5 +1,6 @@
-"""chart.svg: time and peak RSS of every workload as ratios to the base allocator, one
-bar per allocator, on a log scale, with the spread of the rounds as whiskers."""
+"""chart.svg: time, peak RSS and minor page faults of every workload as ratios to the base
+allocator, one bar per allocator, on a log scale, with the spread of the rounds as
+whiskers."""
 
 import math
 
@@ -20,15 +21,16 @@ def write_chart(path, cells, workloads, allocs, base, geo, title):
     bar_w = min(20.0, max(9.0, (1000 - left - right) / len(groups) * 0.75 / nb))
     group_w = max(nb * bar_w + 14, (1000 - left - right) / len(groups))
     width = int(left + right + group_w * len(groups))
-    height = top + 2 * panel_h + panel_gap + label_h + 20
+    panels = (("score", "time ×" + base, 0), ("maxrss_kb", "peak RSS ×" + base, 1),
+              ("minflt", "minor faults ×" + base, 5))  # attribute, label, index in geo
+    height = top + len(panels) * (panel_h + panel_gap) - panel_gap + label_h + 20
 
-    def values(attr):
+    def values(attr, geo_index):
         v = {}
         for g in groups:
             for a in bars:
                 if g == "geomean":
-                    gt, gm = geo[a][0], geo[a][1]
-                    v[(g, a)] = ("ok", gt if attr == "score" else gm, None, None)
+                    v[(g, a)] = ("ok", geo[a][geo_index], None, None)
                     continue
                 c = cells[(g, a)]
                 if not c.runs:
@@ -62,14 +64,14 @@ def write_chart(path, cells, workloads, allocs, base, geo, title):
     out.append(f'<text x="{left}" y="62" fill="#555">log scale; whiskers: min–max of the rounds '
                f'(divided by the {esc(base)} median); hover a bar for its value</text>')
 
-    for pi, (attr, label) in enumerate((("score", "time ×" + base),
-                                        ("maxrss_kb", "peak RSS ×" + base))):
-        v = values(attr)
+    for pi, (attr, label, geo_index) in enumerate(panels):
+        v = values(attr, geo_index)
+        limit = 7 if attr == "minflt" else 5  # fault ratios span more: 1/128 .. 128
         y0 = top + pi * (panel_h + panel_gap)
         nums = [x for s, r_, lo, hi in v.values() if s == "ok" for x in (r_, lo, hi) if x]
         lo_e = math.floor(math.log2(min(nums + [1.0]))) if nums else -1
         hi_e = math.ceil(math.log2(max(nums + [1.0]))) if nums else 1
-        lo_e, hi_e = max(min(lo_e, -1), -5), min(max(hi_e, 1), 5)
+        lo_e, hi_e = max(min(lo_e, -1), -limit), min(max(hi_e, 1), limit)
 
         def ypos(x):
             e = math.log2(min(max(x, 2.0 ** lo_e), 2.0 ** hi_e))
@@ -114,7 +116,7 @@ def write_chart(path, cells, workloads, allocs, base, geo, title):
                    f'stroke="black" stroke-width="1.5"/>')
         out.append(f'<rect x="{left}" y="{y0}" width="{width - left - right}" height="{panel_h}" '
                    f'fill="none" stroke="#999"/>')
-    ylab = top + 2 * panel_h + panel_gap + 8
+    ylab = top + len(panels) * (panel_h + panel_gap) - panel_gap + 8
     labels = {w.name: w.label() for w in workloads}
     for gi, g in enumerate(groups):
         cx = left + gi * group_w + group_w / 2
