@@ -149,7 +149,8 @@ def report_tables(cells, counts, counter_note, workloads, allocs, base):
                      "library's included: the dynamic loader's few munmap calls at start-up, "
                      "and glibc's madvise(MADV_DONTNEED) of the stack of each exiting thread "
                      "(so a workload that starts N threads shows about N madvise calls under "
-                     "every allocator).")
+                     "every allocator). redis is not counted (its server runs beside the "
+                     "client, outside the counting tool).")
     else:
         parts.append(f"### madvise / munmap calls\n\nNot counted: {counter_note}.")
 
