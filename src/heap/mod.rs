@@ -52,9 +52,6 @@ use core::sync::atomic::{AtomicPtr, Ordering};
 /// frees a batch and allocates again (most do) pays both for nothing. Below this bound,
 /// idle spares are purged by the time-based decay instead (`OXMALLOC_PURGE_DELAY_MS`).
 const DIRTY_SPARE_KEEP: usize = 1024;
-/// Dirty spare slabs a heap keeps resident when its thread exits (1 MiB), for the next
-/// thread that adopts it.
-const EXIT_SPARE_KEEP: usize = 16;
 
 /// The slab lists of one size class.
 pub struct ClassSlabs {
@@ -465,23 +462,20 @@ impl<'a> OwnedHeap<'a> {
         h.decay(os, buddy, 0) + h.release_unused_segments(os, pool, 0)
     }
 
-    /// At thread exit: settles the heap like [`collect`](Self::collect), but keeps a warm
-    /// reserve for the thread that adopts the heap next: up to [`EXIT_SPARE_KEEP`] dirty
-    /// spare slabs stay resident, and one segment with no assigned slab stays. A program
-    /// that starts and joins threads all the time otherwise purged a segment and its
-    /// spares at every exit and faulted them in again at the next start (tchurn-4: 29k
-    /// `madvise` calls, 32k page faults against glibc's 7k). What the next thread does not
-    /// take, the process-wide decay returns once the heap has waited a whole delay.
-    pub fn retire_warm<O: Os>(
-        &mut self,
-        os: &O,
-        pool: &Mutex<SegmentPool>,
-        buddy: &Mutex<BuddyArena>,
-    ) {
+    /// At thread exit: collects remote frees and parks every slab, hands the parked medium
+    /// blocks to the buddy arena, and retires empty slabs to the dirty spares, but gives
+    /// nothing back to the OS: the segments, spares and medium spans stay as they are,
+    /// resident, for the thread that adopts the heap next. A program that starts and joins
+    /// threads all the time otherwise purged memory at every exit and faulted it in again
+    /// at the next start (a thread-churn stress with medium blocks: 20 times glibc's page
+    /// faults). What no new thread takes, the process-wide decay returns once the heap has
+    /// waited a whole purge delay (`decay_abandoned_heaps`), and the buddy arena purges the
+    /// spans by their age.
+    pub fn retire_warm<O: Os>(&mut self, os: &O, buddy: &Mutex<BuddyArena>) {
         self.settle(false);
         let h = self.local();
-        h.decay(os, buddy, EXIT_SPARE_KEEP);
-        h.release_unused_segments(os, pool, 1);
+        h.medium.flush(os, buddy);
+        h.retire_empty_slabs();
     }
 
     /// Collects remote frees and retires empty slabs; with `keep_current` false, current
@@ -712,6 +706,13 @@ impl HeapLocal {
     /// stay. Returns the bytes purged or given back.
     pub fn decay<O: Os>(&mut self, os: &O, buddy: &Mutex<BuddyArena>, keep_spares: usize) -> usize {
         let flushed = self.medium.flush(os, buddy);
+        self.retire_empty_slabs();
+        flushed + self.purge_spares(os, keep_spares)
+    }
+
+    /// Moves the empty slabs kept per class (those not queued for their owner) to the
+    /// dirty spares.
+    fn retire_empty_slabs(&mut self) {
         for c in 0..CLASS_COUNT {
             let mut slab = self.classes[c].empty.head();
             while !slab.is_null() {
@@ -727,6 +728,5 @@ impl HeapLocal {
                 }
             }
         }
-        flushed + self.purge_spares(os, keep_spares)
     }
 }

@@ -172,6 +172,33 @@ fn a_dead_heap_is_adopted_with_its_blocks() {
 }
 
 #[test]
+fn a_thread_exit_purges_nothing() {
+    let ctx = new_context();
+    let heap = new_heap(ctx);
+    // 10 MiB of small blocks (three segments) and 8 MiB of medium ones, all freed: the
+    // heap holds spare slabs, unused segments and parked medium blocks.
+    let small: Vec<*mut u8> = (0..10_000).map(|_| alloc(ctx, heap, 1000)).collect();
+    let medium: Vec<*mut u8> = (0..40).map(|_| alloc(ctx, heap, 200 * 1024)).collect();
+    for &p in small.iter().chain(&medium) {
+        // SAFETY: each block is at least 1000 bytes.
+        unsafe { p.write_bytes(0x5A, 1000) };
+        free(ctx, heap, p);
+    }
+    let (purges, mapped) = (ctx.os.purge_calls(), ctx.os.live_bytes());
+    ctx.retire_heap(own(heap));
+    assert_eq!(ctx.os.purge_calls(), purges, "the exit purged memory");
+    assert_eq!(ctx.os.live_bytes(), mapped, "the exit unmapped memory");
+    // The next thread adopts it all, resident.
+    let adopter = new_heap(ctx);
+    assert_eq!(adopter, heap);
+    check(adopter);
+    // A trim still returns everything.
+    ctx.trim(Some(own(adopter)));
+    ctx.segments.lock().drain(&ctx.os);
+    assert!(ctx.os.live_bytes() <= (256 + 4096) as isize * 1024);
+}
+
+#[test]
 fn map_failure_gives_null_and_the_heap_keeps_working() {
     let ctx = new_context();
     let heap = new_heap(ctx);
@@ -401,14 +428,14 @@ fn an_abandoned_heap_is_cleaned_up_after_waiting_a_whole_decay() {
     // The first process-wide decay round after the exit leaves it (it may have been
     // abandoned a moment ago); the next one takes it out to be cleaned.
     ctx.heaps.lock().begin_decay_round();
-    assert!(ctx.heaps.lock().take_idle_abandoned().is_none());
+    assert!(ctx.heaps.lock().take_idle_abandoned(2).is_none());
     ctx.heaps.lock().begin_decay_round();
-    let taken = ctx.heaps.lock().take_idle_abandoned();
+    let taken = ctx.heaps.lock().take_idle_abandoned(2);
     assert_eq!(taken, Some(heap));
     // SAFETY: just taken out of the pool; nothing else uses it.
     unsafe { ctx.clean_up_abandoned(heap) };
     assert_eq!(ctx.heaps.lock().abandoned_count(), 0, "empty now, so free");
-    assert!(ctx.heaps.lock().take_idle_abandoned().is_none());
+    assert!(ctx.heaps.lock().take_idle_abandoned(2).is_none());
     ctx.segments.lock().drain(&ctx.os);
     assert!(ctx.os.live_bytes() < mapped);
     assert_eq!(ctx.os.live_bytes(), 256 * 1024);
@@ -432,7 +459,7 @@ fn a_decay_round_cleans_each_idle_heap_once() {
     ctx.heaps.lock().begin_decay_round();
     let mut cleaned = 0;
     while let Some(h) = {
-        let taken = ctx.heaps.lock().take_idle_abandoned();
+        let taken = ctx.heaps.lock().take_idle_abandoned(2);
         taken
     } {
         cleaned += 1;
