@@ -329,12 +329,24 @@ impl BuddyArena {
         self.dirty_pages << SLOT_SHIFT
     }
 
+    /// Puts a free span on its list: at the front when its first OS page is dirty, at the
+    /// back when clean, so that allocation takes resident pages first and leaves clean ones
+    /// untouched (no page fault, no growth of the resident set while dirty pages wait).
     fn push_free(&mut self, meta: *mut SlotMeta, order: usize) {
+        let index = slot_index(meta);
+        // SAFETY: `meta` is a slot of a live region of ours, under the arena's lock.
+        let dirty = unsafe { Self::stamps(region_of(meta), index, index + 1) }
+            .first()
+            .is_some_and(|&since| since != 0);
         // SAFETY: `meta` is the first slot of a free span in one of our regions, on no list.
         unsafe {
             (*meta).order = order as u8;
             set_state(meta, SlotState::Free);
-            self.free_list(order).push_front(meta);
+            if dirty {
+                self.free_list(order).push_front(meta);
+            } else {
+                self.free_list(order).push_back(meta);
+            }
         }
     }
 

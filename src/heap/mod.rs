@@ -109,6 +109,10 @@ pub struct HeapLocal {
     pub slow_ticks: u32,
     /// When the heap last returned its idle memory (ms, monotonic coarse clock).
     pub last_decay_ms: u64,
+    /// The heap's clock: the time (ms) read at its last decay check (every 64 slow-path
+    /// calls). Spare slabs are stamped with it, so their ages are counted in decay checks,
+    /// never more than the real age plus the time between two checks.
+    pub clock_ms: u64,
 }
 
 /// The heap pool's part of a heap: only the pool touches it, under its lock.
@@ -184,6 +188,7 @@ impl Heap {
                     medium: MediumCache::new(),
                     slow_ticks: 0,
                     last_decay_ms: 0,
+                    clock_ms: 0,
                 }),
                 pending: AtomicPtr::new(ptr::null_mut()),
                 pool: UnsafeCell::new(PoolLinks {
@@ -459,7 +464,7 @@ impl<'a> OwnedHeap<'a> {
     ) -> usize {
         self.settle(keep_current);
         let h = self.local();
-        h.decay(os, buddy, 0) + h.release_unused_segments(os, pool, 0)
+        h.decay(os, buddy, None) + h.release_unused_segments(os, pool, 0)
     }
 
     /// At thread exit: collects remote frees and parks every slab, hands the parked medium
@@ -609,16 +614,49 @@ impl HeapLocal {
             let s = (*slab).local();
             s.state = State::Spare;
             s.zeroed = false;
+            (*slab).spare_since_ms.set(self.clock_ms as u32);
             (*SegmentHeader::of(slab as usize)).assigned_slabs -= 1;
             self.dirty_spare.push_front(slab);
         }
     }
 
-    /// Purges dirty spare slabs beyond `keep`, moving them to the clean list.
+    /// Purges dirty spare slabs beyond `keep`, the oldest first, moving them to the clean
+    /// list.
     pub fn purge_spares<O: Os>(&mut self, os: &O, keep: usize) -> usize {
+        self.purge_spares_where(os, keep, |_| true)
+    }
+
+    /// Purges the dirty spare slabs that have been spares for `delay_ms` or longer by the
+    /// heap's clock. The dirty list is in the order slabs became spares (the newest at the
+    /// front, where `take_spare` takes them), so the old ones are a run at its back.
+    pub fn purge_old_spares<O: Os>(&mut self, os: &O, delay_ms: u64) -> usize {
+        let now = self.clock_ms as u32;
+        let Ok(min_age) = u32::try_from(delay_ms) else {
+            return 0;
+        };
+        self.purge_spares_where(os, 0, |slab| {
+            // SAFETY: spare slabs are ours.
+            let since = unsafe { (*slab).spare_since_ms.get() };
+            now.wrapping_sub(since) >= min_age
+        })
+    }
+
+    /// Purges dirty spare slabs from the back of the list (the oldest) while more than
+    /// `keep` remain and `old` says yes of the last one.
+    fn purge_spares_where<O: Os>(
+        &mut self,
+        os: &O,
+        keep: usize,
+        old: impl Fn(*mut Slab) -> bool,
+    ) -> usize {
         let mut purged = 0;
         while self.dirty_spare.len() > keep {
             let slab = self.dirty_spare.pop_back();
+            if !old(slab) {
+                // SAFETY: just popped from the dirty list; it goes back where it was.
+                unsafe { self.dirty_spare.push_back(slab) };
+                break;
+            }
             // SAFETY: spare slabs are ours, unassigned, and hold no live block.
             unsafe {
                 let s = (*slab).local();
@@ -702,12 +740,23 @@ impl HeapLocal {
     }
 
     /// Returns memory the heap kept for quick reuse but did not reuse: empty slabs kept per
-    /// class, dirty spare slabs beyond `keep_spares`, and parked medium spans. Current slabs
-    /// stay. Returns the bytes purged or given back.
-    pub fn decay<O: Os>(&mut self, os: &O, buddy: &Mutex<BuddyArena>, keep_spares: usize) -> usize {
+    /// class and parked medium spans go back to the spares and the buddy arena (which
+    /// purges by age), and dirty spare slabs are purged: all of them with `delay_ms` None
+    /// (trim, an abandoned heap's clean-up), otherwise those that have been spares for
+    /// `delay_ms` or longer. Current slabs stay. Returns the bytes purged or given back.
+    pub fn decay<O: Os>(
+        &mut self,
+        os: &O,
+        buddy: &Mutex<BuddyArena>,
+        delay_ms: Option<u64>,
+    ) -> usize {
         let flushed = self.medium.flush(os, buddy);
         self.retire_empty_slabs();
-        flushed + self.purge_spares(os, keep_spares)
+        flushed
+            + match delay_ms {
+                Some(delay) => self.purge_old_spares(os, delay),
+                None => self.purge_spares(os, 0),
+            }
     }
 
     /// Moves the empty slabs kept per class (those not queued for their owner) to the

@@ -266,10 +266,11 @@ impl<O: Os> Context<O> {
             return;
         }
         let now = self.os.now_ms();
+        h.clock_ms = now;
         let delay = crate::config::purge_delay_ms();
         if now.saturating_sub(h.last_decay_ms) >= delay {
             h.last_decay_ms = now;
-            h.decay(&self.os, &self.buddy, 0);
+            h.decay(&self.os, &self.buddy, Some(delay));
         }
         let last = LAST_GLOBAL_DECAY_MS.load(Ordering::Relaxed);
         if now.saturating_sub(last) >= delay / DECAY_STEPS
