@@ -10,6 +10,7 @@ use crate::block::slab::{sentinel, State};
 use crate::heap::validate::check_heap;
 use crate::heap::{Heap, OwnedHeap};
 use crate::os::fake::FakeOs;
+use crate::os::Os;
 use crate::process::context::Context;
 use std::boxed::Box;
 use std::vec::Vec;
@@ -196,6 +197,48 @@ fn a_thread_exit_purges_nothing() {
     ctx.trim(Some(own(adopter)));
     ctx.segments.lock().drain(&ctx.os);
     assert!(ctx.os.live_bytes() <= (256 + 4096) as isize * 1024);
+}
+
+#[test]
+fn spare_slabs_are_purged_by_age_oldest_first() {
+    let ctx = new_context();
+    let heap = new_heap(ctx);
+    // The heap's clock follows the OS clock (read at its decay checks); set it here too, so
+    // the stamps do not wait for the next check.
+    let at = |ms: u64| {
+        ctx.os.advance_ms(ms);
+        own(heap).local().clock_ms = ctx.os.now_ms();
+    };
+    // Two batches of slabs, emptied 600 ms apart.
+    let batch = |n: usize| -> Vec<*mut u8> { (0..n).map(|_| alloc(ctx, heap, 1024)).collect() };
+    let first = batch(64 * 8);
+    let second = batch(64 * 8);
+    at(0);
+    for &p in &first {
+        free(ctx, heap, p);
+    }
+    at(600);
+    for &p in &second {
+        free(ctx, heap, p);
+    }
+    let spares = own(heap).local().dirty_spare.len();
+    assert!(spares >= 14, "both batches' slabs are spares: {spares}");
+    // 900 ms after the first batch, no slab has been a spare for 1000 ms.
+    at(300);
+    assert_eq!(own(heap).local().purge_old_spares(&ctx.os, 1000), 0);
+    // At 1000 ms the first batch has: only it goes.
+    at(100);
+    let purged = own(heap).local().purge_old_spares(&ctx.os, 1000);
+    assert!(
+        purged >= 7 * 64 * 1024 && purged <= 8 * 64 * 1024,
+        "{purged}"
+    );
+    let left = own(heap).local().dirty_spare.len();
+    assert!(left >= 7, "the young ones stay: {left}");
+    at(600);
+    own(heap).local().purge_old_spares(&ctx.os, 1000);
+    assert_eq!(own(heap).local().dirty_spare.len(), 0);
+    check(heap);
 }
 
 #[test]
