@@ -292,7 +292,7 @@ impl<O: Os> Context<O> {
     }
 
     /// Cleans up the heaps of exited threads that no new thread adopted for a whole purge
-    /// delay: their warm reserve (see `retire_warm`) goes back to the OS. One at a time,
+    /// delay: what their threads left them (see `retire_warm`) goes back to the OS. One at a time,
     /// outside the pool lock, and at most [`DECAY_HEAPS_PER_ROUND`] per round, so that a
     /// program with thousands of abandoned heaps does not pay for all of them in one call
     /// (each take walks the abandoned list); the rest wait for the next rounds.

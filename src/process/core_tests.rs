@@ -156,8 +156,8 @@ fn a_dead_heap_is_adopted_with_its_blocks() {
     }
     check(adopter);
     ctx.retire_heap(own(adopter));
-    // With no live block left, the heap still waits for adoption: its thread left it a
-    // warm reserve (a segment and resident spare slabs) for the next thread.
+    // With no live block left, the heap still waits for adoption: its thread left it
+    // its segments and resident spare slabs for the next thread.
     assert_eq!(ctx.heaps.lock().abandoned_count(), 1);
     assert!(ctx.os.live_bytes() > 256 * 1024);
     // Cleaning it up (as the decay does once it waited a whole delay, or a trim) empties it.
