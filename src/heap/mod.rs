@@ -631,8 +631,10 @@ impl HeapLocal {
     /// front, where `take_spare` takes them), so the old ones are a run at its back.
     pub fn purge_old_spares<O: Os>(&mut self, os: &O, delay_ms: u64) -> usize {
         let now = self.clock_ms as u32;
-        let Ok(min_age) = u32::try_from(delay_ms) else {
-            return 0;
+        // Ages are told apart up to 2^31 ms; a longer delay means "never" (as in the buddy).
+        let min_age = match u32::try_from(delay_ms) {
+            Ok(age) if age <= i32::MAX as u32 => age,
+            _ => return 0,
         };
         self.purge_spares_where(os, 0, |slab| {
             // SAFETY: spare slabs are ours.
