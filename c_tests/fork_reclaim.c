@@ -55,7 +55,7 @@ static void *adopter(void *arg)
     CHECK(p != NULL, "malloc in the child's thread");
     free(p);
     /* Checked while this thread lives: when it exits, its heap waits for adoption again
-     * (with the warm reserve an exiting thread leaves for the next one). */
+     * (with what an exiting thread leaves resident for the next one). */
     adopted = abandoned() <= abandoned_before;
     for (int i = 0; i < BLOCKS; i++) {
         CHECK(((unsigned char *)blocks[i])[0] == (i & 0xff), "inherited block %d changed", i);

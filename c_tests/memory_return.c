@@ -14,8 +14,8 @@
  *       them, frees the rest, calls malloc_trim(0): RSS back near the
  *       baseline;
  *   (d) 8 threads each allocate and free 24 MiB of small blocks and exit
- *       together, so 8 heaps wait for adoption with the warm reserve an
- *       exiting thread leaves for the next one (up to 4 MiB each); no thread
+ *       together, so 8 heaps wait for adoption with everything an exiting
+ *       thread leaves resident for the next one (an exit purges nothing); no thread
  *       comes to adopt them, and within 5 s of light malloc/free traffic in
  *       the main thread the RSS falls back near the baseline by itself.
  * The pointer arrays live in their own mmap'd memory, unmapped before each

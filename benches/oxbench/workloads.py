@@ -98,6 +98,8 @@ C_WORKLOADS = [
     C("frag", "frag", "scattered survivors, then larger blocks; final RSS"),
     C("tchurn", "tchurn", "threads started and joined each round, objects swapped between "
       "them, {threads} thr/round", args="{threads} {scale}", threads=MANY, divisible=True),
+    C("tchurn_mixed", "tchurn_mixed", "a thread per round beside the main one, medium and huge "
+      "blocks, pointer arrays grown by realloc", divisible=True),
     C("rslot", "rslot", "random-slot replacement, power-law sizes, 32k slots per thread, "
       "{threads} thr", args="{threads} {scale}", threads=FEW, divisible=True),
     C("xbatch", "xbatch", "batches of 1000 blocks 8 B..16 KiB, half freed by the next thread, "

@@ -19,9 +19,26 @@
 //! Invariant: every slot is `Interior` except the header slots (`Header`), the first slot of
 //! each free span (`Free`, with its order) and the first slot of each allocated block
 //! (`Allocated`, or `Cached` while parked in a thread's medium cache, with its page count).
-//! Metadata lives in the region header, never in free spans, so free spans can be purged; a
-//! span remembers whether it may be resident (`dirty`), and a clean one reads as zeros, which
-//! lets `calloc` skip zeroing.
+//! Metadata lives in the region header, never in free spans, so free spans can be purged.
+//!
+//! # Dirty OS pages, and their age
+//! The header keeps, per OS page, since when it has been free and possibly resident
+//! (`dirty_since`, a millisecond stamp; 0 for a page that is allocated, or free and known to
+//! read as zeros). A free stamps the block's pages; an allocation clears them and knows from
+//! them whether the block reads as zeros (so `calloc` can skip zeroing). Because the state
+//! is per OS page, split and merge change nothing about it: a span merged from a dirty half
+//! and a clean half stays exactly half dirty, and a purge touches only the dirty pages.
+//! (A dirty flag per span was the old way: a merge had to call the whole span dirty, and a
+//! purge then purged clean pages and the next allocation zeroed them needlessly.) A stamp
+//! per page rather than a bit: it costs 4 KiB of the 32 KiB header, and it gives the age
+//! that the decay needs without a second structure; a bitmap per age cohort would be
+//! smaller but coarser.
+//!
+//! Pages go back to the OS by age only ([`BuddyArena::decay`]): those dirty for longer than
+//! the purge delay, in runs (one `madvise` per run of adjacent old pages in a free span).
+//! Never because a free crossed a threshold, nor at a thread's exit: a purge that the next
+//! allocation faults back in costs more than it saves. Completely free regions are unmapped
+//! by the decay too, once all their pages have aged out, and by `trim` at once.
 //!
 //! One arena under one lock, as the design allows to start with; the per-thread medium
 //! cache (`medium_cache.rs`) keeps most frees and re-allocations away from the lock.
@@ -44,8 +61,6 @@ const HEADER_SLOTS: usize = 8;
 pub const MAX_ORDER: usize = 9;
 /// Largest request served by the buddy allocator.
 pub const MEDIUM_MAX_BYTES: usize = 1 << 20;
-/// Free dirty bytes tolerated before free spans are purged.
-const DIRTY_LIMIT_BYTES: usize = 4 << 20;
 /// Completely free regions kept mapped.
 const FREE_REGIONS_KEEP: usize = 1;
 
@@ -84,8 +99,6 @@ struct SlotMeta {
     /// Order of a free span.
     order: u8,
     state: AtomicU8,
-    /// A free span's pages may be resident (not known to read as zeros).
-    dirty: bool,
     /// Pages of an allocated block.
     pages: u16,
     /// Links on the free list of its order (a free span's head slot only).
@@ -108,6 +121,9 @@ struct RegionHeader {
     free_bytes: usize,
     /// Links on the arena's list of regions.
     links: Links<RegionHeader>,
+    /// Per OS page: the stamp ([`stamp_of`]) of the time it became free and possibly
+    /// resident; 0 when allocated, or free and reading as zeros.
+    dirty_since: [u32; SLOT_COUNT],
     slots: [SlotMeta; SLOT_COUNT],
 }
 
@@ -129,6 +145,13 @@ const USABLE_REGION_BYTES: usize = REGION_BYTES - (HEADER_SLOTS << SLOT_SHIFT);
 #[inline]
 pub const fn span_bytes(order: usize) -> usize {
     1 << (SLOT_SHIFT as usize + order)
+}
+
+/// The stamp of `now_ms` in [`RegionHeader::dirty_since`]: the time modulo 2^32 ms (ages
+/// are told apart up to 24 days), never 0, which means clean.
+#[inline]
+fn stamp_of(now_ms: u64) -> u32 {
+    (now_ms as u32).max(1)
 }
 
 /// A validated medium request: the pages it takes and the order of the span it starts.
@@ -191,7 +214,8 @@ pub struct BuddyCensus {
 pub struct BuddyArena {
     free: [List<SlotMeta>; MAX_ORDER + 1],
     regions: List<RegionHeader>,
-    dirty_free_bytes: usize,
+    /// Free OS pages that may be resident (the pages with a stamp), across all regions.
+    dirty_pages: usize,
     allocated_bytes: usize,
 }
 
@@ -280,7 +304,7 @@ impl BuddyArena {
         BuddyArena {
             free: [const { List::new() }; MAX_ORDER + 1],
             regions: List::new(),
-            dirty_free_bytes: 0,
+            dirty_pages: 0,
             allocated_bytes: 0,
         }
     }
@@ -299,13 +323,30 @@ impl BuddyArena {
         }
     }
 
-    fn push_free(&mut self, meta: *mut SlotMeta, order: usize, dirty: bool) {
+    /// Bytes of free OS pages that may be resident.
+    #[cfg(test)]
+    pub fn dirty_bytes(&self) -> usize {
+        self.dirty_pages << SLOT_SHIFT
+    }
+
+    /// Puts a free span on its list: at the front when its first OS page is dirty, at the
+    /// back when clean, so that allocation takes resident pages first and leaves clean ones
+    /// untouched (no page fault, no growth of the resident set while dirty pages wait).
+    fn push_free(&mut self, meta: *mut SlotMeta, order: usize) {
+        let index = slot_index(meta);
+        // SAFETY: `meta` is a slot of a live region of ours, under the arena's lock.
+        let dirty = unsafe { Self::stamps(region_of(meta), index, index + 1) }
+            .first()
+            .is_some_and(|&since| since != 0);
         // SAFETY: `meta` is the first slot of a free span in one of our regions, on no list.
         unsafe {
             (*meta).order = order as u8;
-            (*meta).dirty = dirty;
             set_state(meta, SlotState::Free);
-            self.free_list(order).push_front(meta);
+            if dirty {
+                self.free_list(order).push_front(meta);
+            } else {
+                self.free_list(order).push_back(meta);
+            }
         }
     }
 
@@ -336,7 +377,7 @@ impl BuddyArena {
         // Slot 2^k starts the free span of order k, for k from log2(HEADER_SLOTS): they
         // tile the slots after the header.
         for order in HEADER_SLOTS.trailing_zeros() as usize..=MAX_ORDER {
-            self.push_free(slot_meta(region, 1 << order), order, false);
+            self.push_free(slot_meta(region, 1 << order), order);
         }
         region_map::set(region as usize, Kind::Buddy);
         true
@@ -366,26 +407,69 @@ impl BuddyArena {
         self.unlink_free(meta);
         let region = region_of(meta);
         let index = slot_index(meta);
-        // SAFETY: `meta` was a free span head in `region`.
-        let dirty = unsafe { (*meta).dirty };
         // Split down to the block's order: the upper halves become free spans.
         while j > order {
             j -= 1;
-            self.push_free(slot_meta(region, index + (1 << j)), j, dirty);
+            self.push_free(slot_meta(region, index + (1 << j)), j);
         }
-        self.give_back_tail(region, index, order, index + request.pages, dirty);
+        self.give_back_tail(region, index, order, index + request.pages);
+        let zeroed = self.take_pages(region, index, index + request.pages);
         // SAFETY: `meta` is ours and no longer on a list.
         unsafe {
             (*meta).pages = request.pages as u16;
             set_state(meta, SlotState::Allocated);
             (*region).free_bytes -= request.bytes();
         }
-        if dirty {
-            self.dirty_free_bytes = self.dirty_free_bytes.saturating_sub(request.bytes());
-        }
         self.allocated_bytes += request.bytes();
         crate::stats::held_add(request.bytes());
-        NonNull::new(slot_address(region, index)).map(|p| (p, !dirty))
+        NonNull::new(slot_address(region, index)).map(|p| (p, zeroed))
+    }
+
+    /// The pages' stamps, `[first, end)` of `region`.
+    ///
+    /// # Safety
+    /// `region` must be a live region of this arena (whose lock the caller holds through
+    /// `&mut self`); only the arena touches the stamps.
+    unsafe fn stamps<'r>(region: *mut RegionHeader, first: usize, end: usize) -> &'r mut [u32] {
+        // SAFETY: the caller guarantees a live region; the stamps are a field of its header
+        // that only the arena's lock holder reads or writes.
+        let all = unsafe { &mut *ptr::addr_of_mut!((*region).dirty_since) };
+        match all.get_mut(first..end) {
+            Some(pages) => pages,
+            None => crate::fatal::fatal("buddy: page range out of the region (corrupt metadata)"),
+        }
+    }
+
+    /// True when no page of `region` (a live region of ours) is dirty.
+    fn is_clean(region: *mut RegionHeader) -> bool {
+        // SAFETY: a live region of ours, read under the arena's lock (the callers hold it).
+        unsafe { Self::stamps(region, 0, SLOT_COUNT) }
+            .iter()
+            .all(|&s| s == 0)
+    }
+
+    /// Pages `[first, end)` of `region` leave the free state (allocated, or taken by a
+    /// growing block): their stamps are cleared. True when none was dirty (they read as
+    /// zeros).
+    fn take_pages(&mut self, region: *mut RegionHeader, first: usize, end: usize) -> bool {
+        let mut dirty = 0;
+        // SAFETY: pages of a live region of ours, under the arena's lock.
+        for since in unsafe { Self::stamps(region, first, end) } {
+            if *since != 0 {
+                dirty += 1;
+                *since = 0;
+            }
+        }
+        self.dirty_pages -= dirty;
+        dirty == 0
+    }
+
+    /// Pages `[first, end)` of `region` (allocated until now) become free and dirty at
+    /// `now` (a stamp).
+    fn dirty_pages_at(&mut self, region: *mut RegionHeader, first: usize, end: usize, now: u32) {
+        // SAFETY: pages of a live region of ours, under the arena's lock.
+        unsafe { Self::stamps(region, first, end) }.fill(now);
+        self.dirty_pages += end - first;
     }
 
     /// Of the span at `index` of `order` (taken off the free lists), keeps `[index, end)` and
@@ -397,7 +481,6 @@ impl BuddyArena {
         index: usize,
         order: usize,
         end: usize,
-        dirty: bool,
     ) {
         let mut start = index;
         let mut size = 1usize << order;
@@ -405,7 +488,7 @@ impl BuddyArena {
             size /= 2;
             if end <= start + size {
                 let half = slot_meta(region, start + size);
-                self.push_free(half, size.trailing_zeros() as usize, dirty);
+                self.push_free(half, size.trailing_zeros() as usize);
             } else {
                 start += size;
             }
@@ -415,7 +498,7 @@ impl BuddyArena {
     /// Resizes the allocated block at `ptr` to `new_pages` without moving it: a smaller
     /// block gives back its tail; a larger one takes the free spans that follow it. False
     /// (and nothing changed) when those pages are not free or `ptr` is not a block.
-    pub fn resize_in_place(&mut self, ptr: usize, new_pages: usize) -> bool {
+    pub fn resize_in_place<O: Os>(&mut self, os: &O, ptr: usize, new_pages: usize) -> bool {
         let Some(meta) = block_meta(ptr, SlotState::Allocated) else {
             return false;
         };
@@ -428,7 +511,7 @@ impl BuddyArena {
             return false;
         }
         if new_end < old_end {
-            self.dirty_free_bytes += (old_end - new_end) << SLOT_SHIFT;
+            self.dirty_pages_at(region, new_end, old_end, stamp_of(os.now_ms()));
             let mut at = new_end;
             while at < old_end {
                 let order = Self::piece_order(at, old_end);
@@ -452,16 +535,14 @@ impl BuddyArena {
             while at < new_end {
                 let head = slot_meta(region, at);
                 // SAFETY: a free span head of a live region (checked above).
-                let (order, dirty) = unsafe { ((*head).order as usize, (*head).dirty) };
+                let order = unsafe { (*head).order as usize };
                 self.unlink_free(head);
-                if dirty {
-                    self.dirty_free_bytes = self.dirty_free_bytes.saturating_sub(span_bytes(order));
-                }
                 if at + (1 << order) > new_end {
-                    self.give_back_tail(region, at, order, new_end, dirty);
+                    self.give_back_tail(region, at, order, new_end);
                 }
                 at += 1 << order;
             }
+            self.take_pages(region, old_end, new_end);
         }
         let (old_bytes, new_bytes) = (pages << SLOT_SHIFT, new_pages << SLOT_SHIFT);
         // SAFETY: `meta` is the allocated block head of a live region (the caller's block).
@@ -541,57 +622,33 @@ impl BuddyArena {
         }
         self.allocated_bytes -= bytes;
         crate::stats::held_sub(bytes);
-        self.dirty_free_bytes += bytes;
-        // Cut [first, first + pages) into aligned power-of-two pieces.
         let end = first + pages;
+        self.dirty_pages_at(region, first, end, stamp_of(os.now_ms()));
+        // Cut [first, first + pages) into aligned power-of-two pieces.
         let mut at = first;
         while at < end {
             let order = Self::piece_order(at, end);
             self.free_piece(region, at, order);
             at += 1 << order;
         }
-        // SAFETY: live region header.
-        if unsafe { (*region).free_bytes } == USABLE_REGION_BYTES {
-            self.maybe_release_region(os, region);
-        }
-        if self.dirty_free_bytes > DIRTY_LIMIT_BYTES {
-            self.purge(os);
-        }
         Ok(())
     }
 
-    /// Frees the dirty span at `index` of `order`, merging it with free buddies.
+    /// Frees the span at `index` of `order`, merging it with free buddies (the pages keep
+    /// their own stamps).
     fn free_piece(&mut self, region: *mut RegionHeader, mut index: usize, mut order: usize) {
-        let mut dirty = true;
         while order < MAX_ORDER {
             let buddy = slot_meta(region, index ^ (1 << order));
             // SAFETY: the buddy index is < SLOT_COUNT and in the same region.
-            let (state, buddy_order, buddy_dirty) =
-                unsafe { (state_of(buddy), (*buddy).order as usize, (*buddy).dirty) };
+            let (state, buddy_order) = unsafe { (state_of(buddy), (*buddy).order as usize) };
             if state != SlotState::Free || buddy_order != order {
                 break;
             }
             self.unlink_free(buddy);
-            dirty |= buddy_dirty;
             index &= !(1 << order);
             order += 1;
         }
-        self.push_free(slot_meta(region, index), order, dirty);
-    }
-
-    /// Unmaps a completely free region unless it is one of the few kept.
-    fn maybe_release_region<O: Os>(&mut self, os: &O, region: *mut RegionHeader) {
-        let mut free_regions = 0;
-        self.regions.for_each(|r| {
-            // SAFETY: regions on our list are live.
-            if unsafe { (*r).free_bytes } == USABLE_REGION_BYTES {
-                free_regions += 1;
-            }
-        });
-        if free_regions > FREE_REGIONS_KEEP {
-            // SAFETY: the region is completely free and ours.
-            unsafe { self.release_region(os, region) };
-        }
+        self.push_free(slot_meta(region, index), order);
     }
 
     /// Unmaps a completely free region.
@@ -599,13 +656,10 @@ impl BuddyArena {
     /// # Safety
     /// `region` must be one of ours with no allocated block.
     unsafe fn release_region<O: Os>(&mut self, os: &O, region: *mut RegionHeader) {
+        self.take_pages(region, HEADER_SLOTS, SLOT_COUNT);
         for order in HEADER_SLOTS.trailing_zeros() as usize..=MAX_ORDER {
-            let meta = slot_meta(region, 1 << order);
-            // SAFETY: a fully free region holds exactly the spans 2^k of order k.
-            if unsafe { (*meta).dirty } {
-                self.dirty_free_bytes = self.dirty_free_bytes.saturating_sub(span_bytes(order));
-            }
-            self.unlink_free(meta);
+            // A fully free region holds exactly the spans 2^k of order k.
+            self.unlink_free(slot_meta(region, 1 << order));
         }
         // SAFETY: the region is on our list (caller).
         unsafe { self.regions.remove(region) };
@@ -614,28 +668,85 @@ impl BuddyArena {
         unsafe { os.unmap(NonNull::new_unchecked(region.cast()), REGION_BYTES) };
     }
 
-    /// Purges every dirty free span; returns the bytes purged.
+    /// Purges every dirty free page at once (trim); returns the bytes purged.
     pub fn purge<O: Os>(&mut self, os: &O) -> usize {
-        let mut purged = 0;
+        self.purge_older_than(os, None)
+    }
+
+    /// The decay: purges the free pages that have been dirty for `delay_ms` or longer, and
+    /// unmaps completely free regions (beyond [`FREE_REGIONS_KEEP`]) whose pages have all
+    /// gone back that way. Returns the bytes purged or released. Called a few times per
+    /// delay, so the pages go back in cohorts by the time they were freed, the coldest
+    /// first, each about one delay after its last use; pages reused within the delay are
+    /// never purged. A delay of 2^31 ms or more (`mallopt(M_TRIM_THRESHOLD, -1)`) purges
+    /// nothing.
+    pub fn decay<O: Os>(&mut self, os: &O, delay_ms: u64) -> usize {
+        let Ok(min_age) = u32::try_from(delay_ms) else {
+            return 0;
+        };
+        if min_age > i32::MAX as u32 {
+            return 0;
+        }
+        let purged = if self.dirty_pages > 0 {
+            self.purge_older_than(os, Some(min_age))
+        } else {
+            0
+        };
+        purged + self.release_free_regions(os, true)
+    }
+
+    /// Purges the dirty pages of free spans, only those dirty for `min_age` ms or longer
+    /// when given; one `madvise` per run of such pages. Returns the bytes purged.
+    fn purge_older_than<O: Os>(&mut self, os: &O, min_age: Option<u32>) -> usize {
+        let now = stamp_of(os.now_ms());
+        let mut purged_pages = 0;
         for (order, list) in self.free.iter().enumerate() {
             list.for_each(|meta| {
-                // SAFETY: free-list members are valid slot heads of live regions.
-                unsafe {
-                    if (*meta).dirty {
-                        let addr = slot_address(region_of(meta), slot_index(meta));
-                        os.purge(NonNull::new_unchecked(addr), span_bytes(order));
-                        (*meta).dirty = false;
-                        purged += span_bytes(order);
+                let (region, index) = (region_of(meta), slot_index(meta));
+                // SAFETY: free-list members are span heads of live regions of ours, and the
+                // caller holds the arena (`&mut self`).
+                let stamps = unsafe { Self::stamps(region, index, index + (1 << order)) };
+                let old =
+                    |since: u32| since != 0 && min_age.is_none_or(|a| now.wrapping_sub(since) >= a);
+                let mut at = 0;
+                while at < stamps.len() {
+                    if !stamps.get(at).is_some_and(|&s| old(s)) {
+                        at += 1;
+                        continue;
                     }
+                    let run = stamps.get(at..).map_or(0, |rest| {
+                        rest.iter().position(|&s| !old(s)).unwrap_or(rest.len())
+                    });
+                    if let Some(pages) = stamps.get_mut(at..at + run) {
+                        pages.fill(0);
+                    }
+                    // SAFETY: the run lies in a free span of a live region: no live block.
+                    unsafe {
+                        os.purge(
+                            NonNull::new_unchecked(slot_address(region, index + at)),
+                            run << SLOT_SHIFT,
+                        )
+                    };
+                    purged_pages += run;
+                    at += run;
                 }
             });
         }
-        self.dirty_free_bytes = 0;
-        purged
+        self.dirty_pages -= purged_pages;
+        purged_pages << SLOT_SHIFT
     }
 
     /// Releases completely free regions beyond the kept ones and purges the rest.
     pub fn trim<O: Os>(&mut self, os: &O) -> usize {
+        self.release_free_regions(os, false) + self.purge(os)
+    }
+
+    /// Unmaps completely free regions beyond [`FREE_REGIONS_KEEP`] (with `clean_only`, only
+    /// those with no dirty page: all aged out); returns the bytes. Only the decay and trim
+    /// do this, never a free: a program whose live medium blocks come and go (a thread per
+    /// request) would otherwise unmap a region at one free and map and fault it in again
+    /// at the next allocation.
+    fn release_free_regions<O: Os>(&mut self, os: &O, clean_only: bool) -> usize {
         let mut released = 0;
         let mut r = self.regions.head();
         let mut kept = 0;
@@ -645,7 +756,7 @@ impl BuddyArena {
             if free {
                 if kept < FREE_REGIONS_KEEP {
                     kept += 1;
-                } else {
+                } else if !clean_only || Self::is_clean(r) {
                     // SAFETY: completely free region of ours.
                     unsafe { self.release_region(os, r) };
                     released += REGION_BYTES;
@@ -653,7 +764,7 @@ impl BuddyArena {
             }
             r = next;
         }
-        released + self.purge(os)
+        released
     }
 
     /// Counts the arena's blocks for the statistics: walks every region's slots (under the
@@ -876,7 +987,7 @@ mod tests {
     }
 
     #[test]
-    fn free_regions_beyond_the_kept_one_are_unmapped() {
+    fn free_regions_beyond_the_kept_one_are_unmapped_by_trim() {
         let os = FakeOs::new();
         let mut arena = BuddyArena::new();
         // Three 1 MiB blocks fit in a region (slots 256-511 and the two halves of 512-1023).
@@ -887,6 +998,9 @@ mod tests {
         for p in blocks {
             arena.free(&os, p).unwrap();
         }
+        arena.check().unwrap();
+        assert_eq!(arena.regions.len(), 2, "a free releases no region");
+        arena.trim(&os);
         arena.check().unwrap();
         assert_eq!(arena.regions.len(), FREE_REGIONS_KEEP);
         assert_eq!(os.live_bytes(), (FREE_REGIONS_KEEP * REGION_BYTES) as isize);
@@ -914,15 +1028,134 @@ mod tests {
     }
 
     #[test]
+    fn a_span_merged_from_dirty_and_clean_halves_purges_only_the_dirty_pages() {
+        let os = FakeOs::new();
+        let mut arena = BuddyArena::new();
+        // Two buddies of 64 KiB (order 4) in a fresh region (slots 32 and 48; slots 16-31
+        // go first, and their buddy is the header).
+        let (_first, _) = arena.alloc(&os, request(64 * 1024, 64 * 1024)).unwrap();
+        let (a, _) = arena.alloc(&os, request(64 * 1024, 64 * 1024)).unwrap();
+        let (b, _) = arena.alloc(&os, request(64 * 1024, 64 * 1024)).unwrap();
+        let (a, b) = (a.as_ptr() as usize, b.as_ptr() as usize);
+        assert_eq!(a ^ b, 64 * 1024, "buddies");
+        // SAFETY: blocks of 64 KiB we own.
+        unsafe {
+            (a as *mut u8).write_bytes(0xA1, 64 * 1024);
+            (b as *mut u8).write_bytes(0xB1, 64 * 1024);
+        }
+        arena.free(&os, b).unwrap();
+        assert_eq!(arena.purge(&os), 64 * 1024);
+        arena.free(&os, a).unwrap();
+        arena.check().unwrap();
+        assert_eq!(arena.dirty_bytes(), 64 * 1024, "only a's pages are dirty");
+        let (calls, bytes) = (os.purge_calls(), os.purged_bytes());
+        assert_eq!(
+            arena.purge(&os),
+            64 * 1024,
+            "a purge takes only the dirty half"
+        );
+        assert_eq!(os.purge_calls(), calls + 1, "in one run");
+        assert_eq!(os.purged_bytes(), bytes + 64 * 1024);
+        assert_eq!(arena.dirty_bytes(), 0);
+    }
+
+    #[test]
+    fn a_block_over_dirty_and_clean_pages_says_it_is_not_zeroed() {
+        let os = FakeOs::new();
+        let mut arena = BuddyArena::new();
+        let (a, _) = arena.alloc(&os, request(32 * 1024, 64 * 1024)).unwrap();
+        // SAFETY: a block of 32 KiB we own.
+        unsafe { a.as_ptr().write_bytes(0xA1, 32 * 1024) };
+        arena.free(&os, a.as_ptr() as usize).unwrap();
+        // 64 KiB over the dirty 32 KiB and 32 clean ones: not zeroed.
+        let (c, zeroed) = arena.alloc(&os, request(64 * 1024, 64 * 1024)).unwrap();
+        assert_eq!(c, a);
+        assert!(!zeroed);
+        arena.free(&os, c.as_ptr() as usize).unwrap();
+        arena.purge(&os);
+        let (d, zeroed) = arena.alloc(&os, request(64 * 1024, 64 * 1024)).unwrap();
+        assert!(zeroed);
+        // SAFETY: a block of 64 KiB we own.
+        let bytes = unsafe { core::slice::from_raw_parts(d.as_ptr(), 64 * 1024) };
+        assert!(bytes.iter().all(|&x| x == 0));
+        arena.free(&os, d.as_ptr() as usize).unwrap();
+    }
+
+    #[test]
+    fn the_decay_purges_by_age_coldest_first() {
+        let os = FakeOs::new();
+        let mut arena = BuddyArena::new();
+        let blocks: Vec<usize> = (0..4)
+            .map(|_| {
+                arena
+                    .alloc(&os, request(256 * 1024, 16))
+                    .unwrap()
+                    .0
+                    .as_ptr() as usize
+            })
+            .collect();
+        // Two freed now, two 600 ms later.
+        arena.free(&os, blocks[0]).unwrap();
+        arena.free(&os, blocks[1]).unwrap();
+        os.advance_ms(600);
+        arena.free(&os, blocks[2]).unwrap();
+        arena.free(&os, blocks[3]).unwrap();
+        assert_eq!(arena.dirty_bytes(), 1 << 20);
+        // Freed less than a delay ago: nothing goes.
+        assert_eq!(arena.decay(&os, 1000), 0);
+        assert_eq!(os.purge_calls(), 0);
+        // 1000 ms after the first two: only they go.
+        os.advance_ms(400);
+        assert_eq!(arena.decay(&os, 1000), 512 * 1024);
+        assert_eq!(arena.dirty_bytes(), 512 * 1024);
+        // Reused pages are not purged: the third block is taken again.
+        let (again, zeroed) = arena.alloc(&os, request(256 * 1024, 16)).unwrap();
+        assert!(
+            !zeroed || again.as_ptr() as usize == blocks[0] || again.as_ptr() as usize == blocks[1]
+        );
+        os.advance_ms(600);
+        let left = arena.dirty_bytes();
+        assert_eq!(arena.decay(&os, 1000), left, "the rest has aged out");
+        assert_eq!(arena.dirty_bytes(), 0);
+        arena.free(&os, again.as_ptr() as usize).unwrap();
+        arena.check().unwrap();
+        // A delay of "never" purges nothing; trim purges everything at once, however young.
+        assert_eq!(arena.decay(&os, u64::from(u32::MAX)), 0);
+        assert_eq!(arena.trim(&os), 256 * 1024);
+        assert_eq!(arena.dirty_bytes(), 0);
+    }
+
+    #[test]
+    fn the_decay_unmaps_a_free_region_once_its_pages_aged_out() {
+        let os = FakeOs::new();
+        let mut arena = BuddyArena::new();
+        let blocks: Vec<usize> = (0..6)
+            .map(|_| arena.alloc(&os, request(1 << 20, 16)).unwrap().0.as_ptr() as usize)
+            .collect();
+        assert_eq!(arena.regions.len(), 2);
+        for p in blocks {
+            arena.free(&os, p).unwrap();
+        }
+        os.advance_ms(500);
+        arena.decay(&os, 1000);
+        assert_eq!(arena.regions.len(), 2, "young pages keep their region");
+        os.advance_ms(500);
+        arena.decay(&os, 1000);
+        arena.check().unwrap();
+        assert_eq!(arena.regions.len(), FREE_REGIONS_KEEP);
+        assert_eq!(os.live_bytes(), (FREE_REGIONS_KEEP * REGION_BYTES) as isize);
+    }
+
+    #[test]
     fn blocks_grow_and_shrink_in_place() {
         let os = FakeOs::new();
         let mut arena = BuddyArena::new();
         let (p, _) = arena.alloc(&os, request(20 * 4096, 16)).unwrap();
         let p = p.as_ptr() as usize;
         // The trimmed tail follows the block: it can grow into it, and past it.
-        assert!(arena.resize_in_place(p, 32));
+        assert!(arena.resize_in_place(&os, p, 32));
         arena.check().unwrap();
-        assert!(arena.resize_in_place(p, 100));
+        assert!(arena.resize_in_place(&os, p, 100));
         assert_eq!(BuddyArena::usable_size(p), Some(100 * 4096));
         arena.check().unwrap();
         // A block right after it stops the growth.
@@ -931,12 +1164,12 @@ mod tests {
         if q > p {
             let room = (q - p) / 4096;
             assert!(
-                !arena.resize_in_place(p, room + 1),
+                !arena.resize_in_place(&os, p, room + 1),
                 "cannot grow over another block"
             );
             assert_eq!(BuddyArena::usable_size(p), Some(100 * 4096), "unchanged");
         }
-        assert!(arena.resize_in_place(p, 7));
+        assert!(arena.resize_in_place(&os, p, 7));
         arena.check().unwrap();
         arena.free(&os, q).unwrap();
         arena.free(&os, p).unwrap();
@@ -959,7 +1192,7 @@ mod tests {
                 arena.free(&os, p).unwrap();
             } else if x & 6 == 2 && !live.is_empty() {
                 let p = live[(x >> 8) as usize % live.len()];
-                arena.resize_in_place(p, 1 + (x >> 30) as usize % 256);
+                arena.resize_in_place(&os, p, 1 + (x >> 30) as usize % 256);
             } else {
                 let size = 16_385 + (x >> 20) as usize % (MEDIUM_MAX_BYTES - 16_385);
                 let align = 1usize << (4 + (x >> 50) % 14);

@@ -22,7 +22,10 @@
 //! starts on a chunk) and the rest stays cached, resident pages and all. A request larger
 //! than every cached mapping takes the largest and grows it with `mremap` (in place, or
 //! moved without copying), so its resident pages are reused too. Freed neighbours merge
-//! again. The time-based decay unmaps the cache once per purge delay.
+//! again. The decay unmaps a cached mapping once it has waited a whole purge delay unused
+//! ([`Large::decay`]); a merged mapping is as young as its youngest part (a merge makes one
+//! range of two, and a cached range is unmapped whole), which keeps the older part up to a
+//! delay longer, within the cache's bound in bytes.
 
 use crate::os::{Os, OS_PAGE_BYTES};
 use crate::region_map::{self, Kind, CHUNK_BYTES};
@@ -128,12 +131,15 @@ struct CachedMapping {
     base: usize,
     /// Length, a multiple of the OS page.
     map_bytes: usize,
+    /// When it was freed (ms, the OS layer's clock).
+    freed_ms: u64,
 }
 
 impl CachedMapping {
     const EMPTY: CachedMapping = CachedMapping {
         base: 0,
         map_bytes: 0,
+        freed_ms: 0,
     };
 
     fn end(&self) -> usize {
@@ -260,6 +266,7 @@ impl Large {
                     *rest = CachedMapping {
                         base: m.base + front,
                         map_bytes: m.map_bytes - front,
+                        freed_ms: m.freed_ms,
                     };
                     self.cache_bytes -= front;
                     return Some((m.base, front));
@@ -298,11 +305,15 @@ impl Large {
 
     /// Puts a freed mapping in the cache, merged with a cached neighbour where there is
     /// one. `false` when it does not fit (the caller unmaps it).
-    fn cache_insert(&mut self, base: usize, map_bytes: usize) -> bool {
+    fn cache_insert(&mut self, base: usize, map_bytes: usize, now_ms: u64) -> bool {
         if map_bytes > CACHE_MAX_BLOCK_BYTES || self.cache_bytes + map_bytes > CACHE_MAX_BYTES {
             return false;
         }
-        let mut m = CachedMapping { base, map_bytes };
+        let mut m = CachedMapping {
+            base,
+            map_bytes,
+            freed_ms: now_ms,
+        };
         // At most one neighbour on each side: cached ranges never overlap.
         let mut i = 0;
         while i < self.cache_len {
@@ -311,6 +322,7 @@ impl Large {
                 if let Some(c) = self.remove_cached(i) {
                     m.base = m.base.min(c.base);
                     m.map_bytes += c.map_bytes;
+                    m.freed_ms = m.freed_ms.max(c.freed_ms);
                 }
                 continue; // entry i is now another one
             }
@@ -385,7 +397,7 @@ impl Large {
         region_map::clear(ptr);
         self.live_bytes -= map_bytes;
         crate::stats::held_sub(map_bytes);
-        if offset < CHUNK_BYTES && self.cache_insert(base, map_bytes) {
+        if offset < CHUNK_BYTES && self.cache_insert(base, map_bytes, os.now_ms()) {
             return Ok(());
         }
         // SAFETY: the whole mapping is ours and no longer used.
@@ -459,6 +471,28 @@ impl Large {
         Ok(Some(unsafe {
             NonNull::new_unchecked((new_base + offset) as *mut u8)
         }))
+    }
+
+    /// The decay: unmaps the cached mappings freed `delay_ms` or longer ago; returns the
+    /// bytes given back.
+    pub fn decay<O: Os>(&mut self, os: &O, delay_ms: u64) -> usize {
+        let now = os.now_ms();
+        let mut released = 0;
+        let mut i = 0;
+        while i < self.cache_len {
+            let Some(&m) = self.cache.get(i) else { break };
+            if now.saturating_sub(m.freed_ms) < delay_ms {
+                i += 1;
+                continue;
+            }
+            if let Some(m) = self.remove_cached(i) {
+                // SAFETY: cached mappings are ours and unused.
+                unsafe { os.unmap(NonNull::new_unchecked(m.base as *mut u8), m.map_bytes) };
+                released += m.map_bytes;
+            }
+            // entry i is now another one
+        }
+        released
     }
 
     /// Unmaps every cached mapping; returns the bytes given back.

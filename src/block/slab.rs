@@ -122,6 +122,9 @@ pub struct Slab {
     pub remote_free: AtomicUsize,
     /// Link on the heap's pending stack (written by the remote freer that queues the slab).
     pub next_pending: AtomicPtr<Slab>,
+    /// While a dirty spare: its heap's clock (ms, modulo 2^32) when it became one, for the
+    /// decay's age. Written by the owner only; on the second line, off the fast paths.
+    pub spare_since_ms: OwnerU32,
 }
 
 /// Padding that puts the fields remote freers touch on the second cache line.
@@ -195,6 +198,7 @@ impl Slab {
             block_bytes: AtomicU32::new(0),
             remote_free: AtomicUsize::new(0),
             next_pending: AtomicPtr::new(ptr::null_mut()),
+            spare_since_ms: OwnerU32::new(0),
         }
     }
 

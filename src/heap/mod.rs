@@ -54,9 +54,6 @@ use core::sync::atomic::{AtomicPtr, Ordering};
 /// frees a batch and allocates again (most do) pays both for nothing. Below this bound,
 /// idle spares are purged by the time-based decay instead (`OXMALLOC_PURGE_DELAY_MS`).
 const DIRTY_SPARE_KEEP: usize = 1024;
-/// Dirty spare slabs a heap keeps resident when its thread exits (1 MiB), for the next
-/// thread that adopts it.
-const EXIT_SPARE_KEEP: usize = 16;
 
 /// The slab lists of one size class.
 pub struct ClassSlabs {
@@ -116,6 +113,10 @@ pub struct HeapLocal {
     pub slow_ticks: u32,
     /// When the heap last returned its idle memory (ms, monotonic coarse clock).
     pub last_decay_ms: u64,
+    /// The heap's clock: the time (ms) read at its last decay check (every 64 slow-path
+    /// calls). Spare slabs are stamped with it, so their ages are counted in decay checks,
+    /// never more than the real age plus the time between two checks.
+    pub clock_ms: u64,
 }
 
 /// The heap pool's part of a heap: only the pool touches it, under its lock.
@@ -192,6 +193,7 @@ impl Heap {
                     remote: RemoteBatch::new(),
                     slow_ticks: 0,
                     last_decay_ms: 0,
+                    clock_ms: 0,
                 }),
                 pending: AtomicPtr::new(ptr::null_mut()),
                 pool: UnsafeCell::new(PoolLinks {
@@ -467,26 +469,23 @@ impl<'a> OwnedHeap<'a> {
     ) -> usize {
         self.settle(keep_current);
         let h = self.local();
-        h.decay(os, buddy, 0) + h.release_unused_segments(os, pool, 0)
+        h.decay(os, buddy, None) + h.release_unused_segments(os, pool, 0)
     }
 
-    /// At thread exit: settles the heap like [`collect`](Self::collect), but keeps a warm
-    /// reserve for the thread that adopts the heap next: up to [`EXIT_SPARE_KEEP`] dirty
-    /// spare slabs stay resident, and one segment with no assigned slab stays. A program
-    /// that starts and joins threads all the time otherwise purged a segment and its
-    /// spares at every exit and faulted them in again at the next start (tchurn-4: 29k
-    /// `madvise` calls, 32k page faults against glibc's 7k). What the next thread does not
-    /// take, the process-wide decay returns once the heap has waited a whole delay.
-    pub fn retire_warm<O: Os>(
-        &mut self,
-        os: &O,
-        pool: &Mutex<SegmentPool>,
-        buddy: &Mutex<BuddyArena>,
-    ) {
+    /// At thread exit: collects remote frees and parks every slab, hands the parked medium
+    /// blocks to the buddy arena, and retires empty slabs to the dirty spares, but gives
+    /// nothing back to the OS: the segments, spares and medium spans stay as they are,
+    /// resident, for the thread that adopts the heap next. A program that starts and joins
+    /// threads all the time otherwise purged memory at every exit and faulted it in again
+    /// at the next start (a thread-churn stress with medium blocks: 20 times glibc's page
+    /// faults). What no new thread takes, the process-wide decay returns once the heap has
+    /// waited a whole purge delay (`decay_abandoned_heaps`), and the buddy arena purges the
+    /// spans by their age.
+    pub fn retire_warm<O: Os>(&mut self, os: &O, buddy: &Mutex<BuddyArena>) {
         self.settle(false);
         let h = self.local();
-        h.decay(os, buddy, EXIT_SPARE_KEEP);
-        h.release_unused_segments(os, pool, 1);
+        h.medium.flush(os, buddy);
+        h.retire_empty_slabs();
     }
 
     /// Collects remote frees and retires empty slabs; with `keep_current` false, current
@@ -620,16 +619,51 @@ impl HeapLocal {
             let s = (*slab).local();
             s.state = State::Spare;
             s.zeroed = false;
+            (*slab).spare_since_ms.set(self.clock_ms as u32);
             (*SegmentHeader::of(slab as usize)).assigned_slabs -= 1;
             self.dirty_spare.push_front(slab);
         }
     }
 
-    /// Purges dirty spare slabs beyond `keep`, moving them to the clean list.
+    /// Purges dirty spare slabs beyond `keep`, the oldest first, moving them to the clean
+    /// list.
     pub fn purge_spares<O: Os>(&mut self, os: &O, keep: usize) -> usize {
+        self.purge_spares_where(os, keep, |_| true)
+    }
+
+    /// Purges the dirty spare slabs that have been spares for `delay_ms` or longer by the
+    /// heap's clock. The dirty list is in the order slabs became spares (the newest at the
+    /// front, where `take_spare` takes them), so the old ones are a run at its back.
+    pub fn purge_old_spares<O: Os>(&mut self, os: &O, delay_ms: u64) -> usize {
+        let now = self.clock_ms as u32;
+        // Ages are told apart up to 2^31 ms; a longer delay means "never" (as in the buddy).
+        let min_age = match u32::try_from(delay_ms) {
+            Ok(age) if age <= i32::MAX as u32 => age,
+            _ => return 0,
+        };
+        self.purge_spares_where(os, 0, |slab| {
+            // SAFETY: spare slabs are ours.
+            let since = unsafe { (*slab).spare_since_ms.get() };
+            now.wrapping_sub(since) >= min_age
+        })
+    }
+
+    /// Purges dirty spare slabs from the back of the list (the oldest) while more than
+    /// `keep` remain and `old` says yes of the last one.
+    fn purge_spares_where<O: Os>(
+        &mut self,
+        os: &O,
+        keep: usize,
+        old: impl Fn(*mut Slab) -> bool,
+    ) -> usize {
         let mut purged = 0;
         while self.dirty_spare.len() > keep {
             let slab = self.dirty_spare.pop_back();
+            if !old(slab) {
+                // SAFETY: just popped from the dirty list; it goes back where it was.
+                unsafe { self.dirty_spare.push_back(slab) };
+                break;
+            }
             // SAFETY: spare slabs are ours, unassigned, and hold no live block.
             unsafe {
                 let s = (*slab).local();
@@ -713,10 +747,28 @@ impl HeapLocal {
     }
 
     /// Returns memory the heap kept for quick reuse but did not reuse: empty slabs kept per
-    /// class, dirty spare slabs beyond `keep_spares`, and parked medium spans. Current slabs
-    /// stay. Returns the bytes purged or given back.
-    pub fn decay<O: Os>(&mut self, os: &O, buddy: &Mutex<BuddyArena>, keep_spares: usize) -> usize {
+    /// class and parked medium spans go back to the spares and the buddy arena (which
+    /// purges by age), and dirty spare slabs are purged: all of them with `delay_ms` None
+    /// (trim, an abandoned heap's clean-up), otherwise those that have been spares for
+    /// `delay_ms` or longer. Current slabs stay. Returns the bytes purged or given back.
+    pub fn decay<O: Os>(
+        &mut self,
+        os: &O,
+        buddy: &Mutex<BuddyArena>,
+        delay_ms: Option<u64>,
+    ) -> usize {
         let flushed = self.medium.flush(os, buddy);
+        self.retire_empty_slabs();
+        flushed
+            + match delay_ms {
+                Some(delay) => self.purge_old_spares(os, delay),
+                None => self.purge_spares(os, 0),
+            }
+    }
+
+    /// Moves the empty slabs kept per class (those not queued for their owner) to the
+    /// dirty spares.
+    fn retire_empty_slabs(&mut self) {
         for c in 0..CLASS_COUNT {
             let mut slab = self.classes[c].empty.head();
             while !slab.is_null() {
@@ -732,6 +784,5 @@ impl HeapLocal {
                 }
             }
         }
-        flushed + self.purge_spares(os, keep_spares)
     }
 }

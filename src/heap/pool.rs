@@ -171,12 +171,13 @@ impl HeapPool {
         self.decay_round += 1;
     }
 
-    /// Takes out an abandoned heap that has waited since before the previous decay round
-    /// (so at least the time between two rounds), for the process-wide decay to clean up.
+    /// Takes out an abandoned heap that has waited `min_rounds` decay rounds or more (so at
+    /// least `min_rounds - 1` times the time between two rounds), for the process-wide decay
+    /// to clean up.
     /// A heap released again in this round is not taken again, so a loop of take, clean
     /// and release ends. Heaps inherited through `fork` are left for adoption, which checks
     /// them first.
-    pub fn take_idle_abandoned(&mut self) -> Option<*mut Heap> {
+    pub fn take_idle_abandoned(&mut self, min_rounds: u64) -> Option<*mut Heap> {
         let mut heap = self.abandoned.head();
         while !heap.is_null() {
             // SAFETY: heaps on the pool's lists are valid; we hold the pool.
@@ -188,7 +189,7 @@ impl HeapPool {
                     links.abandoned_round,
                 )
             };
-            if !orphaned && round + 2 <= self.decay_round {
+            if !orphaned && round + min_rounds <= self.decay_round {
                 // SAFETY: `heap` is on the abandoned list, and we hold the pool.
                 unsafe {
                     self.abandoned.remove(heap);

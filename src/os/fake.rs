@@ -1,10 +1,11 @@
 //! A fake OS for tests: real memory underneath, but it can refuse mappings on a script
 //! (the n-th `map` from now, or every `map` while "exhausted"), and it counts what is
-//! mapped so a test can see that nothing leaked.
+//! mapped and purged so a test can see that nothing leaked; its clock moves only when the
+//! test says so.
 
 use super::{real::RealOs, Os};
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, AtomicUsize, Ordering};
 
 /// A failure-injecting [`Os`] over [`RealOs`].
 #[derive(Default)]
@@ -17,6 +18,12 @@ pub struct FakeOs {
     map_calls: AtomicUsize,
     /// Bytes currently mapped through this fake.
     live_bytes: AtomicIsize,
+    /// `purge` calls so far.
+    purge_calls: AtomicUsize,
+    /// Bytes purged so far.
+    purged_bytes: AtomicUsize,
+    /// The clock (`now_ms`), moved only by the test.
+    clock_ms: AtomicU64,
 }
 
 impl FakeOs {
@@ -27,7 +34,25 @@ impl FakeOs {
             exhausted: AtomicBool::new(false),
             map_calls: AtomicUsize::new(0),
             live_bytes: AtomicIsize::new(0),
+            purge_calls: AtomicUsize::new(0),
+            purged_bytes: AtomicUsize::new(0),
+            clock_ms: AtomicU64::new(1000),
         }
+    }
+
+    /// Moves the clock forward by `ms`.
+    pub fn advance_ms(&self, ms: u64) {
+        self.clock_ms.fetch_add(ms, Ordering::SeqCst);
+    }
+
+    /// Number of `purge` calls so far.
+    pub fn purge_calls(&self) -> usize {
+        self.purge_calls.load(Ordering::SeqCst)
+    }
+
+    /// Bytes purged so far.
+    pub fn purged_bytes(&self) -> usize {
+        self.purged_bytes.load(Ordering::SeqCst)
     }
 
     /// Makes the `n`-th `map` from now fail (1 = the next one); 0 turns it off.
@@ -74,6 +99,10 @@ impl FakeOs {
 // SAFETY: every successful operation is RealOs's, which upholds the contract; refusing is
 // always allowed.
 unsafe impl Os for FakeOs {
+    fn now_ms(&self) -> u64 {
+        self.clock_ms.load(Ordering::SeqCst)
+    }
+
     fn map(&self, bytes: usize, align_bytes: usize) -> Option<NonNull<u8>> {
         if self.should_fail() {
             return None;
@@ -92,6 +121,8 @@ unsafe impl Os for FakeOs {
     }
 
     unsafe fn purge(&self, ptr: NonNull<u8>, bytes: usize) {
+        self.purge_calls.fetch_add(1, Ordering::SeqCst);
+        self.purged_bytes.fetch_add(bytes, Ordering::SeqCst);
         // SAFETY: forwarded contract.
         unsafe { RealOs.purge(ptr, bytes) }
     }

@@ -25,6 +25,10 @@ pub const OS_PAGE_BYTES: usize = 4096;
 /// new, at least `bytes` long, aligned as asked, and not in use by anything else. They must
 /// never call back into the allocator (no `malloc`), since they run inside it.
 pub unsafe trait Os: Sync {
+    /// Milliseconds on a monotonic clock, for the ages of free memory (the decay). Cheap
+    /// (no syscall on Linux: a vDSO read of the coarse clock).
+    fn now_ms(&self) -> u64;
+
     /// Maps `bytes` of fresh zeroed memory aligned to `align_bytes` (a power of two that is
     /// a multiple of [`OS_PAGE_BYTES`]). `None` when the OS refuses.
     fn map(&self, bytes: usize, align_bytes: usize) -> Option<NonNull<u8>>;

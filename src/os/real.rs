@@ -62,6 +62,16 @@ fn unmap_range(ptr: usize, bytes: usize) {
 // SAFETY: mappings come fresh from the kernel (zeroed, exclusive), aligned as asked; no
 // method allocates.
 unsafe impl Os for RealOs {
+    fn now_ms(&self) -> u64 {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid timespec to write.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+        ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+    }
+
     fn map(&self, bytes: usize, align_bytes: usize) -> Option<NonNull<u8>> {
         keep_errno(|| {
             let bytes = super::round_up(bytes, OS_PAGE_BYTES)?;

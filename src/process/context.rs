@@ -256,9 +256,11 @@ impl<O: Os> Context<O> {
         }
     }
 
-    /// Counts a slow-path call of `heap`; every 64 calls, reads the clock, and when the
-    /// purge delay has passed since the heap last did, returns its idle memory to the OS
-    /// (and, once per delay for the process, the buddy arena's and the huge cache's).
+    /// Counts a slow-path call of `heap`; every 64 calls, reads the clock. When the purge
+    /// delay has passed since the heap last did, it returns its idle memory to the OS; and
+    /// [`DECAY_STEPS`] times per delay, one thread runs the process-wide decay: the buddy
+    /// arena's pages and the huge cache's mappings that have been free for a whole delay go
+    /// back, and abandoned heaps that waited a whole delay are cleaned up.
     #[cold]
     fn decay_tick(&self, heap: &mut OwnedHeap) {
         let h = heap.local();
@@ -266,28 +268,34 @@ impl<O: Os> Context<O> {
         if h.slow_ticks % 64 != 0 {
             return;
         }
-        let now = now_ms();
+        let now = self.os.now_ms();
+        h.clock_ms = now;
         let delay = crate::config::purge_delay_ms();
-        if now.saturating_sub(h.last_decay_ms) < delay {
-            return;
+        if now.saturating_sub(h.last_decay_ms) >= delay {
+            h.last_decay_ms = now;
+            h.decay(&self.os, &self.buddy, Some(delay));
         }
-        h.last_decay_ms = now;
-        h.decay(&self.os, &self.buddy, 0);
         let last = LAST_GLOBAL_DECAY_MS.load(Ordering::Relaxed);
-        if now.saturating_sub(last) >= delay
+        if now.saturating_sub(last) >= delay / DECAY_STEPS
             && LAST_GLOBAL_DECAY_MS
                 .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
         {
-            self.buddy.lock().purge(&self.os);
-            self.large.lock().trim(&self.os);
-            self.decay_abandoned_heaps();
-            crate::process::prof::blocks::trim();
+            self.decay_process(delay);
         }
     }
 
+    /// One step of the process-wide decay (see [`Context::decay_tick`]); returns the bytes
+    /// purged or released.
+    pub(crate) fn decay_process(&self, delay_ms: u64) -> usize {
+        let mut released = self.buddy.lock().decay(&self.os, delay_ms);
+        released += self.large.lock().decay(&self.os, delay_ms);
+        self.decay_abandoned_heaps();
+        released + crate::process::prof::blocks::trim()
+    }
+
     /// Cleans up the heaps of exited threads that no new thread adopted for a whole purge
-    /// delay: their warm reserve (see `retire_warm`) goes back to the OS. One at a time,
+    /// delay: what their threads left them (see `retire_warm`) goes back to the OS. One at a time,
     /// outside the pool lock, and at most [`DECAY_HEAPS_PER_ROUND`] per round, so that a
     /// program with thousands of abandoned heaps does not pay for all of them in one call
     /// (each take walks the abandoned list); the rest wait for the next rounds.
@@ -297,7 +305,7 @@ impl<O: Os> Context<O> {
         for _ in 0..DECAY_HEAPS_PER_ROUND {
             // A `let else`, not a `while let`: the pool's guard must be dropped at the end of
             // this statement, before `release` takes the lock again.
-            let Some(h) = self.heaps.lock().take_idle_abandoned() else {
+            let Some(h) = self.heaps.lock().take_idle_abandoned(DECAY_STEPS + 1) else {
                 break;
             };
             // SAFETY: just taken out of the pool, by `take_idle_abandoned`.
@@ -419,7 +427,7 @@ impl<O: Os> Context<O> {
             Kind::Buddy if new_size > SMALL_MAX_BYTES && new_size <= buddy::MEDIUM_MAX_BYTES => {
                 let pages = new_size.div_ceil(crate::os::OS_PAGE_BYTES);
                 pages * crate::os::OS_PAGE_BYTES == old_usable
-                    || self.buddy.lock().resize_in_place(addr, pages)
+                    || self.buddy.lock().resize_in_place(&self.os, addr, pages)
             }
             Kind::Huge | Kind::HugeFar if new_size > buddy::MEDIUM_MAX_BYTES => {
                 match self.large.lock().resize(&self.os, addr, new_size) {
@@ -532,7 +540,7 @@ impl<O: Os> Context<O> {
         let ptr = {
             let mut heap = heap;
             heap.local().remote.flush();
-            heap.retire_warm(&self.os, &self.segments, &self.buddy);
+            heap.retire_warm(&self.os, &self.buddy);
             heap.as_ptr()
         };
         // SAFETY: the heap came from this pool, and this thread gave up its `OwnedHeap`.
@@ -542,16 +550,9 @@ impl<O: Os> Context<O> {
 
 static LAST_GLOBAL_DECAY_MS: AtomicU64 = AtomicU64::new(0);
 
+/// Steps of the process-wide decay per purge delay: free memory goes back between one and
+/// `1 + 1/DECAY_STEPS` delays after it was freed, in cohorts of a quarter delay.
+pub(crate) const DECAY_STEPS: u64 = 4;
+
 /// Abandoned heaps the process-wide decay cleans up per round (see `decay_abandoned_heaps`).
 const DECAY_HEAPS_PER_ROUND: usize = 8;
-
-/// Milliseconds on the coarse monotonic clock (a vDSO read, no syscall).
-fn now_ms() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid timespec to write.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
-}

@@ -10,6 +10,7 @@ use crate::block::slab::{sentinel, State};
 use crate::heap::validate::check_heap;
 use crate::heap::{Heap, OwnedHeap};
 use crate::os::fake::FakeOs;
+use crate::os::Os;
 use crate::process::context::Context;
 use std::boxed::Box;
 use std::vec::Vec;
@@ -155,8 +156,8 @@ fn a_dead_heap_is_adopted_with_its_blocks() {
     }
     check(adopter);
     ctx.retire_heap(own(adopter));
-    // With no live block left, the heap still waits for adoption: its thread left it a
-    // warm reserve (a segment and resident spare slabs) for the next thread.
+    // With no live block left, the heap still waits for adoption: its thread left it
+    // its segments and resident spare slabs for the next thread.
     assert_eq!(ctx.heaps.lock().abandoned_count(), 1);
     assert!(ctx.os.live_bytes() > 256 * 1024);
     // Cleaning it up (as the decay does once it waited a whole delay, or a trim) empties it.
@@ -169,6 +170,75 @@ fn a_dead_heap_is_adopted_with_its_blocks() {
     ctx.segments.lock().drain(&ctx.os);
     // Only the heap chunk stays mapped: every segment went back to the OS.
     assert_eq!(ctx.os.live_bytes(), 256 * 1024);
+}
+
+#[test]
+fn a_thread_exit_purges_nothing() {
+    let ctx = new_context();
+    let heap = new_heap(ctx);
+    // 10 MiB of small blocks (three segments) and 8 MiB of medium ones, all freed: the
+    // heap holds spare slabs, unused segments and parked medium blocks.
+    let small: Vec<*mut u8> = (0..10_000).map(|_| alloc(ctx, heap, 1000)).collect();
+    let medium: Vec<*mut u8> = (0..40).map(|_| alloc(ctx, heap, 200 * 1024)).collect();
+    for &p in small.iter().chain(&medium) {
+        // SAFETY: each block is at least 1000 bytes.
+        unsafe { p.write_bytes(0x5A, 1000) };
+        free(ctx, heap, p);
+    }
+    let (purges, mapped) = (ctx.os.purge_calls(), ctx.os.live_bytes());
+    ctx.retire_heap(own(heap));
+    assert_eq!(ctx.os.purge_calls(), purges, "the exit purged memory");
+    assert_eq!(ctx.os.live_bytes(), mapped, "the exit unmapped memory");
+    // The next thread adopts it all, resident.
+    let adopter = new_heap(ctx);
+    assert_eq!(adopter, heap);
+    check(adopter);
+    // A trim still returns everything.
+    ctx.trim(Some(own(adopter)));
+    ctx.segments.lock().drain(&ctx.os);
+    assert!(ctx.os.live_bytes() <= (256 + 4096) as isize * 1024);
+}
+
+#[test]
+fn spare_slabs_are_purged_by_age_oldest_first() {
+    let ctx = new_context();
+    let heap = new_heap(ctx);
+    // The heap's clock follows the OS clock (read at its decay checks); set it here too, so
+    // the stamps do not wait for the next check.
+    let at = |ms: u64| {
+        ctx.os.advance_ms(ms);
+        own(heap).local().clock_ms = ctx.os.now_ms();
+    };
+    // Two batches of slabs, emptied 600 ms apart.
+    let batch = |n: usize| -> Vec<*mut u8> { (0..n).map(|_| alloc(ctx, heap, 1024)).collect() };
+    let first = batch(64 * 8);
+    let second = batch(64 * 8);
+    at(0);
+    for &p in &first {
+        free(ctx, heap, p);
+    }
+    at(600);
+    for &p in &second {
+        free(ctx, heap, p);
+    }
+    let spares = own(heap).local().dirty_spare.len();
+    assert!(spares >= 14, "both batches' slabs are spares: {spares}");
+    // 900 ms after the first batch, no slab has been a spare for 1000 ms.
+    at(300);
+    assert_eq!(own(heap).local().purge_old_spares(&ctx.os, 1000), 0);
+    // At 1000 ms the first batch has: only it goes.
+    at(100);
+    let purged = own(heap).local().purge_old_spares(&ctx.os, 1000);
+    assert!(
+        (7 * 64 * 1024..=8 * 64 * 1024).contains(&purged),
+        "{purged}"
+    );
+    let left = own(heap).local().dirty_spare.len();
+    assert!(left >= 7, "the young ones stay: {left}");
+    at(600);
+    own(heap).local().purge_old_spares(&ctx.os, 1000);
+    assert_eq!(own(heap).local().dirty_spare.len(), 0);
+    check(heap);
 }
 
 #[test]
@@ -401,14 +471,14 @@ fn an_abandoned_heap_is_cleaned_up_after_waiting_a_whole_decay() {
     // The first process-wide decay round after the exit leaves it (it may have been
     // abandoned a moment ago); the next one takes it out to be cleaned.
     ctx.heaps.lock().begin_decay_round();
-    assert!(ctx.heaps.lock().take_idle_abandoned().is_none());
+    assert!(ctx.heaps.lock().take_idle_abandoned(2).is_none());
     ctx.heaps.lock().begin_decay_round();
-    let taken = ctx.heaps.lock().take_idle_abandoned();
+    let taken = ctx.heaps.lock().take_idle_abandoned(2);
     assert_eq!(taken, Some(heap));
     // SAFETY: just taken out of the pool; nothing else uses it.
     unsafe { ctx.clean_up_abandoned(heap) };
     assert_eq!(ctx.heaps.lock().abandoned_count(), 0, "empty now, so free");
-    assert!(ctx.heaps.lock().take_idle_abandoned().is_none());
+    assert!(ctx.heaps.lock().take_idle_abandoned(2).is_none());
     ctx.segments.lock().drain(&ctx.os);
     assert!(ctx.os.live_bytes() < mapped);
     assert_eq!(ctx.os.live_bytes(), 256 * 1024);
@@ -432,7 +502,7 @@ fn a_decay_round_cleans_each_idle_heap_once() {
     ctx.heaps.lock().begin_decay_round();
     let mut cleaned = 0;
     while let Some(h) = {
-        let taken = ctx.heaps.lock().take_idle_abandoned();
+        let taken = ctx.heaps.lock().take_idle_abandoned(2);
         taken
     } {
         cleaned += 1;
