@@ -280,6 +280,7 @@ impl<O: Os> Context<O> {
             self.large.lock().trim(&self.os);
             self.decay_abandoned_heaps();
             crate::process::prof::blocks::trim();
+            crate::process::prof::on_decay_round();
         }
     }
 

@@ -95,12 +95,14 @@ pub struct BlockInfo {
     pub objects_fixed: u64,
     /// Its weight in bytes.
     pub bytes: u64,
+    /// When it was allocated (the profiler's clock, nanoseconds).
+    pub born_ns: u64,
 }
 
 #[repr(C)]
 struct BlockHeader {
     info: BlockInfo,
-    _reserved: [u64; 3],
+    _reserved: [u64; 2],
     /// `live_state(user)` while allocated, `freed_state(user)` after. Last, so that it is
     /// the word just below the user block.
     state: AtomicU64,
@@ -411,7 +413,7 @@ pub fn alloc(size: usize, align_bytes: usize, zero: bool, info: BlockInfo) -> Op
     unsafe {
         ((user - HEADER_BYTES) as *mut BlockHeader).write(BlockHeader {
             info,
-            _reserved: [0; 3],
+            _reserved: [0; 2],
             state: AtomicU64::new(live_state(user)),
         })
     };
@@ -625,6 +627,7 @@ mod tests {
             size: 0,
             objects_fixed: 1,
             bytes: 2,
+            born_ns: 3,
         }
     }
 
