@@ -144,11 +144,15 @@
         var name = frames[f].oxNode.name;
         if (!seen[name]) { seen[name] = 1; out.push('frame ' + id + ' ' + name); }
       }
-      // Zoom: the widest frame below the root that is not the whole view.
+      // Zoom: the widest frame below the root with at most 80% of the view (else the
+      // widest that is not the whole view).
       var pick = null;
-      for (var g = 0; g < frames.length; g++) {
-        var n = frames[g].oxNode;
-        if (n.depth >= 1 && n.bytes < graph.root.bytes && (!pick || n.bytes > pick.oxNode.bytes)) pick = frames[g];
+      for (var limit = 0.8; limit <= 1 && !pick; limit += 0.2) {
+        for (var g = 0; g < frames.length; g++) {
+          var n = frames[g].oxNode;
+          if (n.depth >= 1 && n.bytes < graph.root.bytes && n.bytes <= limit * graph.root.bytes &&
+              (!pick || n.bytes > pick.oxNode.bytes)) pick = frames[g];
+        }
       }
       if (!pick) {
         out.push('zoom ' + id + ' none');
