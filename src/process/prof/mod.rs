@@ -617,3 +617,20 @@ pub fn prof_dump(path: Option<&CStr>) -> Result<(), c_int> {
     let _errno = KeepErrno::new();
     dump::write(dump::Reason::Api, path.map(CStr::to_bytes))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statm_gives_the_resident_pages() {
+        assert_eq!(statm_resident_pages(b"12345 678 90 1 0 2 0\n"), 678);
+        assert_eq!(statm_resident_pages(b"1 0 0 0 0 0 0\n"), 0);
+        assert_eq!(statm_resident_pages(b"garbage"), 0);
+        assert_eq!(statm_resident_pages(b"1 2x 3"), 0);
+        assert_eq!(statm_resident_pages(b""), 0);
+        // This process's: resident, and a whole number of OS pages.
+        let resident = resident_bytes();
+        assert!(resident > 0 && resident % crate::os::OS_PAGE_BYTES as u64 == 0);
+    }
+}

@@ -431,7 +431,11 @@ fn chart(converted: &Converted<'_>, out: &mut String) {
             "<text class=\"tick\" x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{}</text>",
             x(t),
             height - bottom + 18.0,
-            human_duration(t as u64)
+            if i == 0 {
+                "0".to_string()
+            } else {
+                human_duration(t as u64)
+            }
         );
     }
     let polyline = |value: &dyn Fn(&Point) -> u64| {
