@@ -96,6 +96,8 @@ static inline double ox_prof_said(const struct ox_child *r, const char *key)
 struct ox_prof_stack {
     uint64_t alloc_samples, alloc_objects, alloc_bytes;
     uint64_t inuse_samples, inuse_objects, inuse_bytes;
+    uint64_t peak_samples, peak_objects, peak_bytes;
+    uint64_t short_samples, short_objects, short_bytes;
     int depth;
     uintptr_t pcs[OX_PROF_MAX_DEPTH];
 };
@@ -107,6 +109,12 @@ struct ox_prof_file {
     long long time;
     uint64_t interval;
     uint64_t total_alloc, total_live;
+    char cmdline[4096];
+    uint64_t elapsed_us, short_lived_us, peak_us, peak_bytes;
+    int npoints;
+    struct ox_prof_point {
+        uint64_t t_us, live_bytes, resident_bytes, allocated_bytes;
+    } points[2048];
     int nstacks;
     struct ox_prof_stack *stacks;
     size_t maps_lines;
@@ -170,7 +178,7 @@ static inline int ox_prof_read(const char *path, struct ox_prof_file *f, char *e
         return 0;
     }
     int ok = 0, lineno = 0, cap = 0;
-    uint64_t sum_alloc = 0, sum_live = 0;
+    uint64_t sum_alloc = 0, sum_live = 0, sum_peak = 0;
     char *line = text, *next;
     const char *stage = "header";
 #define PROF_FAIL(...)                                                         \
@@ -187,7 +195,7 @@ static inline int ox_prof_read(const char *path, struct ox_prof_file *f, char *e
         *next++ = '\0';
         uint64_t v;
         if (lineno == 1) {
-            if (strcmp(line, "oxprof-raw 1") != 0)
+            if (strcmp(line, "oxprof-raw 2") != 0)
                 PROF_FAIL("bad magic line '%s'", line);
         } else if (lineno == 2) {
             if (strncmp(line, "pid ", 4) != 0 || !ox_prof_number(line + 4, &v))
@@ -218,7 +226,37 @@ static inline int ox_prof_read(const char *path, struct ox_prof_file *f, char *e
             if (sscanf(line, "totals %31s %31s %c", a, b, &extra) != 2 ||
                 !ox_prof_number(a, &f->total_alloc) || !ox_prof_number(b, &f->total_live))
                 PROF_FAIL("bad totals line '%s'", line);
+        } else if (lineno == 8) {
+            if (strncmp(line, "cmdline ", 8) != 0)
+                PROF_FAIL("bad cmdline line '%.60s'", line);
+            snprintf(f->cmdline, sizeof f->cmdline, "%s", line + 8);
+        } else if (lineno == 9) {
+            if (strncmp(line, "elapsed ", 8) != 0 || !ox_prof_number(line + 8, &f->elapsed_us))
+                PROF_FAIL("bad elapsed line '%s'", line);
+        } else if (lineno == 10) {
+            if (strncmp(line, "short_lived ", 12) != 0 ||
+                !ox_prof_number(line + 12, &f->short_lived_us))
+                PROF_FAIL("bad short_lived line '%s'", line);
+        } else if (lineno == 11) {
+            char a[32], b[32], extra;
+            if (sscanf(line, "peak %31s %31s %c", a, b, &extra) != 2 ||
+                !ox_prof_number(a, &f->peak_us) || !ox_prof_number(b, &f->peak_bytes) ||
+                f->peak_us > f->elapsed_us)
+                PROF_FAIL("bad peak line '%s'", line);
             stage = "stacks";
+        } else if (strcmp(stage, "stacks") == 0 && f->nstacks == 0 &&
+                   strncmp(line, "point ", 6) == 0) {
+            if (f->npoints == (int)(sizeof f->points / sizeof f->points[0]))
+                PROF_FAIL("more than %d points", f->npoints);
+            struct ox_prof_point *p = &f->points[f->npoints];
+            char a[32], b[32], c[32], d[32], extra;
+            if (sscanf(line, "point %31s %31s %31s %31s %c", a, b, c, d, &extra) != 4 ||
+                !ox_prof_number(a, &p->t_us) || !ox_prof_number(b, &p->live_bytes) ||
+                !ox_prof_number(c, &p->resident_bytes) || !ox_prof_number(d, &p->allocated_bytes))
+                PROF_FAIL("bad point line '%s'", line);
+            if (f->npoints > 0 && p->t_us < f->points[f->npoints - 1].t_us)
+                PROF_FAIL("points out of time order");
+            f->npoints++;
         } else if (strcmp(stage, "stacks") == 0 && strcmp(line, "maps") == 0) {
             stage = "maps";
             f->maps = strdup(next);
@@ -233,10 +271,12 @@ static inline int ox_prof_read(const char *path, struct ox_prof_file *f, char *e
             }
             struct ox_prof_stack *s = &f->stacks[f->nstacks++];
             memset(s, 0, sizeof *s);
-            uint64_t *fields[6] = {&s->alloc_samples, &s->alloc_objects, &s->alloc_bytes,
-                                   &s->inuse_samples, &s->inuse_objects, &s->inuse_bytes};
+            uint64_t *fields[12] = {&s->alloc_samples, &s->alloc_objects, &s->alloc_bytes,
+                                    &s->inuse_samples, &s->inuse_objects, &s->inuse_bytes,
+                                    &s->peak_samples,  &s->peak_objects,  &s->peak_bytes,
+                                    &s->short_samples, &s->short_objects, &s->short_bytes};
             char *save, *tok = strtok_r(line + 6, " ", &save);
-            for (int i = 0; i < 6; i++) {
+            for (int i = 0; i < 12; i++) {
                 if (tok == NULL || !ox_prof_number(tok, fields[i]))
                     PROF_FAIL("bad counter %d in stack line", i);
                 tok = strtok_r(NULL, " ", &save);
@@ -254,8 +294,12 @@ static inline int ox_prof_read(const char *path, struct ox_prof_file *f, char *e
             if (strtok_r(NULL, " ", &save) != NULL)
                 PROF_FAIL("more addresses than the depth says");
             if (s->alloc_samples == 0 || s->inuse_samples > s->alloc_samples ||
-                s->inuse_bytes > s->alloc_bytes)
+                s->inuse_bytes > s->alloc_bytes || s->peak_samples > s->alloc_samples ||
+                s->peak_bytes > s->alloc_bytes ||
+                s->short_samples + s->inuse_samples > s->alloc_samples ||
+                s->short_bytes + s->inuse_bytes > s->alloc_bytes)
                 PROF_FAIL("inconsistent counters");
+            sum_peak += s->peak_bytes;
             sum_alloc += s->alloc_bytes;
             sum_live += s->inuse_bytes;
         } else {
@@ -268,6 +312,11 @@ static inline int ox_prof_read(const char *path, struct ox_prof_file *f, char *e
         PROF_FAIL("totals %llu %llu do not match the stacks (%llu %llu)",
                   (unsigned long long)f->total_alloc, (unsigned long long)f->total_live,
                   (unsigned long long)sum_alloc, (unsigned long long)sum_live);
+    if (sum_peak != f->peak_bytes)
+        PROF_FAIL("peak %llu does not match the stacks' peak bytes (%llu)",
+                  (unsigned long long)f->peak_bytes, (unsigned long long)sum_peak);
+    if (f->npoints == 0 && strcmp(f->reason, "exit") == 0)
+        PROF_FAIL("no timeline point in an exit dump");
     if (f->maps_lines < 5 || strstr(f->maps, "[stack]") == NULL)
         PROF_FAIL("the maps section is not /proc/self/maps");
     ok = 1;

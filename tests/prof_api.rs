@@ -67,7 +67,7 @@ fn prof_dump_writes_a_profile_with_the_callers_frames() {
         .unwrap();
     let text = std::fs::read_to_string(&path).unwrap();
     let mut lines = text.lines();
-    assert_eq!(lines.next(), Some("oxprof-raw 1"));
+    assert_eq!(lines.next(), Some("oxprof-raw 2"));
     assert!(text.contains("\nreason api\n") && text.contains("\ninterval 4096\n"));
     // 20,000 boxes of 200 bytes (4 MB) at a 4 KiB interval: about 1000 samples, and one
     // of the first frames of their stack lies in `allocate_here` (the allocator's entry
@@ -75,8 +75,10 @@ fn prof_dump_writes_a_profile_with_the_callers_frames() {
     let mut samples = 0u64;
     for line in text.lines().filter(|l| l.starts_with("stack ")) {
         let fields: Vec<&str> = line.split(' ').collect();
-        let depth: usize = fields[7].parse().unwrap();
-        let pcs: Vec<usize> = fields[8..8 + depth]
+        // Twelve counts (live, allocated, at the peak, short-lived), then the depth.
+        let depth: usize = fields[13].parse().unwrap();
+        assert_eq!(fields.len(), 14 + depth, "{line}");
+        let pcs: Vec<usize> = fields[14..14 + depth]
             .iter()
             .map(|pc| usize::from_str_radix(pc.trim_start_matches("0x"), 16).unwrap())
             .collect();

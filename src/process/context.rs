@@ -282,6 +282,7 @@ impl<O: Os> Context<O> {
                 .is_ok()
         {
             self.decay_process(delay);
+            crate::process::prof::on_decay_round();
         }
     }
 

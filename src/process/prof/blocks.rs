@@ -21,10 +21,13 @@
 //! without a search and only read inside the mapping.
 //!
 //! Slots are served from per-size free lists (links in the slot's first word) and carved
-//! from the current area of their size, under one lock: sampling is rare. A freed slot of
-//! 16 KiB or more gives its memory back to the OS (all but its first OS page), and a single
-//! area is unmapped. Each slot area counts its live slots; `malloc_trim` and the
-//! allocator's periodic decay unmap the areas that have none ([`trim`]). Alignments above
+//! from the current area of their size, under one lock: sampling is rare. A freed slot
+//! stays resident for the next sampled block of its size, as freed unsampled memory does;
+//! `malloc_trim` and the allocator's periodic decay ([`trim`]) give back the memory of the
+//! free slots of 16 KiB or more (all but their first OS page), unmap the slot areas that
+//! have no live slot, and unmap the freed single areas kept for reuse. (Purging each slot
+//! at its free made a program that frees and allocates blocks of 64 KiB to 1 MiB in a loop,
+//! nearly all sampled, fault every one in again.) Alignments above
 //! 2 MiB are not served here (the caller then does not sample).
 
 use crate::os::{Os, RealOs, OS_PAGE_BYTES};
@@ -41,10 +44,10 @@ const AREA_MAGIC: u64 = 0x6f78_7361_6d70_6c65; // "oxsample"
 const MIN_SLOT_SHIFT: u32 = 7;
 const MAX_SLOT_SHIFT: u32 = 20;
 const CLASS_COUNT: usize = (MAX_SLOT_SHIFT - MIN_SLOT_SHIFT + 1) as usize;
-/// Freed slots at least this large return their memory to the OS (all but the first OS
-/// page). Smaller ones stay resident for reuse: blocks that small are sampled with
-/// probability below 3.1% at the default interval, so their slots hold a small share of
-/// what the program once had live.
+/// Free slots at least this large return their memory to the OS at the decay (all but the
+/// first OS page). Smaller ones stay resident for reuse: blocks that small are sampled
+/// with probability below 3.1% at the default interval, so their slots hold a small share
+/// of what the program once had live.
 const PURGE_MIN_SLOT_BYTES: usize = 16 << 10;
 
 #[repr(C)]
@@ -95,12 +98,14 @@ pub struct BlockInfo {
     pub objects_fixed: u64,
     /// Its weight in bytes.
     pub bytes: u64,
+    /// When it was allocated (the profiler's clock, nanoseconds).
+    pub born_ns: u64,
 }
 
 #[repr(C)]
 struct BlockHeader {
     info: BlockInfo,
-    _reserved: [u64; 3],
+    _reserved: [u64; 2],
     /// `live_state(user)` while allocated, `freed_state(user)` after. Last, so that it is
     /// the word just below the user block.
     state: AtomicU64,
@@ -144,8 +149,8 @@ pub struct SlotClasses {
 }
 
 /// Freed single-block areas kept (see `SlotClasses::single`), and their bytes at most.
-const SINGLE_CACHE_SLOTS: usize = 4;
-const SINGLE_CACHE_MAX_BYTES: usize = 32 << 20;
+const SINGLE_CACHE_SLOTS: usize = 16;
+const SINGLE_CACHE_MAX_BYTES: usize = 128 << 20;
 
 impl SlotClasses {
     const fn new() -> Self {
@@ -294,6 +299,37 @@ impl SlotClasses {
         *head = slot;
     }
 
+    /// Gives back the memory of the free slots of [`PURGE_MIN_SLOT_BYTES`] or more not
+    /// purged yet (all but each slot's first OS page); returns the bytes purged.
+    fn purge_free_slots(&mut self) -> usize {
+        let mut purged = 0;
+        for (i, &head) in self.free.iter().enumerate() {
+            let slot_bytes = 1usize << (MIN_SLOT_SHIFT as usize + i);
+            if slot_bytes < PURGE_MIN_SLOT_BYTES {
+                continue;
+            }
+            let mut slot = head;
+            while slot != 0 {
+                // SAFETY: a free slot is ours and mapped; its first OS page (never purged)
+                // holds the link and the purged flag (written by `push`). Slots this large
+                // are page-aligned, and no block uses the memory past the first page.
+                unsafe {
+                    let flag = (slot + 8) as *mut usize;
+                    if *flag == 0 {
+                        RealOs.purge(
+                            NonNull::new_unchecked((slot + OS_PAGE_BYTES) as *mut u8),
+                            slot_bytes - OS_PAGE_BYTES,
+                        );
+                        *flag = 1;
+                        purged += slot_bytes - OS_PAGE_BYTES;
+                    }
+                    slot = *(slot as *const usize);
+                }
+            }
+        }
+        purged
+    }
+
     /// Unmaps the slot areas without a live block; returns the bytes given back.
     fn release_empty_areas(&mut self) -> usize {
         let mut released = 0;
@@ -352,11 +388,13 @@ impl SlotClasses {
     }
 }
 
-/// Gives the slot areas without a live sampled block back to the OS (from `malloc_trim`
-/// and the allocator's periodic decay); returns the bytes released.
+/// Gives back to the OS the memory of free slots, the slot areas without a live sampled
+/// block and the freed single areas (from `malloc_trim` and the allocator's periodic
+/// decay); returns the bytes released or purged.
 pub fn trim() -> usize {
     let mut slots = SLOTS.lock();
-    slots.release_empty_areas() + slots.release_singles()
+    // Empty areas go first: their free slots need no purge.
+    slots.release_empty_areas() + slots.purge_free_slots() + slots.release_singles()
 }
 
 /// A sampled block of `size` bytes at `align_bytes` (a power of two), zeroed if asked,
@@ -411,7 +449,7 @@ pub fn alloc(size: usize, align_bytes: usize, zero: bool, info: BlockInfo) -> Op
     unsafe {
         ((user - HEADER_BYTES) as *mut BlockHeader).write(BlockHeader {
             info,
-            _reserved: [0; 3],
+            _reserved: [0; 2],
             state: AtomicU64::new(live_state(user)),
         })
     };
@@ -598,20 +636,9 @@ pub fn free(addr: usize) -> Result<BlockInfo, FreeError> {
         };
         return Ok(info);
     }
-    let slot_bytes = g.end - g.slot;
-    let purge = slot_bytes >= PURGE_MIN_SLOT_BYTES;
-    if purge {
-        // SAFETY: the slot is ours and unused past its first OS page (which keeps the
-        // free-list words); page-aligned since slots this large are.
-        unsafe {
-            RealOs.purge(
-                NonNull::new_unchecked((g.slot + OS_PAGE_BYTES) as *mut u8),
-                slot_bytes - OS_PAGE_BYTES,
-            )
-        };
-    }
+    // The slot stays resident until the decay (see the module note).
     // SAFETY: the slot's block is freed and the slot has that size.
-    unsafe { SLOTS.lock().push(g.slot_shift, g.slot, purge) };
+    unsafe { SLOTS.lock().push(g.slot_shift, g.slot, false) };
     Ok(info)
 }
 
@@ -625,6 +652,7 @@ mod tests {
             size: 0,
             objects_fixed: 1,
             bytes: 2,
+            born_ns: 3,
         }
     }
 
@@ -719,6 +747,44 @@ mod tests {
         // The class still serves blocks afterwards.
         let again = alloc(200_000, 16, true, info(9)).expect("block");
         assert!(free(again.as_ptr() as usize).is_ok());
+    }
+
+    #[test]
+    fn freed_slots_are_reused_resident_and_purged_by_trim() {
+        // 64 KiB slots (no other test uses them); a second block keeps the area mapped.
+        let size = 40_000;
+        let keep = alloc(size, 16, false, info(1)).expect("block");
+        let p = alloc(size, 16, false, info(2)).expect("block");
+        // SAFETY: a live block of `size` bytes.
+        unsafe { p.as_ptr().write_bytes(0xab, size) };
+        assert!(free(p.as_ptr() as usize).is_ok());
+        // The next block of that size takes the freed slot, which stays resident (a purge
+        // at free would fault it in again).
+        let q = alloc(size, 16, false, info(3)).expect("block");
+        assert_eq!(q, p, "the freed slot is reused");
+        assert!(free(q.as_ptr() as usize).is_ok());
+        // The decay's trim gives back all but the slot's first OS page.
+        trim();
+        let r = alloc(size, 16, false, info(4)).expect("block");
+        assert_eq!(r, p);
+        let past_first_page = OS_PAGE_BYTES; // from the slot start, past the header
+                                             // SAFETY: a live block of `size` bytes; the offset lies inside it.
+        let bytes = unsafe {
+            core::slice::from_raw_parts(r.as_ptr().add(past_first_page), size - past_first_page)
+        };
+        assert!(bytes.iter().all(|&b| b == 0), "purged by the trim");
+        // calloc of a reused dirty slot is zeroed.
+        assert!(free(r.as_ptr() as usize).is_ok());
+        let z = alloc(size, 16, false, info(5)).expect("block");
+        // SAFETY: a live block of `size` bytes.
+        unsafe { z.as_ptr().write_bytes(0xcd, size) };
+        assert!(free(z.as_ptr() as usize).is_ok());
+        let zeroed = alloc(size, 16, true, info(6)).expect("block");
+        // SAFETY: a live block of `size` bytes.
+        let bytes = unsafe { core::slice::from_raw_parts(zeroed.as_ptr(), size) };
+        assert!(bytes.iter().all(|&b| b == 0));
+        assert!(free(zeroed.as_ptr() as usize).is_ok());
+        assert!(free(keep.as_ptr() as usize).is_ok());
     }
 
     #[test]

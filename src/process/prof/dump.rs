@@ -2,8 +2,8 @@
 //!
 //! A dump runs inside whatever call asked for it (an allocation's slow path, `exit`, the
 //! API), so it allocates nothing: the text is assembled in one stack buffer of 4 KiB and
-//! written with `write(2)`, to a temporary name that is renamed once complete. The stack
-//! table's lock is held while its lines are written; `/proc/self/maps` is copied after,
+//! written with `write(2)`, to a temporary name that is renamed once complete. The profile
+//! lock is held while the table's and the timeline's lines are written; `/proc/self/maps` is copied after,
 //! through the same buffer. About 7 KiB of stack in all.
 //!
 //! Errors come back as errno values; the automatic dumps turn them into one warning line
@@ -207,6 +207,60 @@ impl Out {
         }
     }
 
+    /// Appends `/proc/self/cmdline` with the arguments separated by spaces, each byte
+    /// outside `!`..`~` and each backslash written `\xNN` (at most 64 KiB of it).
+    fn cmdline(&mut self) {
+        // SAFETY: a path literal with its terminator.
+        let fd = unsafe {
+            libc::open(
+                c"/proc/self/cmdline".as_ptr(),
+                libc::O_RDONLY | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return;
+        }
+        let mut chunk = [0u8; 256];
+        let mut total = 0usize;
+        // The kernel ends every argument with a NUL: the last one is not a separator.
+        let mut pending_separator = false;
+        while self.error == 0 && total < 64 << 10 {
+            // SAFETY: reading into our chunk buffer, at most its length.
+            let n = unsafe { libc::read(fd, chunk.as_mut_ptr().cast(), chunk.len()) };
+            if n < 0 && errno() == libc::EINTR {
+                continue;
+            }
+            let Some(read) = usize::try_from(n).ok().filter(|&n| n > 0) else {
+                break;
+            };
+            total += read;
+            for &b in chunk.get(..read).unwrap_or(&[]) {
+                if pending_separator {
+                    self.push(b" ");
+                    pending_separator = false;
+                }
+                match b {
+                    0 => pending_separator = true,
+                    b'!'..=b'~' if b != b'\\' => {
+                        self.push(&[b]);
+                    }
+                    _ => {
+                        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+                        let escaped = [
+                            b'\\',
+                            b'x',
+                            DIGITS[usize::from(b >> 4)],
+                            DIGITS[usize::from(b & 15)],
+                        ];
+                        self.push(&escaped);
+                    }
+                }
+            }
+        }
+        // SAFETY: closing the descriptor opened above.
+        unsafe { libc::close(fd) };
+    }
+
     /// Appends `/proc/self/maps` verbatim.
     fn maps(&mut self) {
         self.flush();
@@ -342,40 +396,63 @@ fn write_profile(out: &mut Out, reason: Reason, pid: u32) {
     };
     // SAFETY: `now` is a valid timespec to write.
     unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut now) };
-    out.push(b"oxprof-raw 1\npid ").decimal(u64::from(pid));
+    let elapsed_us = super::now_ns() / 1000;
+    out.push(b"oxprof-raw 2\npid ").decimal(u64::from(pid));
     out.push(b"\nexe ").exe();
     out.push(b"\nreason ").push(reason.name());
     out.push(b"\ntime ").decimal(now.tv_sec.max(0) as u64);
     out.push(b"\ninterval ")
         .decimal(crate::config::prof_interval_bytes())
         .push(b"\n");
-    {
-        let profile = super::PROFILE.lock();
-        let (mut allocated, mut live) = (0u64, 0u64);
-        profile.stacks.for_each(|c, _| {
-            allocated = allocated.saturating_add(c.alloc_bytes);
-            live = live.saturating_add(c.inuse_bytes);
-        });
-        out.push(b"totals ")
-            .decimal(allocated)
-            .push(b" ")
-            .decimal(live)
-            .push(b"\n");
-        let objects = |fixed: u64| (fixed + (1 << (OBJECT_FIXED_SHIFT - 1))) >> OBJECT_FIXED_SHIFT;
-        profile.stacks.for_each(|c, pcs| {
-            out.push(b"stack ").decimal(c.alloc_samples).push(b" ");
-            out.decimal(objects(c.alloc_objects_fixed)).push(b" ");
-            out.decimal(c.alloc_bytes).push(b" ");
-            out.decimal(c.inuse_samples).push(b" ");
-            out.decimal(objects(c.inuse_objects_fixed)).push(b" ");
-            out.decimal(c.inuse_bytes).push(b" ");
-            out.decimal(pcs.len() as u64);
-            for &pc in pcs {
-                out.push(b" ").hex(pc);
-            }
-            out.push(b"\n");
-        });
+    let profile = super::PROFILE.lock();
+    let (mut allocated, mut live) = (0u64, 0u64);
+    profile.stacks.for_each(|c, _| {
+        allocated = allocated.saturating_add(c.alloc_bytes);
+        live = live.saturating_add(c.inuse_bytes);
+    });
+    out.push(b"totals ")
+        .decimal(allocated)
+        .push(b" ")
+        .decimal(live)
+        .push(b"\n");
+    out.push(b"cmdline ").cmdline();
+    out.push(b"\nelapsed ").decimal(elapsed_us);
+    out.push(b"\nshort_lived ")
+        .decimal(super::stacks::SHORT_LIVED_NS / 1000);
+    let (peak_bytes, peak_ns) = profile.stacks.peak();
+    out.push(b"\npeak ")
+        .decimal(peak_ns / 1000)
+        .push(b" ")
+        .decimal(peak_bytes)
+        .push(b"\n");
+    for p in profile.timeline.points() {
+        out.push(b"point ").decimal(p.t_ns / 1000).push(b" ");
+        out.decimal(p.live_bytes).push(b" ");
+        out.decimal(p.resident_bytes).push(b" ");
+        out.decimal(p.allocated_bytes).push(b"\n");
     }
+    let objects = |fixed: u64| (fixed + (1 << (OBJECT_FIXED_SHIFT - 1))) >> OBJECT_FIXED_SHIFT;
+    profile.stacks.for_each(|c, pcs| {
+        let peak = profile.stacks.peak_of(c);
+        out.push(b"stack ").decimal(c.alloc_samples).push(b" ");
+        out.decimal(objects(c.alloc_objects_fixed)).push(b" ");
+        out.decimal(c.alloc_bytes).push(b" ");
+        out.decimal(c.inuse_samples).push(b" ");
+        out.decimal(objects(c.inuse_objects_fixed)).push(b" ");
+        out.decimal(c.inuse_bytes).push(b" ");
+        out.decimal(peak.samples).push(b" ");
+        out.decimal(objects(peak.objects_fixed)).push(b" ");
+        out.decimal(peak.bytes).push(b" ");
+        out.decimal(c.short_samples).push(b" ");
+        out.decimal(objects(c.short_objects_fixed)).push(b" ");
+        out.decimal(c.short_bytes).push(b" ");
+        out.decimal(pcs.len() as u64);
+        for &pc in pcs {
+            out.push(b" ").hex(pc);
+        }
+        out.push(b"\n");
+    });
+    drop(profile);
     out.push(b"maps\n").maps();
 }
 

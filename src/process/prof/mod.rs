@@ -35,6 +35,7 @@ pub mod blocks;
 mod capture;
 mod dump;
 mod stacks;
+mod timeline;
 
 use crate::fatal;
 use crate::heap::sampler::{self, HeapSampler};
@@ -69,10 +70,11 @@ struct Triggers {
     live: u64,
 }
 
-/// The stack table and the dump triggers, under one lock.
+/// The stack table, the timeline and the dump triggers, under one lock.
 pub struct Profile {
     stacks: StackTable,
     triggers: Triggers,
+    timeline: timeline::Timeline,
 }
 
 /// The profile (a fork lock).
@@ -84,7 +86,97 @@ pub static PROFILE: Mutex<Profile> = Mutex::new(Profile {
         allocated: 0,
         live: 0,
     },
+    timeline: timeline::Timeline::new(),
 });
+
+/// `CLOCK_MONOTONIC` at start-up, in nanoseconds: the profile's times count from there.
+static START_NS: AtomicU64 = AtomicU64::new(0);
+
+/// `CLOCK_MONOTONIC` in nanoseconds (a vDSO read, no syscall, no allocation).
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec.max(0) as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec.max(0) as u64)
+}
+
+/// Nanoseconds since the profiler started.
+fn now_ns() -> u64 {
+    monotonic_ns().saturating_sub(START_NS.load(Ordering::Relaxed))
+}
+
+/// Resident bytes of the process, from `/proc/self/statm` (its second field, in OS
+/// pages), read into a stack buffer; 0 when it cannot be read.
+fn resident_bytes() -> u64 {
+    let _errno = KeepErrno::new();
+    // SAFETY: a path literal with its terminator; open does not allocate.
+    let fd = unsafe {
+        libc::open(
+            c"/proc/self/statm".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return 0;
+    }
+    let mut buf = [0u8; 128];
+    // SAFETY: reading at most `buf.len()` bytes into our buffer.
+    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    // SAFETY: closing the descriptor opened above.
+    unsafe { libc::close(fd) };
+    let text = buf.get(..usize::try_from(n).unwrap_or(0)).unwrap_or(&[]);
+    statm_resident_pages(text).saturating_mul(crate::os::OS_PAGE_BYTES as u64)
+}
+
+/// The second field of a `/proc/self/statm` line (resident pages); 0 if malformed.
+fn statm_resident_pages(text: &[u8]) -> u64 {
+    let mut fields = text.split(|&b| b == b' ');
+    let _size = fields.next();
+    let mut pages = 0u64;
+    for &b in fields.next().unwrap_or(&[]) {
+        if !b.is_ascii_digit() {
+            return 0;
+        }
+        pages = pages.saturating_mul(10).saturating_add(u64::from(b - b'0'));
+    }
+    pages
+}
+
+/// Adds a point to the timeline if one is due (`force`: whatever the step). Takes the
+/// profile lock twice, and reads the resident bytes between, outside it.
+fn timeline_tick(force: bool) {
+    let now = now_ns();
+    if PROFILE.lock().timeline.due(now, force) {
+        push_point(now);
+    }
+}
+
+/// Adds the timeline point reserved at `now` (reads the resident bytes first, outside the
+/// profile lock).
+fn push_point(now: u64) {
+    let resident_bytes = resident_bytes();
+    let mut profile = PROFILE.lock();
+    let point = timeline::Point {
+        t_ns: now,
+        live_bytes: profile.triggers.live,
+        resident_bytes,
+        allocated_bytes: profile.triggers.allocated,
+    };
+    profile.timeline.push(point);
+}
+
+/// The process-wide decay round (once per purge delay, from an allocation slow path with
+/// no lock of ours held): a timeline point, when one is due.
+pub fn on_decay_round() {
+    if STATE.load(Ordering::Acquire) == READY {
+        timeline_tick(false);
+    }
+}
 
 /// The sampler of threads that have no heap (before their first small allocation, or
 /// after their exit cleanup); its `busy` flag lets one such thread sample at a time.
@@ -137,12 +229,14 @@ fn start() {
     }
     // SAFETY: getpid has no preconditions.
     seed ^= unsafe { libc::getpid() } as u64;
+    START_NS.store(monotonic_ns(), Ordering::Relaxed);
     PROCESS_SEED.store(sampler::seed(seed), Ordering::Relaxed);
     blocks::init_secret(sampler::seed(seed ^ 0x5a5a_5a5a));
     capture::locate_own_code();
     let mut frames = [0usize; capture::MAX_DEPTH];
     capture::capture(&mut frames);
     extern "C" fn at_exit() {
+        timeline_tick(true);
         dump::write_or_warn(dump::Reason::Exit);
     }
     // SAFETY: registering a plain function, before `main`.
@@ -374,9 +468,10 @@ pub fn alloc_sampled(sample: &Sample, align_bytes: usize, zero: bool) -> Option<
         size: sample.size,
         objects_fixed: sample.weight.objects_fixed,
         bytes: sample.weight.bytes,
+        born_ns: now_ns(),
     };
     let block = blocks::alloc(sample.size, align_bytes, zero, info)?;
-    recount(None, Some(info));
+    recount(None, Some(info), false);
     poll();
     Some(block)
 }
@@ -399,43 +494,54 @@ pub fn resize_sampled(
             size: new_size,
             objects_fixed: s.weight.objects_fixed,
             bytes: s.weight.bytes,
+            born_ns: now_ns(),
         },
         None => blocks::BlockInfo {
             stack: stacks::UNCOUNTED,
             size: new_size,
             objects_fixed: 0,
             bytes: 0,
+            born_ns: 0,
         },
     };
     let (block, old) = blocks::resize(ptr as usize, new_size, align_bytes, info)?;
-    recount(Some(old), sample.map(|_| info));
+    recount(Some(old), sample.map(|_| info), false);
     poll();
     Some(block)
 }
 
-/// Takes a block that was counted as `old` out of the live counts, and counts one as
-/// `new`; asks for the dumps this makes due.
-fn recount(old: Option<blocks::BlockInfo>, new: Option<blocks::BlockInfo>) {
+/// Takes a block that was counted as `old` out of the live counts (`freed`: by a free,
+/// which counts it as short-lived when it lived less than `SHORT_LIVED_NS`), and counts one
+/// as `new`; asks for the dumps this makes due, and adds a timeline point when one is.
+fn recount(old: Option<blocks::BlockInfo>, new: Option<blocks::BlockInfo>, freed: bool) {
     let interval = crate::config::prof_interval_bytes();
-    let due = {
+    let now = now_ns();
+    let (due, point_due) = {
         let mut profile = PROFILE.lock();
+        let point_due = profile.timeline.due(now, false);
         if let Some(old) = old {
-            profile.stacks.remove(old.stack, weight_of(&old));
+            let short_lived = freed && now.saturating_sub(old.born_ns) < stacks::SHORT_LIVED_NS;
+            profile
+                .stacks
+                .remove(old.stack, weight_of(&old), short_lived);
             profile.triggers.live = profile.triggers.live.saturating_sub(old.bytes);
         }
         match new {
             Some(new) => {
-                profile.stacks.add(new.stack, weight_of(&new));
+                profile.stacks.add(new.stack, weight_of(&new), now);
                 let t = &mut profile.triggers;
                 t.allocated = t.allocated.saturating_add(new.bytes);
                 t.live = t.live.saturating_add(new.bytes);
-                dumps_due(t, interval)
+                (dumps_due(t, interval), point_due)
             }
-            None => 0,
+            None => (0, point_due),
         }
     };
     if due != 0 {
         PENDING.fetch_or(due, Ordering::Relaxed);
+    }
+    if point_due {
+        push_point(now);
     }
 }
 
@@ -493,7 +599,7 @@ fn poll() {
 /// a pointer that is not a live sampled block is reported as fatal.
 pub fn free_sampled(addr: usize, call: &str) {
     match blocks::free(addr) {
-        Ok(info) => recount(Some(info), None),
+        Ok(info) => recount(Some(info), None, true),
         Err(blocks::FreeError::DoubleFree) => {
             fatal::bad_pointer(call, "double free or corruption", addr)
         }
@@ -510,4 +616,21 @@ pub fn prof_dump(path: Option<&CStr>) -> Result<(), c_int> {
     }
     let _errno = KeepErrno::new();
     dump::write(dump::Reason::Api, path.map(CStr::to_bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statm_gives_the_resident_pages() {
+        assert_eq!(statm_resident_pages(b"12345 678 90 1 0 2 0\n"), 678);
+        assert_eq!(statm_resident_pages(b"1 0 0 0 0 0 0\n"), 0);
+        assert_eq!(statm_resident_pages(b"garbage"), 0);
+        assert_eq!(statm_resident_pages(b"1 2x 3"), 0);
+        assert_eq!(statm_resident_pages(b""), 0);
+        // This process's: resident, and a whole number of OS pages.
+        let resident = resident_bytes();
+        assert!(resident > 0 && resident % crate::os::OS_PAGE_BYTES as u64 == 0);
+    }
 }

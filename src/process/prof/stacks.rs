@@ -12,6 +12,15 @@
 //! whose stack could not be taken.
 //!
 //! The table lives under one lock (`super::PROFILE`); sampling is rare enough for that.
+//!
+//! The peak snapshot: what each stack held live at the moment the table's live bytes were
+//! highest, kept as the peak moves at O(1) per sample, without copying the table. The
+//! table numbers its peaks (`peak_gen`, one more at each new high); a stack's counters
+//! remember the generation at which they last saved their live counts (`saved_gen`).
+//! Before a stack's live counts change, a stack whose `saved_gen` is not the current one
+//! copies its live counts into its peak counts (they have not changed since that peak) and
+//! takes the current generation. Its value at the peak is then its peak counts when
+//! `saved_gen` is the current generation, its live counts otherwise.
 
 use super::capture::MAX_DEPTH;
 use crate::heap::sampler::Weight;
@@ -46,9 +55,52 @@ pub struct Counters {
     pub inuse_objects_fixed: u64,
     /// Estimated live bytes.
     pub inuse_bytes: u64,
+    /// Live counts saved at the table's peak (see the module note; read through
+    /// [`StackTable::peak_of`]).
+    peak: Live,
+    /// The peak generation at which `peak` was saved.
+    saved_gen: u64,
+    /// Sampled blocks freed within [`SHORT_LIVED_NS`] of their allocation, and their
+    /// estimated objects and bytes.
+    pub short_samples: u64,
+    pub short_objects_fixed: u64,
+    pub short_bytes: u64,
 }
 
+/// Live counts of one stack: sampled blocks, estimated objects (fixed point) and bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Live {
+    pub samples: u64,
+    pub objects_fixed: u64,
+    pub bytes: u64,
+}
+
+/// A sampled block freed within this long of its allocation is counted as short-lived.
+pub const SHORT_LIVED_NS: u64 = 1_000_000;
+
 impl Counters {
+    fn live(&self) -> Live {
+        Live {
+            samples: self.inuse_samples,
+            objects_fixed: self.inuse_objects_fixed,
+            bytes: self.inuse_bytes,
+        }
+    }
+
+    /// Saves the live counts as the peak's before they change (see the module note).
+    fn save_for_peak(&mut self, gen: u64) {
+        if self.saved_gen != gen {
+            self.peak = self.live();
+            self.saved_gen = gen;
+        }
+    }
+
+    fn count_short_lived(&mut self, w: Weight) {
+        self.short_samples += 1;
+        self.short_objects_fixed = self.short_objects_fixed.saturating_add(w.objects_fixed);
+        self.short_bytes = self.short_bytes.saturating_add(w.bytes);
+    }
+
     fn add(&mut self, w: Weight) {
         self.alloc_samples += 1;
         self.alloc_objects_fixed = self.alloc_objects_fixed.saturating_add(w.objects_fixed);
@@ -81,6 +133,12 @@ pub struct StackTable {
     len: usize,
     map_failed: bool,
     other: Counters,
+    /// Sum of the live bytes of every stack.
+    live_bytes: u64,
+    /// The highest `live_bytes` so far, when it was reached, and its generation.
+    peak_live_bytes: u64,
+    peak_ns: u64,
+    peak_gen: u64,
 }
 
 // SAFETY: the table owns its mapping; it is only reached through the profile lock, so one
@@ -117,7 +175,20 @@ impl StackTable {
                 inuse_samples: 0,
                 inuse_objects_fixed: 0,
                 inuse_bytes: 0,
+                peak: Live {
+                    samples: 0,
+                    objects_fixed: 0,
+                    bytes: 0,
+                },
+                saved_gen: 0,
+                short_samples: 0,
+                short_objects_fixed: 0,
+                short_bytes: 0,
             },
+            live_bytes: 0,
+            peak_live_bytes: 0,
+            peak_ns: 0,
+            peak_gen: 0,
         }
     }
 
@@ -166,7 +237,11 @@ impl StackTable {
                 let entry = unsafe { &mut *self.entries.add(self.len) };
                 entry.hash = h;
                 entry.depth = pcs.len();
-                entry.counters = Counters::default();
+                // Not live at any earlier peak: its peak counts (zero) are current.
+                entry.counters = Counters {
+                    saved_gen: self.peak_gen,
+                    ..Counters::default()
+                };
                 for (dst, &src) in entry.pcs.iter_mut().zip(pcs) {
                     *dst = src;
                 }
@@ -203,18 +278,51 @@ impl StackTable {
         (i < self.len).then(|| unsafe { &mut (*self.entries.add(i)).counters })
     }
 
-    /// Counts a sample of stack `id`.
-    pub fn add(&mut self, id: StackId, w: Weight) {
-        if let Some(c) = self.counters_mut(id) {
-            c.add(w);
+    /// Counts a sample of stack `id`, taken at `now_ns`; a new high of the live bytes
+    /// becomes the peak.
+    pub fn add(&mut self, id: StackId, w: Weight, now_ns: u64) {
+        let gen = self.peak_gen;
+        let Some(c) = self.counters_mut(id) else {
+            return;
+        };
+        c.save_for_peak(gen);
+        c.add(w);
+        self.live_bytes = self.live_bytes.saturating_add(w.bytes);
+        if self.live_bytes > self.peak_live_bytes {
+            // Every stack's live counts are now its peak counts.
+            self.peak_live_bytes = self.live_bytes;
+            self.peak_ns = now_ns;
+            self.peak_gen += 1;
         }
     }
 
-    /// Takes a freed sampled block of stack `id` out of the live counts.
-    pub fn remove(&mut self, id: StackId, w: Weight) {
-        if let Some(c) = self.counters_mut(id) {
-            c.remove(w);
+    /// Takes a freed sampled block of stack `id` out of the live counts; `short_lived`:
+    /// it was freed soon after its allocation.
+    pub fn remove(&mut self, id: StackId, w: Weight, short_lived: bool) {
+        let gen = self.peak_gen;
+        let Some(c) = self.counters_mut(id) else {
+            return;
+        };
+        c.save_for_peak(gen);
+        c.remove(w);
+        if short_lived {
+            c.count_short_lived(w);
         }
+        self.live_bytes = self.live_bytes.saturating_sub(w.bytes);
+    }
+
+    /// What a stack with counters `c` held live at the peak.
+    pub fn peak_of(&self, c: &Counters) -> Live {
+        if c.saved_gen == self.peak_gen {
+            c.peak
+        } else {
+            c.live()
+        }
+    }
+
+    /// The peak: estimated live bytes and when (the `now_ns` of the sample that reached it).
+    pub fn peak(&self) -> (u64, u64) {
+        (self.peak_live_bytes, self.peak_ns)
     }
 
     /// Calls `f` with the counters and the addresses of every stack with samples, the
@@ -255,10 +363,10 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(t.find_or_insert(&[1, 2, 3]), a);
         assert_eq!(t.find_or_insert(&[]), OTHER);
-        t.add(a, w(100));
-        t.add(a, w(50));
-        t.add(b, w(7));
-        t.remove(a, w(100));
+        t.add(a, w(100), 1);
+        t.add(a, w(50), 2);
+        t.add(b, w(7), 3);
+        t.remove(a, w(100), false);
         let mut seen = Vec::new();
         t.for_each(|c, pcs| seen.push((pcs.to_vec(), *c)));
         assert_eq!(seen.len(), 2);
@@ -279,7 +387,7 @@ mod tests {
         assert_eq!(t.find_or_insert(&[0xdead, 7]), OTHER);
         // Known stacks are still found.
         assert_eq!(t.find_or_insert(&[5, 7]), 5);
-        t.add(OTHER, w(9));
+        t.add(OTHER, w(9), 0);
         let mut first = None;
         t.for_each(|c, pcs| {
             if first.is_none() {
@@ -287,5 +395,55 @@ mod tests {
             }
         });
         assert_eq!(first, Some((0, 9)));
+    }
+
+    /// Each stack's addresses and live bytes at the peak.
+    type Snapshot = Vec<(Vec<usize>, u64)>;
+
+    /// The peak snapshot, and the peak itself.
+    fn peak_bytes(t: &StackTable) -> (Snapshot, (u64, u64)) {
+        let mut seen = Vec::new();
+        t.for_each(|c, pcs| seen.push((pcs.to_vec(), t.peak_of(c).bytes)));
+        (seen, t.peak())
+    }
+
+    #[test]
+    fn the_peak_snapshot_follows_the_highest_live_bytes() {
+        let mut t = StackTable::new();
+        let (a, b, c) = (
+            t.find_or_insert(&[1]),
+            t.find_or_insert(&[2]),
+            t.find_or_insert(&[3]),
+        );
+        t.add(a, w(100), 10);
+        t.add(b, w(50), 20); // live 150: the peak so far
+        t.remove(a, w(100), true); // live 50
+        t.add(c, w(80), 30); // live 130: below the peak
+        let (seen, peak) = peak_bytes(&t);
+        assert_eq!(peak, (150, 20));
+        assert_eq!(
+            seen,
+            vec![(vec![1], 100), (vec![2], 50), (vec![3], 0)],
+            "the state at the first peak"
+        );
+        // A stack first seen after the peak holds nothing in it.
+        let d = t.find_or_insert(&[4]);
+        t.add(d, w(10), 35); // live 140
+        assert_eq!(peak_bytes(&t).0[3], (vec![4], 0));
+        // Changes after the peak, then a new one: the snapshot is the state at the new one.
+        t.remove(b, w(50), false); // live 90
+        t.add(a, w(200), 40); // live 290: new peak
+        t.add(b, w(5), 50); // live 295: new peak again
+        t.remove(c, w(80), false); // live 215
+        let (seen, peak) = peak_bytes(&t);
+        assert_eq!(peak, (295, 50));
+        assert_eq!(
+            seen,
+            vec![(vec![1], 200), (vec![2], 5), (vec![3], 80), (vec![4], 10)]
+        );
+        // The live counts are untouched by all this; one short-lived block was counted.
+        let mut live = Vec::new();
+        t.for_each(|c, _| live.push((c.inuse_bytes, c.short_samples, c.short_bytes)));
+        assert_eq!(live, vec![(200, 1, 100), (5, 0, 0), (0, 0, 0), (10, 0, 0)]);
     }
 }

@@ -1,17 +1,34 @@
-//! Converts one raw profile into its four outputs.
+//! Converts one raw profile into its outputs.
 //!
 //! Every distinct return address is symbolized once (`Converted`); the writers then read
-//! the names from there. The outputs land beside each other as `X.pb.gz`, `X.folded`,
-//! `X.svg` and `X.leaks.txt` for an input `X.raw`.
+//! the names from there. The outputs land beside each other for an input `X.raw`:
+//! `X.html` (the report), `X.pb.gz`, `X.peak.folded`, `X.alloc.folded`, `X.live.folded`
+//! (one per view; no peak for a version-1 file) and `X.leaks.txt`. A process that
+//! allocated almost nothing (fewer than [`TINY_SAMPLES`] samples: a shell wrapper,
+//! `uname`) gets none of them when the caller asks to skip such processes; the index
+//! still lists it.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use crate::html::{self, Summary};
 use crate::pprof::{self, OTHER_STACKS};
 use crate::raw::{self, RawProfile, RawStack};
+use crate::report::{self, View};
 use crate::symbolize::{Location, Symbolizer};
-use crate::{flame, report};
+
+/// A profile with fewer samples than this is too small to draw.
+pub const TINY_SAMPLES: u64 = 10;
+
+/// What converting one file gave.
+pub struct Converted1 {
+    /// The files written, the page first when there is one.
+    pub written: Vec<PathBuf>,
+    /// The folder they went to.
+    pub out_dir: PathBuf,
+    pub summary: Summary,
+}
 
 /// A raw profile with every address it mentions symbolized.
 pub struct Converted<'a> {
@@ -89,13 +106,14 @@ fn base_name(input: &Path) -> String {
     }
 }
 
-/// Converts `input`, writing into `out_dir` (the input's own folder when `None`).
-/// Returns the paths written.
+/// Converts `input`, writing into `out_dir` (the input's own folder when `None`); with
+/// `skip_tiny`, a profile of fewer than [`TINY_SAMPLES`] samples is only summarized.
 pub fn convert_file(
     input: &Path,
     out_dir: Option<&Path>,
     symbolizer: &mut Symbolizer,
-) -> Result<Vec<PathBuf>, ConvertError> {
+    skip_tiny: bool,
+) -> Result<Converted1, ConvertError> {
     let io_error = |path: &Path| {
         let path = path.to_path_buf();
         move |error| ConvertError::Io { path, error }
@@ -124,21 +142,52 @@ pub fn convert_file(
         PathBuf::from(name)
     };
 
+    let raw_name = input
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let samples: u64 = profile.stacks.iter().map(|s| s.alloc_samples).sum();
+    if skip_tiny && samples < TINY_SAMPLES {
+        // Nothing to symbolize or draw: the summary needs only the counts.
+        let converted = Converted {
+            profile: &profile,
+            locations: HashMap::new(),
+        };
+        return Ok(Converted1 {
+            written: Vec::new(),
+            out_dir,
+            summary: Summary::of(&converted, raw_name, None),
+        });
+    }
+
     let converted = Converted::new(&profile, symbolizer);
+    let page_path = output(".html");
     let pprof_path = output(".pb.gz");
     let pprof = pprof::encode_gzipped(&converted, symbolizer).map_err(io_error(&pprof_path))?;
-    let outputs = [
+    let mut outputs = vec![
+        (page_path.clone(), html::page(&converted).into_bytes()),
         (pprof_path, pprof),
-        (output(".folded"), report::folded(&converted).into_bytes()),
-        (output(".svg"), flame::svg(&converted)),
-        (output(".leaks.txt"), report::leaks(&converted).into_bytes()),
     ];
+    for view in View::ALL {
+        if view.available(&profile) {
+            let path = output(&format!(".{}.folded", view.id()));
+            outputs.push((path, report::folded(&converted, view).into_bytes()));
+        }
+    }
+    outputs.push((output(".leaks.txt"), report::leaks(&converted).into_bytes()));
     let mut written = Vec::new();
     for (path, data) in outputs {
         std::fs::write(&path, data).map_err(io_error(&path))?;
         written.push(path);
     }
-    Ok(written)
+    let page_name = page_path
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned());
+    Ok(Converted1 {
+        written,
+        out_dir,
+        summary: Summary::of(&converted, raw_name, page_name),
+    })
 }
 
 /// The `totals` line is a checksum of the stack lines; a mismatch is worth a note but

@@ -1,8 +1,10 @@
 //! `oxprof`: converts the raw heap profiles that oxmalloc writes (`OXMALLOC_PROF=1`) into
-//! a pprof profile, collapsed stacks, a flame graph and a report of live blocks.
+//! an HTML report per process (memory over time, flame graphs and top stacks of the peak,
+//! the allocations and the leaks), an index of the processes, a pprof profile, collapsed
+//! stacks and a report of live blocks.
 //!
 //! ```text
-//! oxprof convert [--out OUTDIR] INPUT...
+//! oxprof convert [--out OUTDIR] [--quiet] INPUT...
 //! ```
 //!
 //! Exit status: 0 when every input converted, 1 when an input was malformed or could
@@ -11,26 +13,34 @@
 #![forbid(unsafe_code)]
 
 mod convert;
-mod flame;
+mod html;
 mod pprof;
 mod raw;
 mod report;
 mod symbolize;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 const USAGE: &str = "\
-usage: oxprof convert [--out OUTDIR] INPUT...
+usage: oxprof convert [--out OUTDIR] [--quiet] INPUT...
 
 Converts oxmalloc's raw heap profiles. INPUT is a raw file (oxprof.<pid>.<seq>.raw,
 oxprof.<pid>.exit.raw) or a folder of them. For each X.raw it writes, into OUTDIR
 (default: the folder of X.raw):
 
-  X.pb.gz      pprof profile:     go tool pprof -http=: X.pb.gz
-  X.folded     collapsed stacks of live bytes (speedscope, flamegraph.pl, inferno)
-  X.svg        flame graph of live bytes: open it in a browser
-  X.leaks.txt  live blocks grouped by stack, largest first (at exit: the leaks)
+  X.html          the report: open it in a browser (memory over time; flame graphs
+                  and top stacks of the peak, of all allocations and of the leaks)
+  X.pb.gz         pprof profile:     go tool pprof -http=: X.pb.gz
+  X.peak.folded   collapsed stacks (speedscope, flamegraph.pl, inferno): live at the peak,
+  X.alloc.folded  allocated since start,
+  X.live.folded   live at the dump (at exit: the leaks)
+  X.leaks.txt     live blocks grouped by stack, largest first (at exit: the leaks)
+
+and index.html, the processes biggest first. Processes with fewer than 10 samples
+(a shell wrapper, `uname`) found in a folder are listed there only.
+--quiet prints only the report to open.
 
 Addresses are named from the ELF symbol tables and DWARF of the files in the
 process's maps (separate debug files under /usr/lib/debug are used too), so run
@@ -44,6 +54,7 @@ enum Usage {
     Convert {
         out_dir: Option<PathBuf>,
         inputs: Vec<PathBuf>,
+        quiet: bool,
     },
 }
 
@@ -54,6 +65,7 @@ fn parse_args(args: &[String]) -> Result<Usage, String> {
         Some("convert") => {
             let mut out_dir = None;
             let mut inputs = Vec::new();
+            let mut quiet = false;
             let mut rest = args[1..].iter();
             let mut options_done = false;
             while let Some(arg) = rest.next() {
@@ -63,6 +75,7 @@ fn parse_args(args: &[String]) -> Result<Usage, String> {
                         let dir = rest.next().ok_or("--out needs a folder")?;
                         out_dir = Some(PathBuf::from(dir));
                     }
+                    "--quiet" | "-q" if !options_done => quiet = true,
                     "--" if !options_done => options_done = true,
                     flag if flag.starts_with("--out=") && !options_done => {
                         out_dir = Some(PathBuf::from(&flag["--out=".len()..]));
@@ -76,16 +89,20 @@ fn parse_args(args: &[String]) -> Result<Usage, String> {
             if inputs.is_empty() {
                 return Err("convert needs at least one INPUT".to_string());
             }
-            Ok(Usage::Convert { out_dir, inputs })
+            Ok(Usage::Convert {
+                out_dir,
+                inputs,
+                quiet,
+            })
         }
         Some(other) => Err(format!("unknown command `{other}`")),
     }
 }
 
-/// The raw files of a folder, in name order; a file stands for itself.
-fn expand_input(input: &Path) -> Result<Vec<PathBuf>, String> {
+/// The raw files of a folder, in name order; a file stands for itself. True for a folder.
+fn expand_input(input: &Path) -> Result<(Vec<PathBuf>, bool), String> {
     if !input.is_dir() {
-        return Ok(vec![input.to_path_buf()]);
+        return Ok((vec![input.to_path_buf()], false));
     }
     let entries =
         std::fs::read_dir(input).map_err(|error| format!("{}: {error}", input.display()))?;
@@ -100,17 +117,88 @@ fn expand_input(input: &Path) -> Result<Vec<PathBuf>, String> {
     if files.is_empty() {
         return Err(format!("{}: no .raw files in this folder", input.display()));
     }
-    Ok(files)
+    Ok((files, true))
+}
+
+/// The profile that stands for each process in the index: its exit dump, else its last.
+fn one_per_process(summaries: Vec<html::Summary>) -> Vec<html::Summary> {
+    let rank = |s: &html::Summary| {
+        (
+            s.raw.ends_with(".exit.raw"),
+            s.reason == "exit",
+            s.raw.clone(),
+        )
+    };
+    let mut by_pid: BTreeMap<u64, html::Summary> = BTreeMap::new();
+    for summary in summaries {
+        let better = match by_pid.get(&summary.pid) {
+            None => true,
+            Some(kept) => rank(&summary) > rank(kept),
+        };
+        if better {
+            by_pid.insert(summary.pid, summary);
+        }
+    }
+    by_pid.into_values().collect()
+}
+
+/// Writes `index.html` into each output folder and says what to open.
+fn write_indexes(results: Vec<(PathBuf, html::Summary)>) -> bool {
+    let mut by_dir: BTreeMap<PathBuf, Vec<html::Summary>> = BTreeMap::new();
+    for (dir, summary) in results {
+        by_dir.entry(dir).or_default().push(summary);
+    }
+    let mut ok = true;
+    for (dir, summaries) in by_dir {
+        let summaries = one_per_process(summaries);
+        let index = dir.join("index.html");
+        if let Err(error) = std::fs::write(&index, html::index(&summaries)) {
+            eprintln!("oxprof: {}: {error}", index.display());
+            ok = false;
+            continue;
+        }
+        let biggest = summaries
+            .iter()
+            .filter(|s| s.page.is_some())
+            .max_by_key(|s| s.size_key());
+        match biggest {
+            Some(s) => println!(
+                "oxprof: open {} ({}: peak {}, allocated {})",
+                dir.join(s.page.as_deref().unwrap_or_default()).display(),
+                s.program(),
+                s.peak_bytes
+                    .map(report::human_bytes)
+                    .unwrap_or_else(|| "?".to_string()),
+                report::human_bytes(s.alloc_bytes)
+            ),
+            None => println!(
+                "oxprof: no process allocated enough to draw a report (see {})",
+                index.display()
+            ),
+        }
+        if summaries.len() > 1 {
+            println!(
+                "oxprof: all {} processes, biggest first: {}",
+                summaries.len(),
+                index.display()
+            );
+        }
+    }
+    ok
 }
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (out_dir, inputs) = match parse_args(&args) {
+    let (out_dir, inputs, quiet) = match parse_args(&args) {
         Ok(Usage::Help) => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
         }
-        Ok(Usage::Convert { out_dir, inputs }) => (out_dir, inputs),
+        Ok(Usage::Convert {
+            out_dir,
+            inputs,
+            quiet,
+        }) => (out_dir, inputs, quiet),
         Err(message) => {
             eprintln!("oxprof: {message}\n\n{USAGE}");
             return ExitCode::from(2);
@@ -119,9 +207,10 @@ fn main() -> ExitCode {
 
     let mut failed = false;
     let mut symbolizer = symbolize::Symbolizer::new();
+    let mut results = Vec::new();
     for input in &inputs {
-        let files = match expand_input(input) {
-            Ok(files) => files,
+        let (files, folder) = match expand_input(input) {
+            Ok(found) => found,
             Err(message) => {
                 eprintln!("oxprof: {message}");
                 failed = true;
@@ -129,11 +218,14 @@ fn main() -> ExitCode {
             }
         };
         for file in files {
-            match convert::convert_file(&file, out_dir.as_deref(), &mut symbolizer) {
-                Ok(written) => {
-                    for path in written {
-                        println!("oxprof: wrote {}", path.display());
+            match convert::convert_file(&file, out_dir.as_deref(), &mut symbolizer, folder) {
+                Ok(done) => {
+                    if !quiet {
+                        for path in &done.written {
+                            println!("oxprof: wrote {}", path.display());
+                        }
                     }
+                    results.push((done.out_dir, done.summary));
                 }
                 Err(error) => {
                     eprintln!("oxprof: {error}");
@@ -141,6 +233,9 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+    if !results.is_empty() && !write_indexes(results) {
+        failed = true;
     }
     if failed {
         ExitCode::from(1)
@@ -160,7 +255,12 @@ mod tests {
     #[test]
     fn parses_the_command_line() {
         match parse_args(&args(&["convert", "--out", "o", "a.raw", "dir"])) {
-            Ok(Usage::Convert { out_dir, inputs }) => {
+            Ok(Usage::Convert {
+                out_dir,
+                inputs,
+                quiet,
+            }) => {
+                assert!(!quiet);
                 assert_eq!(out_dir, Some(PathBuf::from("o")));
                 assert_eq!(inputs, vec![PathBuf::from("a.raw"), PathBuf::from("dir")]);
             }

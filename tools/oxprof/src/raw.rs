@@ -1,9 +1,11 @@
-//! Reads a raw heap profile, format version 1, as oxmalloc's library writes it.
+//! Reads a raw heap profile, format version 1 or 2, as oxmalloc's library writes it.
 //!
-//! The format is line-oriented ASCII: a fixed header (`oxprof-raw 1`, `pid`, `exe`,
-//! `reason`, `time`, `interval`, `totals`, in that order), one `stack` line per
-//! allocation stack, then a `maps` line followed by the verbatim `/proc/self/maps` of the
-//! process to the end of the file. The parser is strict about that order so that a file
+//! The format is line-oriented ASCII: a fixed header (`oxprof-raw N`, `pid`, `exe`,
+//! `reason`, `time`, `interval`, `totals`, in that order; version 2 adds `cmdline`,
+//! `elapsed`, `short_lived`, `peak` and then the timeline's `point` lines), one `stack`
+//! line per allocation stack (version 2: with the peak and short-lived counts), then a
+//! `maps` line followed by the verbatim `/proc/self/maps` of the process to the end of the
+//! file. The parser is strict about that order so that a file
 //! from another program, or one cut short, is rejected with the number of the line at
 //! fault rather than turned into a plausible but wrong profile.
 //!
@@ -15,7 +17,8 @@ use std::fmt;
 
 /// The first line of every version-1 file.
 const MAGIC: &str = "oxprof-raw";
-const VERSION: u64 = 1;
+const OLDEST_VERSION: u64 = 1;
+const VERSION: u64 = 2;
 
 /// One parsed raw profile.
 #[derive(Debug, Clone)]
@@ -30,8 +33,37 @@ pub struct RawProfile {
     pub interval_bytes: u64,
     pub total_alloc_bytes: u64,
     pub total_live_bytes: u64,
+    /// Version 2 and later: what version 1 files lack.
+    pub extra: Option<Extra>,
     pub stacks: Vec<RawStack>,
     pub maps: Vec<MapEntry>,
+}
+
+/// The lines version 2 added.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Extra {
+    /// The process's arguments (decoded; empty when unknown).
+    pub cmdline: Vec<String>,
+    /// Microseconds from the profiler's start to the dump.
+    pub elapsed_us: u64,
+    /// A sampled block freed within this many microseconds counts as short-lived.
+    pub short_lived_us: u64,
+    /// When live bytes were highest (microseconds since start), and their estimate.
+    pub peak_us: u64,
+    pub peak_bytes: u64,
+    /// Live and resident bytes over time, oldest first.
+    pub points: Vec<Point>,
+}
+
+/// One point of the timeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Point {
+    /// Microseconds since the profiler's start.
+    pub t_us: u64,
+    pub live_bytes: u64,
+    /// Resident bytes of the process (0: unknown).
+    pub resident_bytes: u64,
+    pub allocated_bytes: u64,
 }
 
 /// One allocation stack with its estimates (see the format note for their meaning).
@@ -43,6 +75,14 @@ pub struct RawStack {
     pub inuse_samples: u64,
     pub inuse_objects: u64,
     pub inuse_bytes: u64,
+    /// Live at the peak (version 1: zero).
+    pub peak_samples: u64,
+    pub peak_objects: u64,
+    pub peak_bytes: u64,
+    /// Freed soon after their allocation (version 1: zero).
+    pub short_samples: u64,
+    pub short_objects: u64,
+    pub short_bytes: u64,
     /// Return addresses, innermost first. Empty for the "[other stacks]" overflow entry.
     pub pcs: Vec<u64>,
 }
@@ -193,11 +233,12 @@ pub fn parse(text: &str) -> Result<RawProfile, ParseError> {
             "not an oxprof raw profile (the first line must be `oxprof-raw 1`)",
         )
     })?;
-    if parse_number(version, "version", 1)? != VERSION {
+    let version = parse_number(version, "version", 1)?;
+    if !(OLDEST_VERSION..=VERSION).contains(&version) {
         return Err(error(
             1,
             format!(
-                "format version {version} is not supported (this oxprof reads version {VERSION})"
+                "format version {version} is not supported (this oxprof reads versions {OLDEST_VERSION} to {VERSION})"
             ),
         ));
     }
@@ -210,6 +251,21 @@ pub fn parse(text: &str) -> Result<RawProfile, ParseError> {
     let time_secs = lines.expect_numbers("time", 1)?[0];
     let interval_bytes = lines.expect_numbers("interval", 1)?[0];
     let totals = lines.expect_numbers("totals", 2)?;
+    let mut extra = None;
+    if version >= 2 {
+        let cmdline = decode_cmdline(lines.expect("cmdline")?);
+        let elapsed_us = lines.expect_numbers("elapsed", 1)?[0];
+        let short_lived_us = lines.expect_numbers("short_lived", 1)?[0];
+        let peak = lines.expect_numbers("peak", 2)?;
+        extra = Some(Extra {
+            cmdline,
+            elapsed_us,
+            short_lived_us,
+            peak_us: peak[0],
+            peak_bytes: peak[1],
+            points: Vec::new(),
+        });
+    }
 
     let mut stacks = Vec::new();
     loop {
@@ -222,7 +278,12 @@ pub fn parse(text: &str) -> Result<RawProfile, ParseError> {
         if line == "maps" {
             break;
         }
-        stacks.push(parse_stack(line, lines.number)?);
+        match (line.strip_prefix("point "), extra.as_mut()) {
+            (Some(rest), Some(extra)) if stacks.is_empty() => {
+                extra.points.push(parse_point(rest, lines.number)?);
+            }
+            _ => stacks.push(parse_stack(line, lines.number, version)?),
+        }
     }
 
     let maps_line = lines.number;
@@ -251,15 +312,71 @@ pub fn parse(text: &str) -> Result<RawProfile, ParseError> {
         interval_bytes,
         total_alloc_bytes: totals[0],
         total_live_bytes: totals[1],
+        extra,
         stacks,
         maps,
     })
 }
 
+/// `point <t_us> <live_bytes> <resident_bytes> <allocated_bytes>` (after the keyword).
+fn parse_point(rest: &str, number: usize) -> Result<Point, ParseError> {
+    let fields: Vec<&str> = rest.split(' ').collect();
+    if fields.len() != 4 {
+        return Err(error(
+            number,
+            format!("`point` takes 4 numbers, found {}", fields.len()),
+        ));
+    }
+    let mut values = [0u64; 4];
+    for (value, field) in values.iter_mut().zip(&fields) {
+        *value = parse_number(field, "point", number)?;
+    }
+    Ok(Point {
+        t_us: values[0],
+        live_bytes: values[1],
+        resident_bytes: values[2],
+        allocated_bytes: values[3],
+    })
+}
+
+/// The arguments of a `cmdline` line: separated by spaces, `\xNN` for any other byte.
+pub fn decode_cmdline(text: &str) -> Vec<String> {
+    if text.is_empty() {
+        return Vec::new();
+    }
+    text.split(' ')
+        .map(|arg| {
+            let mut bytes = Vec::with_capacity(arg.len());
+            let raw = arg.as_bytes();
+            let mut i = 0;
+            while i < raw.len() {
+                let escaped = raw
+                    .get(i..i + 4)
+                    .filter(|s| s.starts_with(b"\\x"))
+                    .and_then(|s| std::str::from_utf8(&s[2..]).ok())
+                    .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+                match escaped {
+                    Some(b) => {
+                        bytes.push(b);
+                        i += 4;
+                    }
+                    None => {
+                        bytes.push(raw[i]);
+                        i += 1;
+                    }
+                }
+            }
+            String::from_utf8_lossy(&bytes).into_owned()
+        })
+        .collect()
+}
+
 /// `stack <alloc_samples> <alloc_objects> <alloc_bytes> <inuse_samples> <inuse_objects>
-/// <inuse_bytes> <depth> <pc0> ... <pc(depth-1)>`
-fn parse_stack(line: &str, number: usize) -> Result<RawStack, ParseError> {
-    const COUNTS: usize = 7;
+/// <inuse_bytes> [version 2: <peak_samples> <peak_objects> <peak_bytes> <short_samples>
+/// <short_objects> <short_bytes>] <depth> <pc0> ... <pc(depth-1)>`
+fn parse_stack(line: &str, number: usize, version: u64) -> Result<RawStack, ParseError> {
+    const MOST_COUNTS: usize = 13;
+    let counts_len = if version >= 2 { MOST_COUNTS } else { 7 };
     let Some(rest) = line.strip_prefix("stack ") else {
         return Err(error(
             number,
@@ -267,28 +384,28 @@ fn parse_stack(line: &str, number: usize) -> Result<RawStack, ParseError> {
         ));
     };
     let fields: Vec<&str> = rest.split(' ').collect();
-    if fields.len() < COUNTS {
+    if fields.len() < counts_len {
         return Err(error(
             number,
             format!(
-                "`stack` takes at least {COUNTS} numbers, found {}",
+                "`stack` takes at least {counts_len} numbers, found {}",
                 fields.len()
             ),
         ));
     }
-    let mut counts = [0u64; COUNTS];
-    for (slot, field) in counts.iter_mut().zip(&fields) {
+    let mut counts = [0u64; MOST_COUNTS];
+    for (slot, field) in counts.iter_mut().zip(&fields[..counts_len]) {
         *slot = parse_number(field, "stack", number)?;
     }
-    let depth = counts[6];
-    let pcs_found = fields.len() - COUNTS;
+    let depth = counts[counts_len - 1];
+    let pcs_found = fields.len() - counts_len;
     if u64::try_from(pcs_found) != Ok(depth) {
         return Err(error(
             number,
             format!("stack depth is {depth} but {pcs_found} addresses follow"),
         ));
     }
-    let pcs = fields[COUNTS..]
+    let pcs = fields[counts_len..]
         .iter()
         .map(|field| parse_number(field, "stack address", number))
         .collect::<Result<Vec<u64>, ParseError>>()?;
@@ -299,6 +416,12 @@ fn parse_stack(line: &str, number: usize) -> Result<RawStack, ParseError> {
         inuse_samples: counts[3],
         inuse_objects: counts[4],
         inuse_bytes: counts[5],
+        peak_samples: if version >= 2 { counts[6] } else { 0 },
+        peak_objects: if version >= 2 { counts[7] } else { 0 },
+        peak_bytes: if version >= 2 { counts[8] } else { 0 },
+        short_samples: if version >= 2 { counts[9] } else { 0 },
+        short_objects: if version >= 2 { counts[10] } else { 0 },
+        short_bytes: if version >= 2 { counts[11] } else { 0 },
         pcs,
     })
 }
@@ -421,8 +544,8 @@ maps
         assert!(error_of("hello\n")
             .message
             .contains("not an oxprof raw profile"));
-        let v2 = GOOD.replace("oxprof-raw 1", "oxprof-raw 2");
-        assert!(error_of(&v2).message.contains("version 2 is not supported"));
+        let v3 = GOOD.replace("oxprof-raw 1", "oxprof-raw 3");
+        assert!(error_of(&v3).message.contains("version 3 is not supported"));
     }
 
     #[test]
@@ -447,6 +570,76 @@ maps
         let e = error_of(&GOOD[..GOOD.find("stack 1").unwrap()]);
         assert!(e.message.contains("truncated"), "{e}");
         assert_eq!(e.line, 9);
+    }
+
+    const GOOD_V2: &str = "oxprof-raw 2
+pid 42
+exe /usr/bin/prog
+reason exit
+time 1700000000
+interval 524288
+totals 3000 1000
+cmdline prog -c print(\\x22a\\x20b\\x22)  \\x5cx
+elapsed 2500000
+short_lived 1000
+peak 1200000 2500
+point 10000 500 4096000 500
+point 1200000 2500 8192000 2600
+stack 2 2 2000 1 1 1000 2 2 2000 1 1 1000 2 0x401234 0x401100
+stack 1 1 1000 0 0 0 1 1 500 0 0 0 0
+maps
+00400000-00402000 r-xp 00000000 08:01 1234                               /usr/bin/prog
+";
+
+    #[test]
+    fn parses_version_2() {
+        let profile = parse(GOOD_V2).expect("valid file");
+        let extra = profile.extra.as_ref().expect("version 2 lines");
+        assert_eq!(
+            extra.cmdline,
+            vec!["prog", "-c", "print(\"a b\")", "", "\\x"]
+        );
+        assert_eq!((extra.elapsed_us, extra.short_lived_us), (2_500_000, 1000));
+        assert_eq!((extra.peak_us, extra.peak_bytes), (1_200_000, 2500));
+        assert_eq!(extra.points.len(), 2);
+        assert_eq!(
+            extra.points[1],
+            Point {
+                t_us: 1_200_000,
+                live_bytes: 2500,
+                resident_bytes: 8_192_000,
+                allocated_bytes: 2600
+            }
+        );
+        let s = &profile.stacks[0];
+        assert_eq!((s.peak_samples, s.peak_objects, s.peak_bytes), (2, 2, 2000));
+        assert_eq!(
+            (s.short_samples, s.short_objects, s.short_bytes),
+            (1, 1, 1000)
+        );
+        assert_eq!(s.pcs, vec![0x401234, 0x401100]);
+        assert!(profile.stacks[1].pcs.is_empty());
+        assert_eq!(profile.stacks[1].peak_bytes, 500);
+        // Version 1 has none of it.
+        assert!(parse(GOOD).expect("valid").extra.is_none());
+        // A version-1 stack line in a version-2 file is cut short.
+        let short = GOOD_V2.replace(
+            "stack 1 1 1000 0 0 0 1 1 500 0 0 0 0",
+            "stack 1 1 1000 0 0 0 0",
+        );
+        assert!(
+            error_of(&short).message.contains("at least 13"),
+            "{}",
+            error_of(&short)
+        );
+        // Points come before the stacks, and have four numbers.
+        let late = GOOD_V2.replace("maps\n", "point 1 2 3 4\nmaps\n");
+        assert_eq!(error_of(&late).line, 16);
+        let bad = GOOD_V2.replace("point 10000 500 4096000 500", "point 10000 500");
+        assert!(error_of(&bad).message.contains("4 numbers"));
+        // Every header line is required, in order.
+        let missing = GOOD_V2.replace("short_lived 1000\n", "");
+        assert!(error_of(&missing).message.contains("expected `short_lived"));
     }
 
     #[test]

@@ -1,28 +1,74 @@
-//! The two text outputs: collapsed stacks (`X.folded`) and the live-block report
-//! (`X.leaks.txt`).
+//! The text outputs: collapsed stacks, one file per view (`X.peak.folded`,
+//! `X.alloc.folded`, `X.live.folded`), and the live-block report (`X.leaks.txt`).
 //!
 //! Collapsed stacks are the format of flamegraph.pl's `stackcollapse` tools, which
 //! inferno, speedscope and many others read: `root;caller;…;leaf <count>` per line.
-//! Here the count is live bytes; stacks with none are left out; lines are ordered by
-//! bytes, largest first (flame graph tools sort for themselves).
+//! Here the count is the view's bytes; stacks with none are left out; lines are ordered
+//! by bytes, largest first (flame graph tools sort for themselves).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use crate::convert::Converted;
-use crate::raw::RawStack;
+use crate::raw::{RawProfile, RawStack};
+
+/// What a flame graph, a folded file or a table counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum View {
+    /// Live at the moment live bytes were highest.
+    Peak,
+    /// Allocated since start.
+    Alloc,
+    /// Live at the dump (at exit: the leaks).
+    Live,
+}
+
+impl View {
+    pub const ALL: [View; 3] = [View::Peak, View::Alloc, View::Live];
+
+    /// The name in file names and in the page.
+    pub fn id(self) -> &'static str {
+        match self {
+            View::Peak => "peak",
+            View::Alloc => "alloc",
+            View::Live => "live",
+        }
+    }
+
+    /// False for the peak of a version-1 file, which does not record it.
+    pub fn available(self, profile: &RawProfile) -> bool {
+        self != View::Peak || profile.extra.is_some()
+    }
+
+    pub fn bytes(self, stack: &RawStack) -> u64 {
+        match self {
+            View::Peak => stack.peak_bytes,
+            View::Alloc => stack.alloc_bytes,
+            View::Live => stack.inuse_bytes,
+        }
+    }
+
+    pub fn objects(self, stack: &RawStack) -> u64 {
+        match self {
+            View::Peak => stack.peak_objects,
+            View::Alloc => stack.alloc_objects,
+            View::Live => stack.inuse_objects,
+        }
+    }
+}
 
 /// Frame names in a collapsed line cannot hold the separators.
 fn folded_frame(name: &str) -> String {
     name.replace(';', ":").replace(['\n', '\r'], " ")
 }
 
-/// Collapsed stacks with live bytes, root first, largest first. Stacks that symbolize to
-/// the same names are merged.
-pub fn folded_lines(converted: &Converted<'_>) -> Vec<(String, u64)> {
+/// Collapsed stacks with the view's bytes, root first, largest first. Stacks that
+/// symbolize to the same names are merged.
+pub fn folded_lines(converted: &Converted<'_>, view: View) -> Vec<(String, u64)> {
     let mut merged: HashMap<String, u64> = HashMap::new();
     for stack in &converted.profile.stacks {
-        if stack.inuse_bytes == 0 {
+        let bytes = view.bytes(stack);
+        if bytes == 0 {
             continue;
         }
         let names: Vec<String> = converted
@@ -30,16 +76,16 @@ pub fn folded_lines(converted: &Converted<'_>) -> Vec<(String, u64)> {
             .iter()
             .map(|name| folded_frame(name))
             .collect();
-        *merged.entry(names.join(";")).or_insert(0) += stack.inuse_bytes;
+        *merged.entry(names.join(";")).or_insert(0) += bytes;
     }
     let mut lines: Vec<(String, u64)> = merged.into_iter().collect();
     lines.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     lines
 }
 
-pub fn folded(converted: &Converted<'_>) -> String {
+pub fn folded(converted: &Converted<'_>, view: View) -> String {
     let mut out = String::new();
-    for (stack, bytes) in folded_lines(converted) {
+    for (stack, bytes) in folded_lines(converted, view) {
         let _ = writeln!(out, "{stack} {bytes}");
     }
     out

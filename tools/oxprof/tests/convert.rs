@@ -162,7 +162,7 @@ fn folded_and_leak_report_are_ordered_with_totals() {
     let raw = write(&dir, "p.raw", &raw_profile(&sample_stacks()));
     convert(&raw, &dir);
 
-    let folded = std::fs::read_to_string(dir.join("p.folded")).unwrap();
+    let folded = std::fs::read_to_string(dir.join("p.live.folded")).unwrap();
     let expected = format!("{ROOT};{MIDDLE} 30000\n{ROOT};{MIDDLE};{LEAF} 4000\n0x10 100\n");
     assert_eq!(folded, expected);
 
@@ -199,23 +199,23 @@ fn folded_and_leak_report_are_ordered_with_totals() {
 }
 
 #[test]
-fn flame_graph_is_xml_with_the_frames() {
-    let dir = scratch_dir("svg");
+fn a_version_1_file_has_no_peak_view() {
+    let dir = scratch_dir("v1-views");
     let raw = write(&dir, "p.raw", &raw_profile(&sample_stacks()));
     convert(&raw, &dir);
-    let titles = xml_titles(&dir.join("p.svg"));
-    for name in [LEAF, MIDDLE, ROOT, "0x10"] {
-        assert!(
-            titles
-                .iter()
-                .any(|title| title.starts_with(&format!("{name} ("))),
-            "no frame {name} in {titles:?}"
-        );
-    }
-    assert!(
-        titles.iter().any(|t| t.starts_with("all (34,100 bytes")),
-        "{titles:?}"
+    assert!(!dir.join("p.peak.folded").exists());
+    let alloc = std::fs::read_to_string(dir.join("p.alloc.folded")).unwrap();
+    let expected = format!(
+        "{ROOT};{MIDDLE} 50000\n{ROOT};{MIDDLE};{LEAF} 10000\n[other stacks] 3000\n{ROOT};{LEAF} 700\n0x10 100\n"
     );
+    assert_eq!(alloc, expected);
+    let page = std::fs::read_to_string(dir.join("p.html")).unwrap();
+    assert!(
+        page.contains("No timeline"),
+        "a version-1 file has no timeline"
+    );
+    assert!(!page.contains("data-view=\"peak\""));
+    assert!(page.contains("data-view=\"alloc\"") && page.contains("data-view=\"live\""));
 }
 
 #[test]
@@ -228,12 +228,16 @@ fn a_dump_without_live_blocks_still_gives_every_output() {
         &raw_profile(&[format!("stack 1 1 100 0 0 0 1 {leaf:#x}")]),
     );
     convert(&raw, &dir);
-    assert_eq!(std::fs::read_to_string(dir.join("e.folded")).unwrap(), "");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("e.live.folded")).unwrap(),
+        ""
+    );
     let leaks = std::fs::read_to_string(dir.join("e.leaks.txt")).unwrap();
     assert!(
         leaks.ends_with("total: 0 bytes (0 B) in 0 objects, from 0 sampled blocks in 0 stacks\n")
     );
-    xml_titles(&dir.join("e.svg"));
+    let page = std::fs::read_to_string(dir.join("e.html")).unwrap();
+    assert!(page.contains("No leaks: no sampled block was live at exit."));
     assert_eq!(
         read_profile(&dir.join("e.pb.gz")).totals(),
         vec![1, 100, 0, 0]
@@ -254,9 +258,23 @@ fn folders_convert_every_raw_file_beside_it() {
         String::from_utf8_lossy(&output.stderr)
     );
     let stdout = String::from_utf8(output.stdout).unwrap();
-    assert_eq!(stdout.lines().count(), 8, "{stdout}");
+    // Five files each (no peak in version 1), then the report to open.
+    assert_eq!(stdout.lines().count(), 11, "{stdout}");
+    let page = dir.join("oxprof.7.exit.html");
+    assert!(
+        stdout.ends_with(&format!("oxprof: open {} (", page.display()))
+            || stdout.contains(&format!("oxprof: open {} (", page.display())),
+        "the exit dump stands for the process: {stdout}"
+    );
+    assert!(dir.join("index.html").is_file());
     for base in ["oxprof.7.0000", "oxprof.7.exit"] {
-        for suffix in [".pb.gz", ".folded", ".svg", ".leaks.txt"] {
+        for suffix in [
+            ".html",
+            ".pb.gz",
+            ".alloc.folded",
+            ".live.folded",
+            ".leaks.txt",
+        ] {
             let path = dir.join(format!("{base}{suffix}"));
             assert!(path.is_file(), "{} missing", path.display());
             assert!(stdout.contains(&path.display().to_string()));
@@ -329,7 +347,7 @@ fn usage_errors_exit_2_and_help_exits_0() {
     let help = oxprof(&["--help"]);
     assert!(help.status.success());
     assert!(String::from_utf8_lossy(&help.stdout)
-        .starts_with("usage: oxprof convert [--out OUTDIR] INPUT..."));
+        .starts_with("usage: oxprof convert [--out OUTDIR] [--quiet] INPUT..."));
 }
 
 #[test]
