@@ -15,6 +15,7 @@
 # and the script exits non-zero if any run failed.
 #
 # Environment: CC (default cc), CXX (default g++), CFLAGS (added to the build flags),
+# OXTEST_EXCLUDE (names of tests not to run, separated by spaces),
 # OXTEST_ALLOW_GLIBC=1 (tests accept a malloc that is not oxmalloc's; only for
 # developing the tests), OXTEST_VERBOSE=1 (show every test's output).
 
@@ -123,6 +124,7 @@ for src in "${sources[@]}"; do
         for o in "${only[@]}"; do [ "$o" = "$name" ] && want=1; done
         [ $want -eq 1 ] || continue
     fi
+    case " ${OXTEST_EXCLUDE:-} " in *" $name "*) continue ;; esac
 
     linked="$out/$name.linked"
     plain="$out/$name.plain"

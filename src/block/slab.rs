@@ -122,6 +122,9 @@ pub struct Slab {
     pub remote_free: AtomicUsize,
     /// Link on the heap's pending stack (written by the remote freer that queues the slab).
     pub next_pending: AtomicPtr<Slab>,
+    /// How many times the slab was assigned to a class (the hardened mode tells blocks
+    /// it freed in this assignment from what an earlier one left in the memory).
+    pub generation: AtomicU32,
 }
 
 /// Padding that puts the fields remote freers touch on the second cache line.
@@ -195,6 +198,7 @@ impl Slab {
             block_bytes: AtomicU32::new(0),
             remote_free: AtomicUsize::new(0),
             next_pending: AtomicPtr::new(ptr::null_mut()),
+            generation: AtomicU32::new(0),
         }
     }
 
@@ -250,6 +254,10 @@ impl Slab {
         self.block_bytes
             .store(block_bytes as u32, Ordering::Relaxed);
         self.remote_free.store(0, Ordering::Relaxed);
+        // Only the owner assigns: a plain increment, no read-modify-write.
+        let generation = self.generation.load(Ordering::Relaxed);
+        self.generation
+            .store(generation.wrapping_add(1), Ordering::Relaxed);
         crate::stats::held_add(SLAB_BYTES);
     }
 

@@ -15,8 +15,11 @@
 //!   size with the trailer's.
 //! - Small blocks are zeroed at `free` and wait in a per-thread quarantine
 //!   ([`SMALL_SLOTS`] blocks, at most [`SMALL_QUARANTINE_BYTES`]) before their memory goes
-//!   back to the slab; when one leaves it, it must still read as zeros, or a write after
-//!   free is reported. They are zeroed when handed out, too (`malloc` returns zeros).
+//!   back to the slab; when one is handed out again it must still read as zeros (but for
+//!   its free-list link), or a write after free is reported. Checking there rather than
+//!   when it leaves the quarantine reads the block when the program is about to use it
+//!   anyway (measured: the check at eviction missed the cache on every block). Blocks are
+//!   zeroed when handed out, too (`malloc` returns zeros).
 //! - Medium and huge blocks are made inaccessible at `free` (all OS pages of the block but
 //!   the one holding the trailer) and wait in a per-thread quarantine ([`BIG_SLOTS`]
 //!   blocks, at most [`BIG_QUARANTINE_BYTES`]): a read or write after free faults.
@@ -32,6 +35,7 @@
 use crate::block::buddy::BuddyArena;
 use crate::block::large::Large;
 use crate::block::segment::SegmentHeader;
+use crate::block::size_class;
 use crate::block::slab::Slab;
 use crate::fatal;
 use crate::heap::{Heap, OwnedHeap};
@@ -57,7 +61,7 @@ pub const ZERO_SLOTS: usize = 1 << 16;
 const ZERO_SLOT_BYTES: usize = 16;
 const ZERO_REGION_BYTES: usize = ZERO_SLOTS * ZERO_SLOT_BYTES;
 const ZERO_WORDS: usize = ZERO_SLOTS / 64;
-/// The size a freed block's trailer seals.
+/// The size a freed block's trailer seals (with the slab's generation: see `freed`).
 const FREED: usize = usize::MAX;
 
 const DOUBLE_FREE: &str = "double free";
@@ -181,6 +185,20 @@ fn seal(addr: usize, size: usize) -> usize {
     size ^ secret() ^ mix(addr)
 }
 
+/// What a freed block's trailer holds: FREED sealed, with the generation of its slab (0
+/// for medium and huge blocks), so that a trailer left in the memory by an earlier
+/// assignment of the slab, to another size class, is not taken for one of this one.
+fn freed(addr: usize, generation: u32) -> usize {
+    seal(addr, FREED ^ generation as usize)
+}
+
+/// The generation of the slab holding the small block at `addr`.
+fn generation_of(addr: usize) -> u32 {
+    let slab = SegmentHeader::slab_of(SegmentHeader::of(addr), addr);
+    // SAFETY: `addr` is a block of a live slab (callers); `generation` is atomic.
+    unsafe { (*slab).generation.load(Ordering::Relaxed) }
+}
+
 /// The canary byte of the block at `addr` (never zero).
 fn canary(addr: usize) -> u8 {
     ((secret() ^ mix(addr)) >> 40) as u8 | 1
@@ -275,28 +293,62 @@ pub fn alloc(size: usize, align_bytes: usize, zero: bool) -> *mut u8 {
         return ptr::null_mut();
     };
     let st = state();
-    let Some((p, zeroed)) = with_heap(st, |h| CTX.alloc_with(h, total, align_bytes)) else {
+    if let Some(class) = size_class::class_for_aligned(total, align_bytes) {
+        let p = with_heap(st, |h| Some(CTX.alloc_small(h, class))).unwrap_or(ptr::null_mut());
+        if p.is_null() {
+            return p;
+        }
+        let usable = class.block_bytes();
+        // SAFETY: `p` is a fresh small block of `usable >= size + 8` bytes.
+        unsafe {
+            reuse_small(p, size, usable);
+            seal_block(p, size, usable);
+        }
+        return p;
+    }
+    let Some((p, zeroed)) = with_heap(st, |h| CTX.alloc_big(Some(h), total, align_bytes)) else {
         return ptr::null_mut();
     };
     let p = p.as_ptr();
-    let addr = p as usize;
-    let (usable, small) = match region_map::kind_of(addr) {
-        Kind::Slab => {
-            let slab = SegmentHeader::slab_of(SegmentHeader::of(addr), addr);
-            // SAFETY: the region map says the segment is live; `block_bytes` is atomic.
-            let bytes = unsafe { (*slab).block_bytes.load(Ordering::Relaxed) } as usize;
-            (bytes, true)
-        }
-        _ => (CTX.usable_size(p, "malloc"), false),
-    };
+    let usable = CTX.usable_size(p, "malloc");
     // SAFETY: `p` is a fresh block of `usable >= size + 8` bytes.
     unsafe {
-        if (small || zero) && !zeroed {
+        if zero && !zeroed {
             p.write_bytes(0, size);
         }
         seal_block(p, size, usable);
     }
     p
+}
+
+/// Makes the first `size` bytes of the small block at `p` (`usable` bytes, just taken
+/// from its slab) read as zeros. A block this mode freed before (its trailer still says
+/// FREED: the same size class, the same trailer position) was zeroed then, and only its
+/// free-list link and cookie (the first 16 bytes) were written since: any other byte that
+/// is not zero was written after free, which is reported. Other blocks (never handed out,
+/// or from a slab of another class before) are zeroed.
+///
+/// # Safety
+/// `p` must be a small block just taken from its slab, with `usable >= size + 8` bytes.
+unsafe fn reuse_small(p: *mut u8, size: usize, usable: usize) {
+    let addr = p as usize;
+    // SAFETY: the trailer and the words checked lie inside the block (caller).
+    unsafe {
+        let trailer = p
+            .add(usable - TRAILER_BYTES)
+            .cast::<usize>()
+            .read_unaligned();
+        if trailer != freed(addr, generation_of(addr)) {
+            p.write_bytes(0, size);
+            return;
+        }
+        let words = (usable - TRAILER_BYTES) / 8;
+        let body = core::slice::from_raw_parts(p.cast::<usize>().add(2), words - 2);
+        if body.iter().fold(0, |acc, &w| acc | w) != 0 {
+            fatal::bad_pointer("malloc", AFTER_FREE, addr);
+        }
+        p.cast::<[usize; 2]>().write([0, 0]);
+    }
 }
 
 /// Writes the canary and the trailer of the block at `p` (`usable` bytes) holding `size`.
@@ -346,7 +398,7 @@ fn block_of(addr: usize, call: &str) -> (usize, bool) {
 
 /// Verifies the live block at `addr`: returns its requested size, usable bytes and
 /// whether it is small; reports a freed block, an overwritten trailer or canary.
-fn verify_live(addr: usize, call: &str, st: *mut ThreadState) -> (usize, usize, bool) {
+fn verify_live(addr: usize, call: &str, st: *mut ThreadState) -> (usize, usize, bool, u32) {
     let (usable, small) = block_of(addr, call);
     if !small && !st.is_null() {
         // SAFETY: the thread's own state.
@@ -361,20 +413,40 @@ fn verify_live(addr: usize, call: &str, st: *mut ThreadState) -> (usize, usize, 
             .cast::<usize>()
             .read_unaligned()
     };
-    if word == seal(addr, FREED) {
+    let generation = if small { generation_of(addr) } else { 0 };
+    if word == freed(addr, generation) {
         fatal::bad_pointer(call, DOUBLE_FREE, addr);
     }
     let size = word ^ secret() ^ mix(addr);
     if size > usable - TRAILER_BYTES {
         fatal::bad_pointer(call, OVERFLOW, addr);
     }
-    let c = canary(addr);
     // SAFETY: the canary lies inside the live block.
-    let slack = unsafe { core::slice::from_raw_parts(p.add(size), usable - TRAILER_BYTES - size) };
-    if slack.iter().any(|&b| b != c) {
+    if !unsafe { all_bytes_are(p.add(size), usable - TRAILER_BYTES - size, canary(addr)) } {
         fatal::bad_pointer(call, OVERFLOW, addr);
     }
-    (size, usable, small)
+    (size, usable, small, generation)
+}
+
+/// True when the `len` bytes at `p` all hold `byte` (compared a word at a time).
+///
+/// # Safety
+/// `[p, p + len)` must be readable.
+unsafe fn all_bytes_are(p: *const u8, len: usize, byte: u8) -> bool {
+    let pattern = usize::from_ne_bytes([byte; 8]);
+    let mut diff = 0;
+    let mut i = 0;
+    while i + 8 <= len {
+        // SAFETY: inside the range (caller).
+        diff |= unsafe { p.add(i).cast::<usize>().read_unaligned() } ^ pattern;
+        i += 8;
+    }
+    while i < len {
+        // SAFETY: inside the range (caller).
+        diff |= usize::from(unsafe { *p.add(i) } ^ byte);
+        i += 1;
+    }
+    diff == 0
 }
 
 /// Frees a hardened block; `expected_size` is the size a sized free was given.
@@ -394,7 +466,7 @@ pub unsafe fn free(ptr: *mut u8, call: &str, expected_size: Option<usize>) {
         return zero_free(addr, call);
     }
     let st = state();
-    let (size, usable, small) = verify_live(addr, call, st);
+    let (size, usable, small, generation) = verify_live(addr, call, st);
     if expected_size.is_some_and(|n| n != size) {
         fatal::bad_pointer(call, WRONG_SIZE, addr);
     }
@@ -405,18 +477,18 @@ pub unsafe fn free(ptr: *mut u8, call: &str, expected_size: Option<usize>) {
         }
         ptr.add(usable - TRAILER_BYTES)
             .cast::<usize>()
-            .write_unaligned(seal(addr, FREED));
+            .write_unaligned(freed(addr, generation));
     }
     if st.is_null() {
         // No quarantine for a thread past its exit: checked, then freed at once.
-        return free_for_real(st, addr, usable, small, call);
+        return free_for_real(st, addr, call);
     }
     // SAFETY: the thread's own state, reached by no one else.
     let st_ref = unsafe { &mut *st };
     if small {
         st_ref.small.push(addr, usable);
-        while let Some((old, bytes)) = st_ref.small.evict(SMALL_QUARANTINE_BYTES) {
-            free_for_real(st, old, bytes, true, call);
+        while let Some((old, _)) = st_ref.small.evict(SMALL_QUARANTINE_BYTES) {
+            free_for_real(st, old, call);
         }
     } else {
         let (start, len) = protectable(addr, usable);
@@ -425,7 +497,7 @@ pub unsafe fn free(ptr: *mut u8, call: &str, expected_size: Option<usize>) {
             // SAFETY: whole OS pages of a block the program gave back, not the last one.
             || !unsafe { CTX.os.set_accessible(start, len, false) }
         {
-            return free_for_real(st, addr, usable, false, call);
+            return free_for_real(st, addr, call);
         }
         st_ref.big.push(addr, usable);
         while let Some((old, bytes)) = st_ref.big.evict(BIG_QUARANTINE_BYTES) {
@@ -434,7 +506,7 @@ pub unsafe fn free(ptr: *mut u8, call: &str, expected_size: Option<usize>) {
             if !unsafe { CTX.os.set_accessible(start, len, true) } {
                 fatal::fatal("harden: cannot make a freed block accessible again");
             }
-            free_for_real(st, old, bytes, false, call);
+            free_for_real(st, old, call);
         }
     }
 }
@@ -447,18 +519,10 @@ fn protectable(addr: usize, usable: usize) -> (usize, usize) {
     (start, end.saturating_sub(start))
 }
 
-/// Gives a block that left the quarantine (or a thread without one) back to the heap;
-/// a small block must still read as zeros.
-fn free_for_real(st: *mut ThreadState, addr: usize, usable: usize, small: bool, call: &str) {
-    if small {
-        // SAFETY: a block held by the quarantine: ours, `usable` bytes.
-        let words = unsafe {
-            core::slice::from_raw_parts(addr as *const usize, (usable - TRAILER_BYTES) / 8)
-        };
-        if words.iter().fold(0, |acc, &w| acc | w) != 0 {
-            fatal::bad_pointer(call, AFTER_FREE, addr);
-        }
-    }
+/// Gives a block that left the quarantine (or a thread without one) back to the heap.
+/// A small one goes back zeroed, its trailer saying FREED: it is checked when it is
+/// handed out again (`reuse_small`).
+fn free_for_real(st: *mut ThreadState, addr: usize, call: &str) {
     with_heap(st, |h| {
         // SAFETY: the block was freed by the program and is held only by us.
         unsafe { CTX.free_with(Some(h), addr as *mut u8, call) };
@@ -493,7 +557,7 @@ pub unsafe fn realloc(ptr: *mut u8, new_size: usize, align_bytes: usize) -> *mut
         }
         return new;
     }
-    let (size, usable, _) = verify_live(addr, "realloc", state());
+    let (size, usable, _, _) = verify_live(addr, "realloc", state());
     if new_size
         .checked_add(TRAILER_BYTES)
         .is_some_and(|total| total <= usable && total * 2 > usable)
@@ -569,8 +633,8 @@ pub fn drain() {
 fn drain_state(st: *mut ThreadState) {
     // SAFETY: the calling thread's own state.
     let st_ref = unsafe { &mut *st };
-    while let Some((addr, bytes)) = st_ref.small.take_oldest() {
-        free_for_real(st, addr, bytes, true, "free");
+    while let Some((addr, _)) = st_ref.small.take_oldest() {
+        free_for_real(st, addr, "free");
     }
     while let Some((addr, bytes)) = st_ref.big.take_oldest() {
         let (start, len) = protectable(addr, bytes);
@@ -578,7 +642,7 @@ fn drain_state(st: *mut ThreadState) {
         if !unsafe { CTX.os.set_accessible(start, len, true) } {
             fatal::fatal("harden: cannot make a freed block accessible again");
         }
-        free_for_real(st, addr, bytes, false, "free");
+        free_for_real(st, addr, "free");
     }
 }
 
