@@ -342,8 +342,10 @@ unsafe fn reuse_small(p: *mut u8, size: usize, usable: usize) {
             p.write_bytes(0, size);
             return;
         }
+        // Words 0 and 1 are the free-list link and cookie (a 16-byte block has no more,
+        // and its cookie overwrote its trailer, so it never gets here).
         let words = (usable - TRAILER_BYTES) / 8;
-        let body = core::slice::from_raw_parts(p.cast::<usize>().add(2), words - 2);
+        let body = core::slice::from_raw_parts(p.cast::<usize>().add(2), words.saturating_sub(2));
         if body.iter().fold(0, |acc, &w| acc | w) != 0 {
             fatal::bad_pointer("malloc", AFTER_FREE, addr);
         }
@@ -481,14 +483,14 @@ pub unsafe fn free(ptr: *mut u8, call: &str, expected_size: Option<usize>) {
     }
     if st.is_null() {
         // No quarantine for a thread past its exit: checked, then freed at once.
-        return free_for_real(st, addr, call);
+        return free_for_real(st, addr, if small { usable } else { 0 }, call);
     }
     // SAFETY: the thread's own state, reached by no one else.
     let st_ref = unsafe { &mut *st };
     if small {
         st_ref.small.push(addr, usable);
-        while let Some((old, _)) = st_ref.small.evict(SMALL_QUARANTINE_BYTES) {
-            free_for_real(st, old, call);
+        while let Some((old, bytes)) = st_ref.small.evict(SMALL_QUARANTINE_BYTES) {
+            free_for_real(st, old, bytes, call);
         }
     } else {
         let (start, len) = protectable(addr, usable);
@@ -497,7 +499,7 @@ pub unsafe fn free(ptr: *mut u8, call: &str, expected_size: Option<usize>) {
             // SAFETY: whole OS pages of a block the program gave back, not the last one.
             || !unsafe { CTX.os.set_accessible(start, len, false) }
         {
-            return free_for_real(st, addr, call);
+            return free_for_real(st, addr, 0, call);
         }
         st_ref.big.push(addr, usable);
         while let Some((old, bytes)) = st_ref.big.evict(BIG_QUARANTINE_BYTES) {
@@ -506,7 +508,7 @@ pub unsafe fn free(ptr: *mut u8, call: &str, expected_size: Option<usize>) {
             if !unsafe { CTX.os.set_accessible(start, len, true) } {
                 fatal::fatal("harden: cannot make a freed block accessible again");
             }
-            free_for_real(st, old, call);
+            free_for_real(st, old, 0, call);
         }
     }
 }
@@ -521,8 +523,19 @@ fn protectable(addr: usize, usable: usize) -> (usize, usize) {
 
 /// Gives a block that left the quarantine (or a thread without one) back to the heap.
 /// A small one goes back zeroed, its trailer saying FREED: it is checked when it is
-/// handed out again (`reuse_small`).
-fn free_for_real(st: *mut ThreadState, addr: usize, call: &str) {
+/// handed out again (`reuse_small`), but for its first 16 bytes, which the slab's free
+/// list overwrites now: those are checked here (the line is written next anyway).
+/// `usable` is the small block's size, 0 for a medium or huge one.
+fn free_for_real(st: *mut ThreadState, addr: usize, usable: usize, call: &str) {
+    if usable != 0 {
+        // The zeroed words among the first two (a 16-byte block has one, then its trailer).
+        let words = ((usable - TRAILER_BYTES) / 8).min(2);
+        // SAFETY: a small block held by the quarantine: ours, `usable` bytes.
+        let head = unsafe { core::slice::from_raw_parts(addr as *const usize, words) };
+        if head.iter().any(|&w| w != 0) {
+            fatal::bad_pointer(call, AFTER_FREE, addr);
+        }
+    }
     with_heap(st, |h| {
         // SAFETY: the block was freed by the program and is held only by us.
         unsafe { CTX.free_with(Some(h), addr as *mut u8, call) };
@@ -633,8 +646,8 @@ pub fn drain() {
 fn drain_state(st: *mut ThreadState) {
     // SAFETY: the calling thread's own state.
     let st_ref = unsafe { &mut *st };
-    while let Some((addr, _)) = st_ref.small.take_oldest() {
-        free_for_real(st, addr, "free");
+    while let Some((addr, bytes)) = st_ref.small.take_oldest() {
+        free_for_real(st, addr, bytes, "free");
     }
     while let Some((addr, bytes)) = st_ref.big.take_oldest() {
         let (start, len) = protectable(addr, bytes);
@@ -642,7 +655,7 @@ fn drain_state(st: *mut ThreadState) {
         if !unsafe { CTX.os.set_accessible(start, len, true) } {
             fatal::fatal("harden: cannot make a freed block accessible again");
         }
-        free_for_real(st, addr, "free");
+        free_for_real(st, addr, 0, "free");
     }
 }
 
@@ -730,4 +743,72 @@ fn zero_free(addr: usize, call: &str) {
     let (word, bit) = zero_slot(&g, addr, call);
     // SAFETY: a word of the bitmap, ours under the lock.
     unsafe { *word &= !bit };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn empty<const N: usize>() -> Ring<N> {
+        Ring {
+            addr: [0; N],
+            bytes: [0; N],
+            head: 0,
+            len: 0,
+            total_bytes: 0,
+        }
+    }
+
+    #[test]
+    fn ring_is_fifo_and_bounded_by_count_and_bytes() {
+        let mut r = empty::<4>();
+        for a in 1..=3 {
+            r.push(a * 16, 100);
+            assert_eq!(r.evict(1000), None, "below both bounds after {a}");
+        }
+        r.push(64, 100);
+        // Full (4 of 4): the oldest leaves first.
+        assert_eq!(r.evict(1000), Some((16, 100)));
+        assert_eq!(r.evict(1000), None);
+        assert!(r.contains(32) && r.contains(64) && !r.contains(16));
+        // Over the byte bound: evicts until under it.
+        r.push(80, 900);
+        assert_eq!(r.evict(1000), Some((32, 100)));
+        assert_eq!(r.evict(1000), Some((48, 100)));
+        assert_eq!(r.evict(1000), None);
+        assert_eq!(r.total_bytes, 1000);
+        assert_eq!(r.take_oldest(), Some((64, 100)));
+        assert_eq!(r.take_oldest(), Some((80, 900)));
+        assert_eq!(r.take_oldest(), None);
+    }
+
+    #[test]
+    fn all_bytes_are_finds_one_different_byte_anywhere() {
+        for len in 0..40 {
+            let mut buf = [0xa5u8; 48];
+            // SAFETY: `len < 48`.
+            assert!(unsafe { all_bytes_are(buf.as_ptr().add(3), len, 0xa5) });
+            for k in 0..len {
+                buf[3 + k] = 0xa4;
+                // SAFETY: as above.
+                assert!(
+                    !unsafe { all_bytes_are(buf.as_ptr().add(3), len, 0xa5) },
+                    "{len} {k}"
+                );
+                buf[3 + k] = 0xa5;
+            }
+        }
+    }
+
+    #[test]
+    fn seals_differ_by_size_address_and_generation() {
+        let a = 0x7000_1000;
+        assert_ne!(seal(a, 100), seal(a, 101));
+        assert_ne!(seal(a, 100), seal(a + 16, 100));
+        assert_ne!(freed(a, 1), freed(a, 2));
+        assert_ne!(freed(a, 1), seal(a, 0));
+        // A live block's trailer decodes to its size.
+        assert_eq!(seal(a, 100) ^ secret() ^ mix(a), 100);
+        assert_ne!(canary(a), 0);
+    }
 }
