@@ -392,14 +392,15 @@ static int run_normal(void)
 /* ---- the parent ---- */
 
 /* The environment of a case: ours, with OXMALLOC_CHECK set to `value` (or
- * removed when NULL). */
+ * removed when NULL), and without OXMALLOC_HARDEN (this test is about check
+ * mode alone; its control needs the default mode). */
 static char **case_env(const char *value)
 {
     static char *env[4096];
     static char setting[64];
     int n = 0;
     for (char **e = environ; *e != NULL && n < 4094; e++)
-        if (strncmp(*e, "OXMALLOC_CHECK=", 15) != 0)
+        if (strncmp(*e, "OXMALLOC_CHECK=", 15) != 0 && strncmp(*e, "OXMALLOC_HARDEN=", 16) != 0)
             env[n++] = *e;
     if (value != NULL) {
         snprintf(setting, sizeof setting, "OXMALLOC_CHECK=%s", value);

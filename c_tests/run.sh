@@ -4,8 +4,9 @@
 #   c_tests/run.sh [LIBDIR] [TEST...]
 #
 # LIBDIR holds liboxmalloc.so (default: target/release, relative to the repo
-# root). TEST names (file names in c_tests/ without .c) limit the run to those
-# tests. Every c_tests/*.c is built twice into target/c_tests/:
+# root). TEST names (file names in c_tests/ without .c or .cpp) limit the run to
+# those tests. Every c_tests/*.c (and *.cpp, with $CXX, when it is installed) is
+# built twice into target/c_tests/:
 #   NAME.linked  linked with -loxmalloc (rpath to LIBDIR)
 #   NAME.plain   linked against libc only, run with LD_PRELOAD=LIBDIR/liboxmalloc.so
 # and each binary is run with a 60 s timeout. A test exiting with status 77
@@ -13,7 +14,8 @@
 #   c_tests: N passed, N failed[, N skipped]
 # and the script exits non-zero if any run failed.
 #
-# Environment: CC (default cc), CFLAGS (added to the build flags),
+# Environment: CC (default cc), CXX (default g++), CFLAGS (added to the build flags),
+# OXTEST_EXCLUDE (names of tests not to run, separated by spaces),
 # OXTEST_ALLOW_GLIBC=1 (tests accept a malloc that is not oxmalloc's; only for
 # developing the tests), OXTEST_VERBOSE=1 (show every test's output).
 
@@ -28,6 +30,7 @@ if [ $# -gt 0 ]; then shift; fi
 only=("$@")
 
 cc=${CC:-cc}
+cxx=${CXX:-g++}
 extra_cflags=${CFLAGS:-}
 timeout_s=60
 skip_status=77
@@ -101,6 +104,9 @@ cflags=(-O1 -g -Wall -pthread)
 
 shopt -s nullglob
 sources=("$here"/*.c)
+if command -v "$cxx" >/dev/null 2>&1; then
+    sources+=("$here"/*.cpp)
+fi
 if [ ${#sources[@]} -eq 0 ]; then
     echo "c_tests: no tests found in $here" >&2
     echo "c_tests: 0 passed, 1 failed"
@@ -108,18 +114,22 @@ if [ ${#sources[@]} -eq 0 ]; then
 fi
 
 for src in "${sources[@]}"; do
-    name=$(basename "$src" .c)
-    rel="c_tests/$name.c"
+    file=$(basename "$src")
+    name=${file%.*}
+    rel="c_tests/$file"
+    compiler=$cc
+    [ "${file##*.}" = cpp ] && compiler=$cxx
     if [ ${#only[@]} -gt 0 ]; then
         want=0
         for o in "${only[@]}"; do [ "$o" = "$name" ] && want=1; done
         [ $want -eq 1 ] || continue
     fi
+    case " ${OXTEST_EXCLUDE:-} " in *" $name "*) continue ;; esac
 
     linked="$out/$name.linked"
     plain="$out/$name.plain"
 
-    if "$cc" "${cflags[@]}" "$rel" -Iinclude -L"$abs_libdir" -loxmalloc \
+    if "$compiler" "${cflags[@]}" "$rel" -Iinclude -L"$abs_libdir" -loxmalloc \
         -Wl,-rpath,"$abs_libdir" -ldl -o "$linked" >"$out/$name.linked.build.log" 2>&1; then
         run_one "$name" linked "$out/$name.linked.log" env -u LD_PRELOAD "$linked"
     else
@@ -128,7 +138,7 @@ for src in "${sources[@]}"; do
         failed=$((failed + 1))
     fi
 
-    if "$cc" "${cflags[@]}" "$rel" -Iinclude -ldl -o "$plain" \
+    if "$compiler" "${cflags[@]}" "$rel" -Iinclude -ldl -o "$plain" \
         >"$out/$name.plain.build.log" 2>&1; then
         run_one "$name" preload "$out/$name.preload.log" env LD_PRELOAD="$lib" "$plain"
     else

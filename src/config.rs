@@ -96,6 +96,8 @@ pub struct OptionSpec {
 pub enum Opt {
     /// `OXMALLOC_CHECK`.
     Check,
+    /// `OXMALLOC_HARDEN`.
+    Harden,
     /// `OXMALLOC_PURGE_DELAY_MS`.
     PurgeDelayMs,
     /// `OXMALLOC_STATS`.
@@ -119,7 +121,7 @@ pub enum Opt {
 }
 
 /// Number of options.
-pub const OPTION_COUNT: usize = 11;
+pub const OPTION_COUNT: usize = 12;
 
 /// Every option, in [`Opt`] order (a unit test checks the order).
 pub static OPTIONS: [OptionSpec; OPTION_COUNT] = [
@@ -131,6 +133,17 @@ pub static OPTIONS: [OptionSpec; OPTION_COUNT] = [
                   `free`/`realloc` (a write past the end is reported), and freed blocks wait in \
                   a 1024-entry quarantine before reuse (a double free after other allocations \
                   is reported). Slow: every call goes through one lock.",
+    },
+    OptionSpec {
+        name: "OXMALLOC_HARDEN",
+        kind: Kind::Bool,
+        default: "off",
+        meaning: "Hardened mode: bad pointers, double frees (also after other allocations), \
+                  writes past the end of a block, writes after free, wrong sizes given to \
+                  `free_sized` and sized `operator delete` stop the program with a one-line \
+                  report; `malloc(0)` and freed medium and huge blocks are inaccessible; \
+                  small blocks are zeroed at free. Per-thread, no global lock; see \
+                  \"Hardened mode\" for what it costs.",
     },
     OptionSpec {
         name: "OXMALLOC_PURGE_DELAY_MS",
@@ -304,6 +317,19 @@ pub fn check_mode() -> bool {
     value(Opt::Check) != 0
 }
 
+/// True in hardened mode (`OXMALLOC_HARDEN`).
+#[inline]
+pub fn harden_mode() -> bool {
+    value(Opt::Harden) != 0
+}
+
+/// True in check or hardened mode: threads get no heap pointer, so every call takes the
+/// slow paths, which route it to the mode.
+#[inline]
+pub fn routed_mode() -> bool {
+    check_mode() || harden_mode()
+}
+
 /// How long freed memory may stay resident unused, in milliseconds.
 pub fn purge_delay_ms() -> u64 {
     value(Opt::PurgeDelayMs)
@@ -401,6 +427,7 @@ mod tests {
     fn table_is_in_index_order() {
         let order = [
             (Opt::Check, "OXMALLOC_CHECK"),
+            (Opt::Harden, "OXMALLOC_HARDEN"),
             (Opt::PurgeDelayMs, "OXMALLOC_PURGE_DELAY_MS"),
             (Opt::Stats, "OXMALLOC_STATS"),
             (Opt::StatsFile, "OXMALLOC_STATS_FILE"),

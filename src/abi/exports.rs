@@ -94,9 +94,9 @@ pub unsafe extern "C" fn malloc_usable_size(ptr: *mut c_void) -> usize {
 /// # Safety
 /// `ptr` must be null or a live block from this allocator.
 #[no_mangle]
-pub unsafe extern "C" fn free_sized(ptr: *mut c_void, _size: usize) {
+pub unsafe extern "C" fn free_sized(ptr: *mut c_void, size: usize) {
     // SAFETY: forwarded contract.
-    unsafe { super::free(ptr) }
+    unsafe { super::free_sized(ptr, size, "free_sized") }
 }
 
 /// C23 `free_aligned_sized`.
@@ -104,9 +104,9 @@ pub unsafe extern "C" fn free_sized(ptr: *mut c_void, _size: usize) {
 /// # Safety
 /// `ptr` must be null or a live block from this allocator.
 #[no_mangle]
-pub unsafe extern "C" fn free_aligned_sized(ptr: *mut c_void, _align: usize, _size: usize) {
+pub unsafe extern "C" fn free_aligned_sized(ptr: *mut c_void, _align: usize, size: usize) {
     // SAFETY: forwarded contract.
-    unsafe { super::free(ptr) }
+    unsafe { super::free_sized(ptr, size, "free_aligned_sized") }
 }
 
 /// Obsolete `cfree`, still called by a few old programs.

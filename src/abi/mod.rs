@@ -7,6 +7,8 @@
 //! Only this layer knows about errno: the core returns null, and these functions set
 //! `ENOMEM` or `EINVAL` as the contract in DESIGN.md §3 says.
 
+#[cfg(all(feature = "c-exports", target_arch = "x86_64"))]
+pub mod cxx;
 #[cfg(feature = "c-exports")]
 pub mod exports;
 pub mod extended;
@@ -60,6 +62,16 @@ pub fn malloc(size: usize) -> *mut c_void {
 pub unsafe fn free(ptr: *mut c_void) {
     // SAFETY: forwarded contract.
     unsafe { allocator::free(ptr.cast(), "free") }
+}
+
+/// A sized free (`free_sized`, sized `operator delete`); `call` names it in reports.
+///
+/// # Safety
+/// `ptr` must be null or a live block from this allocator, of `size` requested bytes.
+#[inline]
+pub unsafe fn free_sized(ptr: *mut c_void, size: usize, call: &str) {
+    // SAFETY: forwarded contract.
+    unsafe { allocator::free_sized(ptr.cast(), size, call) }
 }
 
 /// `calloc(count, size)`: zeroed; overflow of `count * size` gives null + ENOMEM.

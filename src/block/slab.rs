@@ -125,6 +125,9 @@ pub struct Slab {
     /// While a dirty spare: its heap's clock (ms, modulo 2^32) when it became one, for the
     /// decay's age. Written by the owner only; on the second line, off the fast paths.
     pub spare_since_ms: OwnerU32,
+    /// How many times the slab was assigned to a class (the hardened mode tells blocks
+    /// it freed in this assignment from what an earlier one left in the memory).
+    pub generation: AtomicU32,
 }
 
 /// Padding that puts the fields remote freers touch on the second cache line.
@@ -199,6 +202,7 @@ impl Slab {
             remote_free: AtomicUsize::new(0),
             next_pending: AtomicPtr::new(ptr::null_mut()),
             spare_since_ms: OwnerU32::new(0),
+            generation: AtomicU32::new(0),
         }
     }
 
@@ -254,6 +258,10 @@ impl Slab {
         self.block_bytes
             .store(block_bytes as u32, Ordering::Relaxed);
         self.remote_free.store(0, Ordering::Relaxed);
+        // Only the owner assigns: a plain increment, no read-modify-write.
+        let generation = self.generation.load(Ordering::Relaxed);
+        self.generation
+            .store(generation.wrapping_add(1), Ordering::Relaxed);
         crate::stats::held_add(SLAB_BYTES);
     }
 

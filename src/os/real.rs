@@ -158,3 +158,48 @@ unsafe impl Os for RealOs {
         done
     }
 }
+
+/// Access control for the hardened mode (not part of [`Os`]: only the process's own
+/// allocator over the real OS uses it).
+impl RealOs {
+    /// Reserves `bytes` (a multiple of [`OS_PAGE_BYTES`]) of address space that faults on
+    /// every access; no memory is committed. `None` when the OS refuses.
+    pub fn reserve_inaccessible(&self, bytes: usize) -> Option<NonNull<u8>> {
+        keep_errno(|| {
+            // SAFETY: an anonymous private mapping with a null hint touches no existing
+            // memory.
+            let ptr = unsafe {
+                libc::mmap(
+                    core::ptr::null_mut(),
+                    bytes,
+                    libc::PROT_NONE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                    -1,
+                    0,
+                )
+            };
+            if ptr == libc::MAP_FAILED {
+                None
+            } else {
+                NonNull::new(ptr.cast())
+            }
+        })
+    }
+
+    /// Makes `[ptr, ptr + bytes)` inaccessible (`accessible` false: every access faults) or
+    /// readable and writable again. False when the OS refuses (out of mapping slots).
+    ///
+    /// # Safety
+    /// The range must be page-aligned and inside a mapping of ours that holds no block in
+    /// use by anything but the caller.
+    pub unsafe fn set_accessible(&self, ptr: usize, bytes: usize, accessible: bool) -> bool {
+        let prot = if accessible {
+            libc::PROT_READ | libc::PROT_WRITE
+        } else {
+            libc::PROT_NONE
+        };
+        // SAFETY: the caller guarantees the range is ours and page-aligned; mprotect
+        // changes only its access rights.
+        keep_errno(|| unsafe { libc::mprotect(ptr as *mut libc::c_void, bytes, prot) } == 0)
+    }
+}

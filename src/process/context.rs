@@ -228,7 +228,7 @@ impl<O: Os> Context<O> {
     #[cold]
     #[inline(never)]
     unsafe fn free_big(&self, heap: Option<OwnedHeap>, addr: usize, call: &str) {
-        if heap.is_none() && crate::config::check_mode() {
+        if heap.is_none() && crate::config::routed_mode() {
             if let Some(checked_free) = self.checked_free {
                 // SAFETY: forwarded contract of `free_with`.
                 return unsafe { checked_free(addr as *mut u8, call) };
@@ -506,9 +506,10 @@ impl<O: Os> Context<O> {
         ptr: *mut u8,
         call: &str,
     ) {
-        if heap.is_none() && crate::config::check_mode() {
+        if heap.is_none() && crate::config::routed_mode() {
             if let Some(checked_free) = self.checked_free {
-                // Check mode gives threads no heap, so every free of a slab block comes here.
+                // Check and hardened mode give threads no heap, so every free of a slab block
+                // comes here.
                 // SAFETY: forwarded contract.
                 return unsafe { checked_free(ptr, call) };
             }

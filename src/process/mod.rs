@@ -12,6 +12,7 @@ pub(crate) mod check;
 pub(crate) mod context;
 #[cfg(test)]
 mod core_tests;
+pub(crate) mod harden;
 pub(crate) mod prof;
 pub(crate) mod report;
 pub(crate) mod tls;
@@ -29,14 +30,18 @@ use core::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
 /// The process's allocator.
 pub static CTX: Context<RealOs> = Context::with_checked_free(RealOs, checked_free);
 
-/// Frees of threads without a heap in check mode (every thread, in that mode) go to the
-/// checker's quarantine.
+/// Frees of threads without a heap in check mode and in hardened mode (every thread, in
+/// those modes) go to the checker's quarantine or to the hardened mode's.
 ///
 /// # Safety
 /// As for [`Context::free_with`].
 unsafe fn checked_free(ptr: *mut u8, call: &str) {
+    if crate::config::check_mode() {
+        // SAFETY: forwarded contract.
+        return unsafe { crate::process::check::free(&CTX, ptr, call) };
+    }
     // SAFETY: forwarded contract.
-    unsafe { crate::process::check::free(&CTX, ptr, call) }
+    unsafe { harden::free(ptr, call, None) }
 }
 
 /// Which heap the calling thread allocates from.
@@ -55,7 +60,7 @@ fn thread_heap() -> ThreadHeap {
     if let Some(heap) = tls::owned_heap() {
         return ThreadHeap::Own(heap);
     }
-    if tls::state() == tls::STATE_EXITED || crate::config::check_mode() {
+    if tls::state() == tls::STATE_EXITED || crate::config::routed_mode() {
         return ThreadHeap::Global;
     }
     thread_start_slow()
@@ -170,9 +175,18 @@ pub fn process_start() {
     START.store(START_DONE, Ordering::Release);
 }
 
+/// Registers the calling thread's exit destructor (`value`: not null).
+pub(crate) fn register_thread_exit(value: *mut libc::c_void) {
+    // SAFETY: the key exists (process_start) and the value is only read by our destructor.
+    unsafe { libc::pthread_setspecific(THREAD_KEY.load(Ordering::Acquire), value) };
+}
+
 /// The thread-exit destructor (pthread key): hands the heap back. Later allocations by
 /// this thread (other libraries' destructors run after ours) use the global heap.
 extern "C" fn thread_exit(_value: *mut libc::c_void) {
+    if tls::hardened() != 0 {
+        return harden::thread_exit();
+    }
     let Some(heap) = tls::owned_heap() else {
         return;
     };
@@ -185,10 +199,11 @@ extern "C" fn thread_exit(_value: *mut libc::c_void) {
 /// Every global lock, in the order code nests them (the global heap's lock is held while
 /// a heap is taken from the pool, and while slabs and spans come from the segment pool and
 /// the buddy arena). `fork_prepare` takes them in this order; the others release them.
-fn fork_locks() -> [&'static dyn ForkLock; 9] {
+fn fork_locks() -> [&'static dyn ForkLock; 10] {
     let [profile, slots, without_heap] = crate::process::prof::fork_locks();
     [
         &crate::process::check::QUARANTINE,
+        &harden::GLOBALS,
         &CTX.global_heap,
         &CTX.heaps,
         &CTX.segments,
@@ -224,7 +239,7 @@ extern "C" {
 // | lock                         | prepare | parent handler | child handler, either parent     |
 // |------------------------------|---------|----------------|----------------------------------|
 // | stdio list lock (recursive)  | taken   | released       | reset (`_IO_list_resetlock`)     |
-// | ours (`fork_locks`, 9 locks) | taken   | released       | reset, after the heaps are fixed |
+// | ours (`fork_locks`, 10 locks)| taken   | released       | reset, after the heaps are fixed |
 // | `FILE` locks                 | -       | -              | glibc: reset if multi; else free |
 // | glibc malloc's arena locks   | -       | -              | glibc's business                 |
 //
@@ -268,9 +283,15 @@ extern "C" fn fork_child() {
     // SAFETY: we are the child's only thread, and took both locks in fork_prepare.
     unsafe {
         let global = CTX.global_heap.lock_in_fork_child().0;
+        // In hardened mode the thread's heap is in its hardened state, not in `tls::heap`.
+        let mine = if tls::heap().is_null() {
+            harden::thread_heap()
+        } else {
+            tls::heap()
+        };
         CTX.heaps
             .lock_in_fork_child()
-            .orphan_after_fork(tls::heap(), global);
+            .orphan_after_fork(mine, global);
     }
     for lock in fork_locks().iter().rev() {
         // SAFETY: we are the only thread of the child, and we took every lock before fork.
@@ -318,6 +339,9 @@ fn alloc_slow(size: usize) -> *mut u8 {
         process_start();
         return crate::process::check::alloc(&CTX, size, MIN_ALIGN, false);
     }
+    if crate::config::harden_mode() {
+        return harden::alloc(size, MIN_ALIGN, false);
+    }
     if let Some(p) = prof::maybe_sample(size, MIN_ALIGN, false) {
         return p.as_ptr();
     }
@@ -337,6 +361,9 @@ pub fn alloc_aligned(size: usize, align_bytes: usize) -> *mut u8 {
         process_start();
         return crate::process::check::alloc(&CTX, size, align_bytes, false);
     }
+    if crate::config::harden_mode() {
+        return harden::alloc(size, align_bytes, false);
+    }
     if let Some(p) = prof::maybe_sample(size, align_bytes, false) {
         return p.as_ptr();
     }
@@ -351,6 +378,9 @@ pub fn alloc_zeroed_aligned(size: usize, align_bytes: usize) -> *mut u8 {
     if crate::config::check_mode() {
         process_start();
         return crate::process::check::alloc(&CTX, size, align_bytes.max(MIN_ALIGN), true);
+    }
+    if crate::config::harden_mode() {
+        return harden::alloc(size, align_bytes.max(MIN_ALIGN), true);
     }
     if let Some(p) = prof::maybe_sample(size, align_bytes.max(MIN_ALIGN), true) {
         return p.as_ptr();
@@ -379,6 +409,21 @@ pub unsafe fn free(ptr: *mut u8, call: &str) {
     unsafe { CTX.free_with(tls::owned_heap(), ptr, call) }
 }
 
+/// A sized free (`free_sized`, sized `operator delete`): in hardened mode `size` must be
+/// the block's requested size; otherwise it is not needed.
+///
+/// # Safety
+/// As for [`free`].
+#[inline]
+pub unsafe fn free_sized(ptr: *mut u8, size: usize, call: &str) {
+    if crate::config::harden_mode() {
+        // SAFETY: forwarded contract.
+        return unsafe { harden::free(ptr, call, Some(size)) };
+    }
+    // SAFETY: forwarded contract.
+    unsafe { CTX.free_with(tls::owned_heap(), ptr, call) }
+}
+
 /// `realloc` for a live, non-null `ptr` and a non-zero size, keeping `align_bytes`.
 ///
 /// # Safety
@@ -392,6 +437,10 @@ pub unsafe fn realloc_aligned(ptr: *mut u8, new_size: usize, align_bytes: usize)
         return unsafe {
             crate::process::check::realloc(&CTX, ptr, new_size.max(1), align_bytes.max(MIN_ALIGN))
         };
+    }
+    if crate::config::harden_mode() {
+        // SAFETY: forwarded contract.
+        return unsafe { harden::realloc(ptr, new_size.max(1), align_bytes.max(MIN_ALIGN)) };
     }
     // SAFETY: `ptr` is the program's realloc argument (caller).
     if unsafe { CTX.small_block_fits(ptr, new_size) } {
@@ -442,12 +491,15 @@ pub fn usable_size(ptr: *const u8, call: &str) -> usize {
     if crate::config::check_mode() {
         return crate::process::check::usable_size(&CTX, ptr, call);
     }
+    if crate::config::harden_mode() {
+        return harden::usable_size(ptr, call);
+    }
     CTX.usable_size(ptr, call)
 }
 
 /// True when `ptr` is a block of ours.
 pub fn owns(ptr: *const u8) -> bool {
-    CTX.owns(ptr)
+    CTX.owns(ptr) || (crate::config::harden_mode() && harden::owns_zero_block(ptr as usize))
 }
 
 /// Returns free memory to the OS; the bytes released or purged.
@@ -455,12 +507,16 @@ pub fn trim() -> usize {
     if crate::config::check_mode() {
         crate::process::check::drain(&CTX);
     }
+    if crate::config::harden_mode() {
+        harden::drain();
+        return CTX.trim(harden::owned_heap());
+    }
     CTX.trim(tls::owned_heap())
 }
 
 /// Checks the calling thread's heap, the global heap and the buddy arena (`ox_heap_check`).
 pub fn heap_check() -> crate::heap::validate::CheckResult {
-    if let Some(heap) = tls::owned_heap() {
+    if let Some(heap) = tls::owned_heap().or_else(harden::owned_heap) {
         crate::heap::validate::check_heap(&heap)?;
     }
     {

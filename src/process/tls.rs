@@ -13,9 +13,12 @@
 //! Checked with `objdump -d target/release/liboxmalloc.so`: `malloc` and `free` read the
 //! slot with `mov rax, [rip + ...]` / `mov rax, fs:[rax]`, and contain no `__tls_get_addr`.
 //!
-//! Two words per thread, both zero at thread start:
+//! Three words per thread, all zero at thread start:
 //! - the heap pointer (null until the thread's first allocation takes the slow path);
-//! - the thread state (0: no allocation yet, [`STATE_ACTIVE`], [`STATE_EXITED`]).
+//! - the thread state (0: no allocation yet, [`STATE_ACTIVE`], [`STATE_EXITED`]);
+//! - the hardened mode's per-thread state (null in the other modes; see `harden`). It is
+//!   a word of its own so that the heap pointer stays null in that mode, which sends every
+//!   call to the slow paths without a test on the fast paths.
 
 use crate::heap::{Heap, OwnedHeap};
 
@@ -32,18 +35,18 @@ mod slot {
         ".globl __oxmalloc_tls_slot",
         ".hidden __oxmalloc_tls_slot",
         ".type __oxmalloc_tls_slot,@object",
-        ".size __oxmalloc_tls_slot,16",
+        ".size __oxmalloc_tls_slot,32",
         "__oxmalloc_tls_slot:",
-        ".zero 16",
+        ".zero 32",
         ".popsection",
     );
 
-    /// Reads word `INDEX` (0 or 1) of the slot.
+    /// Reads word `INDEX` (0, 1 or 2) of the slot.
     #[inline(always)]
     pub fn read<const INDEX: usize>() -> usize {
         let value: usize;
         // SAFETY: the GOT entry holds the slot's offset from the thread pointer (filled by
-        // the dynamic loader for the initial-exec model); the slot is 16 bytes, so
+        // the dynamic loader for the initial-exec model); the slot is 32 bytes, so
         // `8 * INDEX` stays inside it; reading an initialised usize has no side effects.
         unsafe {
             core::arch::asm!(
@@ -57,7 +60,7 @@ mod slot {
         value
     }
 
-    /// Writes word `INDEX` (0 or 1) of the slot.
+    /// Writes word `INDEX` (0, 1 or 2) of the slot.
     #[inline(always)]
     pub fn write<const INDEX: usize>(value: usize) {
         // SAFETY: as in `read`; the slot is this thread's own.
@@ -81,16 +84,16 @@ mod slot {
     std::thread_local! {
         // Const-initialised and without Drop: no destructor registration (which would call
         // calloc) and no lazy-init flag.
-        static SLOT: [Cell<usize>; 2] = const { [Cell::new(0), Cell::new(0)] };
+        static SLOT: [Cell<usize>; 3] = const { [Cell::new(0), Cell::new(0), Cell::new(0)] };
     }
 
-    /// Reads word `INDEX` (0 or 1) of the slot.
+    /// Reads word `INDEX` (0, 1 or 2) of the slot.
     #[inline(always)]
     pub fn read<const INDEX: usize>() -> usize {
         SLOT.with(|s| s[INDEX].get())
     }
 
-    /// Writes word `INDEX` (0 or 1) of the slot.
+    /// Writes word `INDEX` (0, 1 or 2) of the slot.
     #[inline(always)]
     pub fn write<const INDEX: usize>(value: usize) {
         SLOT.with(|s| s[INDEX].set(value))
@@ -130,6 +133,18 @@ pub fn state() -> usize {
 #[inline]
 pub fn set_state(state: usize) {
     slot::write::<1>(state)
+}
+
+/// The calling thread's hardened-mode state (null when it has none).
+#[inline]
+pub fn hardened() -> usize {
+    slot::read::<2>()
+}
+
+/// Sets the calling thread's hardened-mode state.
+#[inline]
+pub fn set_hardened(state: usize) {
+    slot::write::<2>(state)
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 #    OXMALLOC_STATS_FILE=...%p every process (parent, forked child, exec'd program) writes
 #    its own file;
 #  - scripts/oxrun: --help, unknown options, --stats, --stats=json, --stats-file, --verbose,
-#    --check, --, --profile, and the program's exit status;
+#    --check, --harden, --, --profile, and the program's exit status;
 #  - scripts/install: install into a temporary prefix, build with pkg-config (shared and
 #    static), run, check NEEDED and the stripped library, uninstall, prefix empty again.
 # Prints PASS/FAIL/SKIP lines and "usage: N passed, N failed[, N skipped]".
@@ -66,7 +66,7 @@ run_ox() {
 # --- options ---------------------------------------------------------------------------
 run_ox OXMALLOC_VERBOSE=1 -- /bin/true
 if [ "$(grep -c "^oxmalloc $version: pid [0-9]*, features: .*, TLS: initial-exec" "$tmp/err")" = 1 ] &&
-  [ "$(grep -c '^oxmalloc:   OXMALLOC_' "$tmp/err")" = 11 ] &&
+  [ "$(grep -c '^oxmalloc:   OXMALLOC_' "$tmp/err")" = 12 ] &&
   grep -Eq '^oxmalloc:   OXMALLOC_VERBOSE=on +\(environment\)$' "$tmp/err" &&
   grep -Eq '^oxmalloc:   OXMALLOC_PURGE_DELAY_MS=1000 +\(default\)$' "$tmp/err"; then
   ok "OXMALLOC_VERBOSE=1 prints the version, TLS model and every option once"
@@ -234,7 +234,7 @@ fi
 # --- scripts/oxrun ----------------------------------------------------------------------
 oxrun() {
   status=0
-  env -u OXMALLOC_STATS -u OXMALLOC_VERBOSE -u OXMALLOC_CHECK scripts/oxrun "$@" >"$tmp/out" 2>"$tmp/err" || status=$?
+  env -u OXMALLOC_STATS -u OXMALLOC_VERBOSE -u OXMALLOC_CHECK -u OXMALLOC_HARDEN scripts/oxrun "$@" >"$tmp/out" 2>"$tmp/err" || status=$?
 }
 oxrun --help
 if [ $status = 0 ] && grep -q "^usage: scripts/oxrun \[OPTIONS\] \[--\] PROGRAM" "$tmp/out" && grep -q -- "--profile DIR" "$tmp/out"; then
@@ -262,6 +262,8 @@ oxrun "--stats-file=$tmp/oxrun.%p.txt" /bin/true
 ls "$tmp"/oxrun.*.txt >/dev/null 2>&1 && grep -q "report, pid" "$tmp"/oxrun.*.txt && ok "oxrun --stats-file=PATH" || bad "oxrun --stats-file" "no file" "$tmp/err"
 oxrun --verbose --check /bin/true
 grep -Eq "OXMALLOC_CHECK=on +\(environment\)" "$tmp/err" && grep -Eq "OXMALLOC_VERBOSE=on" "$tmp/err" && ok "oxrun --verbose --check" || bad "oxrun --verbose --check" "" "$tmp/err"
+oxrun --verbose --harden /bin/true
+grep -Eq "OXMALLOC_HARDEN=on +\(environment\)" "$tmp/err" && ok "oxrun --harden" || bad "oxrun --harden" "" "$tmp/err"
 oxrun --profile "$tmp/prof" sh -c 'echo "$OXMALLOC_PROF $OXMALLOC_PROF_DIR"; exit 5'
 if [ $status = 5 ] && grep -qx "1 $tmp/prof" "$tmp/out"; then
   if [ -f tools/oxprof/Cargo.toml ]; then

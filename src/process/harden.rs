@@ -1,0 +1,814 @@
+//! The hardened mode (`OXMALLOC_HARDEN=1`): stops the heap errors of a program with a
+//! one-line report (`oxmalloc: CALL(): WHAT 0xADDRESS`) and `abort()`, at a cost meant for
+//! production rather than for debugging (per-thread, no global lock).
+//!
+//! ```text
+//! block:  [ user bytes (size) | canary bytes ... | trailer: seal(addr, size) ]
+//!                                                  └─ last 8 bytes of the usable block
+//! ```
+//! - The trailer holds the requested size sealed with a per-process secret and the block's
+//!   address (`size ^ secret ^ mix(addr)`), and the bytes between the size and the trailer
+//!   hold a canary byte derived from the same: `free` and `realloc` check both, so a write
+//!   of even one byte past the requested size is found; a freed block's trailer says
+//!   FREED, so a second free is found while the block waits in the quarantine; after it,
+//!   the slab's free cookie says so. `free_sized` and sized `operator delete` compare their
+//!   size with the trailer's.
+//! - Small blocks are zeroed at `free` and wait in a per-thread quarantine
+//!   ([`SMALL_SLOTS`] blocks, at most [`SMALL_QUARANTINE_BYTES`]) before their memory goes
+//!   back to the slab; when one is handed out again it must still read as zeros (but for
+//!   its free-list link), or a write after free is reported. Checking there rather than
+//!   when it leaves the quarantine reads the block when the program is about to use it
+//!   anyway (measured: the check at eviction missed the cache on every block). Blocks are
+//!   zeroed when handed out, too (`malloc` returns zeros).
+//! - Medium and huge blocks are made inaccessible at `free` (all OS pages of the block but
+//!   the one holding the trailer) and wait in a per-thread quarantine ([`BIG_SLOTS`]
+//!   blocks, at most [`BIG_QUARANTINE_BYTES`]): a read or write after free faults.
+//! - `malloc(0)` returns an address in a reserved inaccessible range (one 16-byte slot of
+//!   [`ZERO_SLOTS`], tracked in a bitmap): any access faults; freeing it twice is reported.
+//!
+//! Threads get no heap pointer in the TLS slot in this mode (their per-thread state is in a
+//! TLS word of its own), so the fast paths fall through to the slow paths, which route
+//! every call here: the fast paths pay nothing for the mode's existence. Nothing here
+//! allocates through the global allocator: the per-thread states and the `malloc(0)`
+//! bitmap come from the OS layer.
+
+use crate::block::buddy::BuddyArena;
+use crate::block::large::Large;
+use crate::block::segment::SegmentHeader;
+use crate::block::size_class;
+use crate::block::slab::Slab;
+use crate::fatal;
+use crate::heap::{Heap, OwnedHeap};
+use crate::os::{Os, OS_PAGE_BYTES};
+use crate::process::{tls, CTX};
+use crate::region_map::{self, Kind};
+use crate::sync::Mutex;
+use core::ptr;
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+const TRAILER_BYTES: usize = 8;
+/// Small blocks a thread's quarantine holds.
+pub const SMALL_SLOTS: usize = 256;
+/// Bytes of small blocks a thread's quarantine holds at most.
+pub const SMALL_QUARANTINE_BYTES: usize = 1 << 20;
+/// Medium and huge blocks a thread's quarantine holds.
+pub const BIG_SLOTS: usize = 16;
+/// Bytes of medium and huge blocks a thread's quarantine holds at most (a larger block is
+/// freed at once, after its checks).
+pub const BIG_QUARANTINE_BYTES: usize = 16 << 20;
+/// `malloc(0)` blocks that can be live at once (more fall back to ordinary blocks).
+pub const ZERO_SLOTS: usize = 1 << 16;
+const ZERO_SLOT_BYTES: usize = 16;
+const ZERO_REGION_BYTES: usize = ZERO_SLOTS * ZERO_SLOT_BYTES;
+const ZERO_WORDS: usize = ZERO_SLOTS / 64;
+/// The size a freed block's trailer seals (with the slab's generation: see `freed`).
+const FREED: usize = usize::MAX;
+
+const DOUBLE_FREE: &str = "double free";
+const INVALID: &str = "invalid pointer";
+const OVERFLOW: &str = "write past the end of the block";
+const AFTER_FREE: &str = "write after free of the block";
+const WRONG_SIZE: &str = "size does not match the block";
+
+/// A FIFO of freed blocks (address and usable bytes).
+struct Ring<const N: usize> {
+    addr: [usize; N],
+    bytes: [usize; N],
+    head: usize,
+    len: usize,
+    total_bytes: usize,
+}
+
+impl<const N: usize> Ring<N> {
+    fn push(&mut self, addr: usize, bytes: usize) {
+        let i = (self.head + self.len) % N;
+        if let (Some(a), Some(b)) = (self.addr.get_mut(i), self.bytes.get_mut(i)) {
+            *a = addr;
+            *b = bytes;
+            self.len += 1;
+            self.total_bytes += bytes;
+        }
+    }
+
+    /// The oldest block, taken out, when the ring is full or over `max_bytes`.
+    fn evict(&mut self, max_bytes: usize) -> Option<(usize, usize)> {
+        if self.len == 0 || (self.len < N && self.total_bytes <= max_bytes) {
+            return None;
+        }
+        self.take_oldest()
+    }
+
+    fn take_oldest(&mut self) -> Option<(usize, usize)> {
+        if self.len == 0 {
+            return None;
+        }
+        let out = (*self.addr.get(self.head)?, *self.bytes.get(self.head)?);
+        self.head = (self.head + 1) % N;
+        self.len -= 1;
+        self.total_bytes -= out.1;
+        Some(out)
+    }
+
+    fn contains(&self, addr: usize) -> bool {
+        (0..self.len).any(|k| self.addr.get((self.head + k) % N) == Some(&addr))
+    }
+}
+
+/// A thread's state in this mode (mapped from the OS; reused through the spare list).
+struct ThreadState {
+    heap: *mut Heap,
+    spare_next: *mut ThreadState,
+    small: Ring<SMALL_SLOTS>,
+    big: Ring<BIG_SLOTS>,
+}
+
+const STATE_BYTES: usize = core::mem::size_of::<ThreadState>().next_multiple_of(OS_PAGE_BYTES);
+
+/// Process-wide state: spare thread states and the `malloc(0)` slots (taken before fork
+/// like every global lock).
+pub struct Globals {
+    spare: *mut ThreadState,
+    /// One bit per `malloc(0)` slot (set: live); null until first used.
+    zero_bits: *mut u64,
+    zero_cursor: usize,
+}
+
+// SAFETY: the pointers are only followed under the mutex that holds them (spare states
+// and the bitmap are memory of ours that nothing else reaches).
+unsafe impl Send for Globals {}
+
+/// The hardened mode's global lock.
+pub static GLOBALS: Mutex<Globals> = Mutex::new(Globals {
+    spare: ptr::null_mut(),
+    zero_bits: ptr::null_mut(),
+    zero_cursor: 0,
+});
+
+/// Base of the `malloc(0)` range (0 until reserved).
+static ZERO_BASE: AtomicUsize = AtomicUsize::new(0);
+static SECRET: AtomicUsize = AtomicUsize::new(0);
+
+/// The per-process secret (random from the kernel's `AT_RANDOM` bytes, mixed with ASLR).
+fn secret() -> usize {
+    let s = SECRET.load(Ordering::Relaxed);
+    if s != 0 {
+        return s;
+    }
+    init_secret()
+}
+
+#[cold]
+fn init_secret() -> usize {
+    // SAFETY: getauxval has no preconditions; AT_RANDOM points at 16 random bytes the
+    // kernel put on the initial stack, readable for the process's life.
+    let random = unsafe {
+        let at = libc::getauxval(libc::AT_RANDOM) as *const u8;
+        if at.is_null() {
+            0
+        } else {
+            at.add(8).cast::<usize>().read_unaligned()
+        }
+    };
+    let s = (random ^ (&SECRET as *const AtomicUsize as usize).rotate_left(29)) | 1;
+    match SECRET.compare_exchange(0, s, Ordering::Relaxed, Ordering::Relaxed) {
+        Ok(_) => s,
+        Err(first) => first,
+    }
+}
+
+fn mix(addr: usize) -> usize {
+    addr.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(31)
+}
+
+/// The trailer word of the block at `addr` holding `size` bytes.
+fn seal(addr: usize, size: usize) -> usize {
+    size ^ secret() ^ mix(addr)
+}
+
+/// What a freed block's trailer holds: FREED sealed, with the generation of its slab (0
+/// for medium and huge blocks), so that a trailer left in the memory by an earlier
+/// assignment of the slab, to another size class, is not taken for one of this one.
+fn freed(addr: usize, generation: u32) -> usize {
+    seal(addr, FREED ^ generation as usize)
+}
+
+/// The generation of the slab holding the small block at `addr`.
+fn generation_of(addr: usize) -> u32 {
+    let slab = SegmentHeader::slab_of(SegmentHeader::of(addr), addr);
+    // SAFETY: `addr` is a block of a live slab (callers); `generation` is atomic.
+    unsafe { (*slab).generation.load(Ordering::Relaxed) }
+}
+
+/// The canary byte of the block at `addr` (never zero).
+fn canary(addr: usize) -> u8 {
+    ((secret() ^ mix(addr)) >> 40) as u8 | 1
+}
+
+/// The calling thread's state, null when it has none (no memory, or past its exit).
+fn state() -> *mut ThreadState {
+    let s = tls::hardened() as *mut ThreadState;
+    if !s.is_null() || tls::state() == tls::STATE_EXITED {
+        return s;
+    }
+    start_thread()
+}
+
+#[cold]
+#[inline(never)]
+fn start_thread() -> *mut ThreadState {
+    let st = {
+        let mut g = GLOBALS.lock();
+        let spare = g.spare;
+        if spare.is_null() {
+            None
+        } else {
+            // SAFETY: spare states are valid and ours under the lock.
+            g.spare = unsafe { (*spare).spare_next };
+            Some(spare)
+        }
+    };
+    let st = match st {
+        Some(st) => st,
+        None => match CTX.os.map(STATE_BYTES, OS_PAGE_BYTES) {
+            // Fresh mappings read as zeros: empty rings, null pointers.
+            Some(p) => p.as_ptr().cast::<ThreadState>(),
+            None => return ptr::null_mut(),
+        },
+    };
+    let Some(heap) = CTX.heaps.lock().acquire(&CTX.os) else {
+        let mut g = GLOBALS.lock();
+        // SAFETY: `st` is ours (fresh or taken from the spare list).
+        unsafe { (*st).spare_next = g.spare };
+        g.spare = st;
+        return ptr::null_mut();
+    };
+    // SAFETY: `st` is ours: fresh zeroed memory, or a spare state whose rings were drained.
+    unsafe {
+        (*st).heap = heap;
+        (*st).spare_next = ptr::null_mut();
+    }
+    tls::set_hardened(st as usize);
+    tls::set_state(tls::STATE_ACTIVE);
+    crate::stats::thread_started();
+    crate::process::process_start();
+    crate::process::register_thread_exit(st.cast());
+    st
+}
+
+/// The calling thread's heap in this mode (null when it has none): kept by a fork child.
+pub fn thread_heap() -> *mut Heap {
+    let s = tls::hardened() as *mut ThreadState;
+    if s.is_null() {
+        return ptr::null_mut();
+    }
+    // SAFETY: the TLS word holds this thread's own live state.
+    unsafe { (*s).heap }
+}
+
+/// Runs `f` with the calling thread's heap, or with the global heap under its lock for a
+/// thread without one.
+fn with_heap<T>(st: *mut ThreadState, f: impl FnOnce(OwnedHeap) -> Option<T>) -> Option<T> {
+    if !st.is_null() {
+        // SAFETY: the thread's own state and heap; no other `OwnedHeap` of it is live
+        // (this module never holds one across a call that allocates).
+        return f(unsafe { OwnedHeap::claim((*st).heap) }?);
+    }
+    let mut global = CTX.global_heap.lock();
+    if global.0.is_null() {
+        global.0 = CTX.heaps.lock().acquire(&CTX.os)?;
+    }
+    // SAFETY: the global heap is ours while its lock is held.
+    f(unsafe { OwnedHeap::claim(global.0) }?)
+}
+
+/// Allocates a hardened block of `size` bytes at `align_bytes` (a power of two); null when
+/// memory is short. Small blocks read as zeros; `zero` zeroes the others.
+pub fn alloc(size: usize, align_bytes: usize, zero: bool) -> *mut u8 {
+    if size == 0 && align_bytes <= ZERO_SLOT_BYTES {
+        if let Some(p) = zero_alloc() {
+            return p;
+        }
+    }
+    let Some(total) = size.checked_add(TRAILER_BYTES) else {
+        return ptr::null_mut();
+    };
+    let st = state();
+    if let Some(class) = size_class::class_for_aligned(total, align_bytes) {
+        let p = with_heap(st, |h| Some(CTX.alloc_small(h, class))).unwrap_or(ptr::null_mut());
+        if p.is_null() {
+            return p;
+        }
+        let usable = class.block_bytes();
+        // SAFETY: `p` is a fresh small block of `usable >= size + 8` bytes.
+        unsafe {
+            reuse_small(p, size, usable);
+            seal_block(p, size, usable);
+        }
+        return p;
+    }
+    let Some((p, zeroed)) = with_heap(st, |h| CTX.alloc_big(Some(h), total, align_bytes)) else {
+        return ptr::null_mut();
+    };
+    let p = p.as_ptr();
+    let usable = CTX.usable_size(p, "malloc");
+    // SAFETY: `p` is a fresh block of `usable >= size + 8` bytes.
+    unsafe {
+        if zero && !zeroed {
+            p.write_bytes(0, size);
+        }
+        seal_block(p, size, usable);
+    }
+    p
+}
+
+/// Makes the first `size` bytes of the small block at `p` (`usable` bytes, just taken
+/// from its slab) read as zeros. A block this mode freed before (its trailer still says
+/// FREED: the same size class, the same trailer position) was zeroed then, and only its
+/// free-list link and cookie (the first 16 bytes) were written since: any other byte that
+/// is not zero was written after free, which is reported. Other blocks (never handed out,
+/// or from a slab of another class before) are zeroed.
+///
+/// # Safety
+/// `p` must be a small block just taken from its slab, with `usable >= size + 8` bytes.
+unsafe fn reuse_small(p: *mut u8, size: usize, usable: usize) {
+    let addr = p as usize;
+    // SAFETY: the trailer and the words checked lie inside the block (caller).
+    unsafe {
+        let trailer = p
+            .add(usable - TRAILER_BYTES)
+            .cast::<usize>()
+            .read_unaligned();
+        if trailer != freed(addr, generation_of(addr)) {
+            p.write_bytes(0, size);
+            return;
+        }
+        // Words 0 and 1 are the free-list link and cookie (a 16-byte block has no more,
+        // and its cookie overwrote its trailer, so it never gets here).
+        let words = (usable - TRAILER_BYTES) / 8;
+        let body = core::slice::from_raw_parts(p.cast::<usize>().add(2), words.saturating_sub(2));
+        if body.iter().fold(0, |acc, &w| acc | w) != 0 {
+            fatal::bad_pointer("malloc", AFTER_FREE, addr);
+        }
+        p.cast::<[usize; 2]>().write([0, 0]);
+    }
+}
+
+/// Writes the canary and the trailer of the block at `p` (`usable` bytes) holding `size`.
+///
+/// # Safety
+/// `p` must be a block of ours with `usable >= size + 8` bytes, used by the caller only.
+unsafe fn seal_block(p: *mut u8, size: usize, usable: usize) {
+    let addr = p as usize;
+    // SAFETY: both ranges lie inside the block (caller).
+    unsafe {
+        p.add(size)
+            .write_bytes(canary(addr), usable - TRAILER_BYTES - size);
+        p.add(usable - TRAILER_BYTES)
+            .cast::<usize>()
+            .write_unaligned(seal(addr, size));
+    }
+}
+
+/// The usable bytes of the block at `addr` and whether it is small; reports a pointer that
+/// is not the start of a block of ours, and a small block already back in its slab.
+fn block_of(addr: usize, call: &str) -> (usize, bool) {
+    let found = match region_map::kind_of(addr) {
+        Kind::Slab => {
+            let slab = SegmentHeader::slab_of(SegmentHeader::of(addr), addr);
+            // SAFETY: the region map says the segment is live; `is_block_start` and
+            // `block_bytes` read atomics only.
+            let slab = unsafe { &*slab };
+            if !slab.is_block_start(addr) {
+                None
+            } else {
+                // SAFETY: a block start of an assigned slab has 16 readable bytes.
+                if unsafe { Slab::is_free_block(addr as *mut u8) } {
+                    fatal::bad_pointer(call, DOUBLE_FREE, addr);
+                }
+                Some((slab.block_bytes.load(Ordering::Relaxed) as usize, true))
+            }
+        }
+        Kind::Buddy => BuddyArena::usable_size(addr).map(|n| (n, false)),
+        Kind::Huge | Kind::HugeFar => Large::usable_size(addr).map(|n| (n, false)),
+        Kind::Sampled | Kind::None => None,
+    };
+    match found {
+        Some((usable, small)) if usable >= TRAILER_BYTES + 8 => (usable, small),
+        _ => fatal::bad_pointer(call, INVALID, addr),
+    }
+}
+
+/// Verifies the live block at `addr`: returns its requested size, usable bytes and
+/// whether it is small; reports a freed block, an overwritten trailer or canary.
+fn verify_live(addr: usize, call: &str, st: *mut ThreadState) -> (usize, usize, bool, u32) {
+    let (usable, small) = block_of(addr, call);
+    if !small && !st.is_null() {
+        // SAFETY: the thread's own state.
+        if unsafe { (*st).big.contains(addr) } {
+            fatal::bad_pointer(call, DOUBLE_FREE, addr);
+        }
+    }
+    let p = addr as *mut u8;
+    // SAFETY: the trailer lies in the block's last OS page, never made inaccessible.
+    let word = unsafe {
+        p.add(usable - TRAILER_BYTES)
+            .cast::<usize>()
+            .read_unaligned()
+    };
+    let generation = if small { generation_of(addr) } else { 0 };
+    if word == freed(addr, generation) {
+        fatal::bad_pointer(call, DOUBLE_FREE, addr);
+    }
+    let size = word ^ secret() ^ mix(addr);
+    if size > usable - TRAILER_BYTES {
+        fatal::bad_pointer(call, OVERFLOW, addr);
+    }
+    // SAFETY: the canary lies inside the live block.
+    if !unsafe { all_bytes_are(p.add(size), usable - TRAILER_BYTES - size, canary(addr)) } {
+        fatal::bad_pointer(call, OVERFLOW, addr);
+    }
+    (size, usable, small, generation)
+}
+
+/// True when the `len` bytes at `p` all hold `byte` (compared a word at a time).
+///
+/// # Safety
+/// `[p, p + len)` must be readable.
+unsafe fn all_bytes_are(p: *const u8, len: usize, byte: u8) -> bool {
+    let pattern = usize::from_ne_bytes([byte; 8]);
+    let mut diff = 0;
+    let mut i = 0;
+    while i + 8 <= len {
+        // SAFETY: inside the range (caller).
+        diff |= unsafe { p.add(i).cast::<usize>().read_unaligned() } ^ pattern;
+        i += 8;
+    }
+    while i < len {
+        // SAFETY: inside the range (caller).
+        diff |= usize::from(unsafe { *p.add(i) } ^ byte);
+        i += 1;
+    }
+    diff == 0
+}
+
+/// Frees a hardened block; `expected_size` is the size a sized free was given.
+///
+/// # Safety
+/// `ptr` must be null or a pointer the program got from the allocator (what it points to
+/// is verified before anything is written).
+pub unsafe fn free(ptr: *mut u8, call: &str, expected_size: Option<usize>) {
+    if ptr.is_null() {
+        return;
+    }
+    let addr = ptr as usize;
+    if in_zero_range(addr) {
+        if expected_size.is_some_and(|n| n != 0) {
+            fatal::bad_pointer(call, WRONG_SIZE, addr);
+        }
+        return zero_free(addr, call);
+    }
+    let st = state();
+    let (size, usable, small, generation) = verify_live(addr, call, st);
+    if expected_size.is_some_and(|n| n != size) {
+        fatal::bad_pointer(call, WRONG_SIZE, addr);
+    }
+    // SAFETY: verified live above: the whole block is the program's to give back.
+    unsafe {
+        if small {
+            ptr.write_bytes(0, usable - TRAILER_BYTES);
+        }
+        ptr.add(usable - TRAILER_BYTES)
+            .cast::<usize>()
+            .write_unaligned(freed(addr, generation));
+    }
+    if st.is_null() {
+        // No quarantine for a thread past its exit: checked, then freed at once.
+        return free_for_real(st, addr, if small { usable } else { 0 }, call);
+    }
+    // SAFETY: the thread's own state, reached by no one else.
+    let st_ref = unsafe { &mut *st };
+    if small {
+        st_ref.small.push(addr, usable);
+        while let Some((old, bytes)) = st_ref.small.evict(SMALL_QUARANTINE_BYTES) {
+            free_for_real(st, old, bytes, call);
+        }
+    } else {
+        let (start, len) = protectable(addr, usable);
+        if len == 0
+            || usable > BIG_QUARANTINE_BYTES
+            // SAFETY: whole OS pages of a block the program gave back, not the last one.
+            || !unsafe { CTX.os.set_accessible(start, len, false) }
+        {
+            return free_for_real(st, addr, 0, call);
+        }
+        st_ref.big.push(addr, usable);
+        while let Some((old, bytes)) = st_ref.big.evict(BIG_QUARANTINE_BYTES) {
+            let (start, len) = protectable(old, bytes);
+            // SAFETY: the range this module made inaccessible at the block's free.
+            if !unsafe { CTX.os.set_accessible(start, len, true) } {
+                fatal::fatal("harden: cannot make a freed block accessible again");
+            }
+            free_for_real(st, old, 0, call);
+        }
+    }
+}
+
+/// The whole OS pages of the block at `addr` (`usable` bytes) that may be made
+/// inaccessible: all but the one holding the trailer.
+fn protectable(addr: usize, usable: usize) -> (usize, usize) {
+    let start = addr.next_multiple_of(OS_PAGE_BYTES);
+    let end = (addr + usable - TRAILER_BYTES) & !(OS_PAGE_BYTES - 1);
+    (start, end.saturating_sub(start))
+}
+
+/// Gives a block that left the quarantine (or a thread without one) back to the heap.
+/// A small one goes back zeroed, its trailer saying FREED: it is checked when it is
+/// handed out again (`reuse_small`), but for its first 16 bytes, which the slab's free
+/// list overwrites now: those are checked here (the line is written next anyway).
+/// `usable` is the small block's size, 0 for a medium or huge one.
+fn free_for_real(st: *mut ThreadState, addr: usize, usable: usize, call: &str) {
+    if usable != 0 {
+        // The zeroed words among the first two (a 16-byte block has one, then its trailer).
+        let words = ((usable - TRAILER_BYTES) / 8).min(2);
+        // SAFETY: a small block held by the quarantine: ours, `usable` bytes.
+        let head = unsafe { core::slice::from_raw_parts(addr as *const usize, words) };
+        if head.iter().any(|&w| w != 0) {
+            fatal::bad_pointer(call, AFTER_FREE, addr);
+        }
+    }
+    with_heap(st, |h| {
+        // SAFETY: the block was freed by the program and is held only by us.
+        unsafe { CTX.free_with(Some(h), addr as *mut u8, call) };
+        Some(())
+    });
+}
+
+/// The requested size of a live hardened block (0 for null).
+pub fn usable_size(ptr: *const u8, call: &str) -> usize {
+    if ptr.is_null() {
+        return 0;
+    }
+    let addr = ptr as usize;
+    if in_zero_range(addr) {
+        zero_check_live(addr, call);
+        return 0;
+    }
+    verify_live(addr, call, state()).0
+}
+
+/// Resizes a hardened block (`ptr` not null, `new_size` > 0).
+///
+/// # Safety
+/// As for [`free`].
+pub unsafe fn realloc(ptr: *mut u8, new_size: usize, align_bytes: usize) -> *mut u8 {
+    let addr = ptr as usize;
+    if in_zero_range(addr) {
+        zero_check_live(addr, "realloc");
+        let new = alloc(new_size, align_bytes, false);
+        if !new.is_null() {
+            zero_free(addr, "realloc");
+        }
+        return new;
+    }
+    let (size, usable, _, _) = verify_live(addr, "realloc", state());
+    if new_size
+        .checked_add(TRAILER_BYTES)
+        .is_some_and(|total| total <= usable && total * 2 > usable)
+    {
+        // SAFETY: verified live; the new size fits the block with its trailer.
+        unsafe { seal_block(ptr, new_size, usable) };
+        return ptr;
+    }
+    if let Some(p) = resize_huge(addr, new_size) {
+        return p;
+    }
+    let new = alloc(new_size, align_bytes, false);
+    if new.is_null() {
+        return new;
+    }
+    // SAFETY: both blocks are live and at least `min(size, new_size)` long.
+    unsafe {
+        ptr::copy_nonoverlapping(ptr, new, size.min(new_size));
+        free(ptr, "realloc", None);
+    }
+    new
+}
+
+/// Resizes the live huge block at `addr` to `new_size` without copying (in place, or by
+/// moving its pages, as in the default mode) and seals it again; None when it must be
+/// copied instead.
+fn resize_huge(addr: usize, new_size: usize) -> Option<*mut u8> {
+    let total = new_size.checked_add(TRAILER_BYTES)?;
+    if total <= crate::block::buddy::MEDIUM_MAX_BYTES
+        || !matches!(region_map::kind_of(addr), Kind::Huge | Kind::HugeFar)
+    {
+        return None;
+    }
+    let resized = CTX.large.lock().resize(&CTX.os, addr, total);
+    let p = match resized {
+        Ok(Some(p)) => p.as_ptr(),
+        Ok(None) => return None,
+        Err(_) => fatal::bad_pointer("realloc", INVALID, addr),
+    };
+    let usable = Large::usable_size(p as usize)?;
+    // SAFETY: the resized block is live, ours, with `usable >= new_size + 8` bytes.
+    unsafe { seal_block(p, new_size, usable) };
+    Some(p)
+}
+
+/// The calling thread's heap in this mode, as the proof of ownership (for `malloc_trim`
+/// and the heap check).
+pub fn owned_heap() -> Option<OwnedHeap<'static>> {
+    // SAFETY: the thread's own heap, used only by it; callers hold the result for the
+    // call at hand only, as with `tls::owned_heap`.
+    unsafe { OwnedHeap::claim(thread_heap()) }
+}
+
+/// True when `addr` is a live `malloc(0)` block of this mode.
+pub fn owns_zero_block(addr: usize) -> bool {
+    if !in_zero_range(addr) || (addr - ZERO_BASE.load(Ordering::Relaxed)) % ZERO_SLOT_BYTES != 0 {
+        return false;
+    }
+    let g = GLOBALS.lock();
+    let slot = (addr - ZERO_BASE.load(Ordering::Relaxed)) / ZERO_SLOT_BYTES;
+    // SAFETY: `slot < ZERO_SLOTS`: the word is in the bitmap, read under the lock.
+    unsafe { *g.zero_bits.add(slot / 64) & (1 << (slot % 64)) != 0 }
+}
+
+/// Gives back the calling thread's quarantined blocks (for `malloc_trim`).
+pub fn drain() {
+    let st = tls::hardened() as *mut ThreadState;
+    if !st.is_null() {
+        drain_state(st);
+    }
+}
+
+fn drain_state(st: *mut ThreadState) {
+    // SAFETY: the calling thread's own state.
+    let st_ref = unsafe { &mut *st };
+    while let Some((addr, bytes)) = st_ref.small.take_oldest() {
+        free_for_real(st, addr, bytes, "free");
+    }
+    while let Some((addr, bytes)) = st_ref.big.take_oldest() {
+        let (start, len) = protectable(addr, bytes);
+        // SAFETY: the range this module made inaccessible at the block's free.
+        if !unsafe { CTX.os.set_accessible(start, len, true) } {
+            fatal::fatal("harden: cannot make a freed block accessible again");
+        }
+        free_for_real(st, addr, 0, "free");
+    }
+}
+
+/// Thread exit in this mode: the quarantine is emptied, the heap handed back, the state
+/// kept for the next thread.
+pub fn thread_exit() {
+    let st = tls::hardened() as *mut ThreadState;
+    if st.is_null() {
+        return;
+    }
+    drain_state(st);
+    tls::set_hardened(0);
+    tls::set_state(tls::STATE_EXITED);
+    crate::stats::thread_exited();
+    // SAFETY: the thread's own state; its heap is the thread's, no `OwnedHeap` of it live.
+    if let Some(heap) = unsafe { OwnedHeap::claim((*st).heap) } {
+        CTX.retire_heap(heap);
+    }
+    let mut g = GLOBALS.lock();
+    // SAFETY: the state is no longer reachable from the thread: ours to keep.
+    unsafe {
+        (*st).heap = ptr::null_mut();
+        (*st).spare_next = g.spare;
+    }
+    g.spare = st;
+}
+
+// ---- malloc(0) ----
+
+fn in_zero_range(addr: usize) -> bool {
+    let base = ZERO_BASE.load(Ordering::Acquire);
+    base != 0 && addr.wrapping_sub(base) < ZERO_REGION_BYTES
+}
+
+/// A `malloc(0)` block: a slot of the inaccessible range. None when every slot is live
+/// (or the OS refused the range).
+fn zero_alloc() -> Option<*mut u8> {
+    let mut g = GLOBALS.lock();
+    if g.zero_bits.is_null() {
+        let bits = CTX.os.map(ZERO_WORDS * 8, OS_PAGE_BYTES)?;
+        let base = CTX.os.reserve_inaccessible(ZERO_REGION_BYTES)?;
+        g.zero_bits = bits.as_ptr().cast();
+        ZERO_BASE.store(base.as_ptr() as usize, Ordering::Release);
+    }
+    for k in 0..ZERO_WORDS {
+        let w = (g.zero_cursor + k) % ZERO_WORDS;
+        // SAFETY: the bitmap has ZERO_WORDS words, ours under the lock.
+        let word = unsafe { &mut *g.zero_bits.add(w) };
+        if *word != u64::MAX {
+            let bit = word.trailing_ones() as usize;
+            *word |= 1 << bit;
+            g.zero_cursor = w;
+            let base = ZERO_BASE.load(Ordering::Relaxed);
+            return Some((base + (w * 64 + bit) * ZERO_SLOT_BYTES) as *mut u8);
+        }
+    }
+    None
+}
+
+/// The bitmap word and bit of the `malloc(0)` slot at `addr`; reports a pointer that is
+/// not a slot start or not live.
+fn zero_slot(g: &Globals, addr: usize, call: &str) -> (*mut u64, u64) {
+    let offset = addr - ZERO_BASE.load(Ordering::Relaxed);
+    if offset % ZERO_SLOT_BYTES != 0 {
+        fatal::bad_pointer(call, INVALID, addr);
+    }
+    let slot = offset / ZERO_SLOT_BYTES;
+    // SAFETY: `slot < ZERO_SLOTS` (the address is in the range), so the word is in the map.
+    let word = unsafe { g.zero_bits.add(slot / 64) };
+    let bit = 1u64 << (slot % 64);
+    // SAFETY: as above, under the lock.
+    if unsafe { *word } & bit == 0 {
+        fatal::bad_pointer(call, DOUBLE_FREE, addr);
+    }
+    (word, bit)
+}
+
+fn zero_check_live(addr: usize, call: &str) {
+    let g = GLOBALS.lock();
+    zero_slot(&g, addr, call);
+}
+
+fn zero_free(addr: usize, call: &str) {
+    let g = GLOBALS.lock();
+    let (word, bit) = zero_slot(&g, addr, call);
+    // SAFETY: a word of the bitmap, ours under the lock.
+    unsafe { *word &= !bit };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn empty<const N: usize>() -> Ring<N> {
+        Ring {
+            addr: [0; N],
+            bytes: [0; N],
+            head: 0,
+            len: 0,
+            total_bytes: 0,
+        }
+    }
+
+    #[test]
+    fn ring_is_fifo_and_bounded_by_count_and_bytes() {
+        let mut r = empty::<4>();
+        for a in 1..=3 {
+            r.push(a * 16, 100);
+            assert_eq!(r.evict(1000), None, "below both bounds after {a}");
+        }
+        r.push(64, 100);
+        // Full (4 of 4): the oldest leaves first.
+        assert_eq!(r.evict(1000), Some((16, 100)));
+        assert_eq!(r.evict(1000), None);
+        assert!(r.contains(32) && r.contains(64) && !r.contains(16));
+        // Over the byte bound: evicts until under it.
+        r.push(80, 900);
+        assert_eq!(r.evict(1000), Some((32, 100)));
+        assert_eq!(r.evict(1000), Some((48, 100)));
+        assert_eq!(r.evict(1000), None);
+        assert_eq!(r.total_bytes, 1000);
+        assert_eq!(r.take_oldest(), Some((64, 100)));
+        assert_eq!(r.take_oldest(), Some((80, 900)));
+        assert_eq!(r.take_oldest(), None);
+    }
+
+    #[test]
+    fn all_bytes_are_finds_one_different_byte_anywhere() {
+        for len in 0..40 {
+            let mut buf = [0xa5u8; 48];
+            // SAFETY: `len < 48`.
+            assert!(unsafe { all_bytes_are(buf.as_ptr().add(3), len, 0xa5) });
+            for k in 0..len {
+                buf[3 + k] = 0xa4;
+                // SAFETY: as above.
+                assert!(
+                    !unsafe { all_bytes_are(buf.as_ptr().add(3), len, 0xa5) },
+                    "{len} {k}"
+                );
+                buf[3 + k] = 0xa5;
+            }
+        }
+    }
+
+    #[test]
+    fn seals_differ_by_size_address_and_generation() {
+        let a = 0x7000_1000;
+        assert_ne!(seal(a, 100), seal(a, 101));
+        assert_ne!(seal(a, 100), seal(a + 16, 100));
+        assert_ne!(freed(a, 1), freed(a, 2));
+        assert_ne!(freed(a, 1), seal(a, 0));
+        // A live block's trailer decodes to its size.
+        assert_eq!(seal(a, 100) ^ secret() ^ mix(a), 100);
+        assert_ne!(canary(a), 0);
+    }
+}
