@@ -43,7 +43,7 @@ use crate::os::{Os, OS_PAGE_BYTES};
 use crate::process::{tls, CTX};
 use crate::region_map::{self, Kind};
 use crate::sync::Mutex;
-use core::ptr;
+use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 const TRAILER_BYTES: usize = 8;
@@ -500,6 +500,15 @@ pub unsafe fn free(ptr: *mut u8, call: &str, expected_size: Option<usize>) {
             || !unsafe { CTX.os.set_accessible(start, len, false) }
         {
             return free_for_real(st, addr, 0, call);
+        }
+        // The quarantine holds the block's address space, not its memory: its pages go back
+        // to the OS now (one `madvise` beside the `mprotect`), so up to BIG_QUARANTINE_BYTES
+        // of freed blocks do not stay resident while they wait, and the time-based decay,
+        // which never sees quarantined blocks, is not needed to return them.
+        if let Some(range) = NonNull::new(start as *mut u8) {
+            // SAFETY: whole OS pages inside the block's live mapping (`protectable`), whose
+            // contents the program gave up at this free; nothing of ours lives in them.
+            unsafe { CTX.os.purge(range, len) };
         }
         st_ref.big.push(addr, usable);
         while let Some((old, bytes)) = st_ref.big.evict(BIG_QUARANTINE_BYTES) {
