@@ -69,13 +69,14 @@ struct Owner {
 }
 
 impl Owner {
-    /// Collects remote frees and processes the pending stack, then retires the slab if it
-    /// is empty and the rule allows.
-    fn settle(&mut self, world: &World, old_rule: bool) {
+    /// Collects remote frees (following each collected block with `next`; 0 ends a chain)
+    /// and processes the pending stack, then retires the slab if it is empty and the rule
+    /// allows.
+    fn settle_with(&mut self, world: &World, old_rule: bool, next: impl Fn(usize) -> usize) {
         let mut head = remote_free::take_blocks(&world.slab.word);
         while head != 0 {
             self.live -= 1;
-            head = 0; // each fake block is pushed alone (links are not modelled)
+            head = next(head);
         }
         let mut cur = remote_free::take_pending(&world.heap.pending);
         while !cur.is_null() {
@@ -94,8 +95,9 @@ impl Owner {
     }
 }
 
-fn world() -> Arc<World> {
-    let world = Arc::new(World {
+/// A slab with live blocks, parked by its owner on its full list (NOTIFY set).
+fn parked_slab() -> World {
+    let world = World {
         slab: Slab {
             word: AtomicUsize::new(0),
             next_pending: AtomicPtr::new(std::ptr::null_mut()),
@@ -104,39 +106,62 @@ fn world() -> Arc<World> {
         heap: Heap {
             pending: AtomicPtr::new(std::ptr::null_mut()),
         },
-    });
-    // The owner parked the full slab, asking to be notified.
+    };
     assert!(remote_free::request_notify(&world.slab.word));
     world
 }
 
-/// One remote freer against an owner that frees its own block, collects, settles.
-fn one_remote_model(old_rule: bool) {
+fn world() -> Arc<World> {
+    Arc::new(parked_slab())
+}
+
+/// The model both protocols run: the slab has `live` blocks, one freer thread runs
+/// `remote`, the owner frees one block itself (the slab leaves its full list), settles,
+/// joins the freer and settles again (its next slow path); at the end every block is
+/// accounted for and the slab is retirable, off the pending stack, its word clear.
+fn owner_model<W: 'static>(
+    live: usize,
+    old_rule: bool,
+    make: fn() -> Arc<W>,
+    world: fn(&W) -> &World,
+    remote: fn(&W),
+    next: fn(&W, usize) -> usize,
+) {
     loom::model(move || {
-        let w = world();
-        let remote = {
+        let w = make();
+        let freer = {
             let w = w.clone();
-            thread::spawn(move || remote_free(&w, BLOCK_B))
+            thread::spawn(move || remote(&w))
         };
         let mut owner = Owner {
-            live: 2,
+            live,
             retired: false,
         };
-        // Local free of block A into the full slab: leave the full list.
         owner.live -= 1;
-        remote_free::cancel_notify(&w.slab.word);
-        owner.settle(&w, old_rule);
-        remote.join().unwrap();
-        // The owner's next slow path settles whatever arrived meanwhile.
-        owner.settle(&w, old_rule);
-        assert_eq!(owner.live, 0);
+        remote_free::cancel_notify(&world(&w).slab.word);
+        owner.settle_with(world(&w), old_rule, |b| next(&w, b));
+        freer.join().unwrap();
+        owner.settle_with(world(&w), old_rule, |b| next(&w, b));
+        assert_eq!(owner.live, 0, "a block was lost or counted twice");
         assert!(
             owner.retired,
             "an empty slab must become retirable once settled"
         );
-        assert!(w.heap.pending.load(Ordering::SeqCst).is_null());
-        assert_eq!(w.slab.word.load(Ordering::SeqCst), 0);
+        assert!(world(&w).heap.pending.load(Ordering::SeqCst).is_null());
+        assert_eq!(world(&w).slab.word.load(Ordering::SeqCst), 0);
     });
+}
+
+/// One remote freer (block B) against an owner that frees its own block (A).
+fn one_remote_model(old_rule: bool) {
+    owner_model(
+        2,
+        old_rule,
+        world,
+        |w| w,
+        |w| remote_free(w, BLOCK_B),
+        |_, _| 0,
+    );
 }
 
 #[test]
@@ -191,8 +216,7 @@ struct LinkedBlock {
 }
 
 struct BatchWorld {
-    slab: Slab,
-    heap: Heap,
+    world: World,
     /// Blocks 0, 1, 2 at addresses (i + 1) * 0x1000.
     blocks: [LinkedBlock; 3],
 }
@@ -202,21 +226,12 @@ fn block_index(addr: usize) -> usize {
 }
 
 fn batch_world() -> Arc<BatchWorld> {
-    let w = Arc::new(BatchWorld {
-        slab: Slab {
-            word: AtomicUsize::new(0),
-            next_pending: AtomicPtr::new(std::ptr::null_mut()),
-            released: AtomicBool::new(false),
-        },
-        heap: Heap {
-            pending: AtomicPtr::new(std::ptr::null_mut()),
-        },
+    Arc::new(BatchWorld {
+        world: parked_slab(),
         blocks: [0, 1, 2].map(|_| LinkedBlock {
             next: loom::cell::UnsafeCell::new(0),
         }),
-    });
-    assert!(remote_free::request_notify(&w.slab.word));
-    w
+    })
 }
 
 /// A remote freer that buffered blocks 1 and 2 of the slab publishes them as one chain.
@@ -225,74 +240,40 @@ fn remote_free_chain(w: &BatchWorld) {
     // Buffering: the chain's inner link, written while the blocks are only ours.
     // SAFETY: loom cell access, no other thread sees the block yet.
     w.blocks[1].next.with_mut(|p| unsafe { *p = last });
-    let notify = remote_free::push_block(&w.slab.word, first, |next| {
+    let notify = remote_free::push_block(&w.world.slab.word, first, |next| {
         // SAFETY: as above; this is the last block's link, written before each attempt.
         w.blocks[2].next.with_mut(|p| unsafe { *p = next });
     });
     if notify {
         assert!(
-            !w.slab.released.load(Ordering::SeqCst),
+            !w.world.slab.released.load(Ordering::SeqCst),
             "remote freer queued a slab whose segment was released"
         );
-        let slab = &w.slab as *const Slab as *mut Slab;
+        let slab = &w.world.slab as *const Slab as *mut Slab;
         // SAFETY: this thread set QUEUED; in the model the slab lives as long as `w`.
-        unsafe { remote_free::push_pending(&w.heap.pending, slab, &w.slab.next_pending) };
+        unsafe {
+            remote_free::push_pending(&w.world.heap.pending, slab, &w.world.slab.next_pending)
+        };
     }
 }
 
-impl Owner {
-    /// As `settle`, walking the collected chain through its links.
-    fn settle_chains(&mut self, w: &BatchWorld, old_rule: bool) {
-        let mut head = remote_free::take_blocks(&w.slab.word);
-        while head != 0 {
-            self.live -= 1;
-            // SAFETY: collected blocks are the owner's; loom checks the read is ordered after
-            // the freer's writes.
-            head = w.blocks[block_index(head)].next.with(|p| unsafe { *p });
-        }
-        let mut cur = remote_free::take_pending(&w.heap.pending);
-        while !cur.is_null() {
-            // SAFETY: the only slab in the model, alive for the whole model.
-            let slab = unsafe { &*cur };
-            cur = slab.next_pending.load(Ordering::Relaxed);
-            remote_free::clear_queued(&slab.word);
-        }
-        if !self.retired && self.live == 0 && (old_rule || remote_free::may_unassign(&w.slab.word))
-        {
-            self.retired = true;
-            w.slab.released.store(true, Ordering::SeqCst);
-        }
-    }
+/// The link of a collected block: the owner's, and loom checks the read is ordered after
+/// the freer's writes.
+fn chain_next(w: &BatchWorld, block: usize) -> usize {
+    // SAFETY: loom cell access of a block the owner collected.
+    w.blocks[block_index(block)].next.with(|p| unsafe { *p })
 }
 
 /// One batching freer (blocks 1 and 2) against an owner that frees block 0 itself.
 fn batched_model(old_rule: bool) {
-    loom::model(move || {
-        let w = batch_world();
-        let remote = {
-            let w = w.clone();
-            thread::spawn(move || remote_free_chain(&w))
-        };
-        let mut owner = Owner {
-            live: 3,
-            retired: false,
-        };
-        owner.live -= 1;
-        remote_free::cancel_notify(&w.slab.word);
-        owner.settle_chains(&w, old_rule);
-        remote.join().unwrap();
-        owner.settle_chains(&w, old_rule);
-        assert_eq!(
-            owner.live, 0,
-            "a block of the chain was lost or counted twice"
-        );
-        assert!(
-            owner.retired,
-            "an empty slab must become retirable once settled"
-        );
-        assert!(w.heap.pending.load(Ordering::SeqCst).is_null());
-        assert_eq!(w.slab.word.load(Ordering::SeqCst), 0);
-    });
+    owner_model(
+        3,
+        old_rule,
+        batch_world,
+        |w| &w.world,
+        remote_free_chain,
+        chain_next,
+    );
 }
 
 #[test]
