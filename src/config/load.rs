@@ -275,21 +275,16 @@ fn secure_execution() -> bool {
     unsafe { libc::getauxval(libc::AT_SECURE) != 0 }
 }
 
-/// Whether the `OXMALLOC_*` environment may set options.
-///
-/// Not in secure-execution mode: the environment is then the caller's, and the process
-/// runs with rights the caller lacks. Every option is ignored there, not only the ones
-/// that name a file: `OXMALLOC_STATS_FILE` and `OXMALLOC_PROF_DIR` would write where the
-/// caller cannot, `OXMALLOC_PROF_SIGNAL` would make a signal the caller may send write a
-/// file, `OXMALLOC_VERBOSE` and `OXMALLOC_STATS` would put the process's addresses and
-/// its heap's shape on the caller's terminal, and `OXMALLOC_PURGE_DELAY_MS` and the
-/// sampling options let the caller change how a privileged process holds its memory.
-/// Weighing them one by one would gain a privileged program nothing it needs; glibc
-/// ignores its `MALLOC_*` variables there in the same way. A program's own calls
-/// (`mallopt`, `ox_prof_dump(path)`) are its own business and still work.
-fn environment_trusted(secure: bool) -> bool {
-    !secure
-}
+// Secure execution: no `OXMALLOC_*` variable sets an option. The environment is then the
+// caller's, and the process runs with rights the caller lacks. Every option is ignored
+// there, not only the ones that name a file: `OXMALLOC_STATS_FILE` and `OXMALLOC_PROF_DIR`
+// would write where the caller cannot, `OXMALLOC_PROF_SIGNAL` would make a signal the
+// caller may send write a file, `OXMALLOC_VERBOSE` and `OXMALLOC_STATS` would put the
+// process's addresses and its heap's shape on the caller's terminal, and
+// `OXMALLOC_PURGE_DELAY_MS` and the sampling options let the caller change how a privileged
+// process holds its memory. Weighing them one by one would gain a privileged program nothing
+// it needs; glibc ignores its `MALLOC_*` variables there in the same way. A program's own
+// calls (`mallopt`, `ox_prof_dump(path)`) are its own business and still work.
 
 /// Loads the options (see `config::ensure_loaded`).
 #[cold]
@@ -320,7 +315,7 @@ pub(super) fn load_slow() {
     crate::os::real::keep_errno(|| {
         let mut settings = Settings::defaults();
         let mut w = Writer::to_fd(2);
-        if environment_trusted(secure_execution()) && !scan_environ(&mut settings, &mut w) {
+        if !secure_execution() && !scan_environ(&mut settings, &mut w) {
             scan_proc_environ(&mut settings, &mut w);
         }
         for p in &mut settings.paths {

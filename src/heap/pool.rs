@@ -82,6 +82,14 @@ impl HeapPool {
     /// new one. `None` when the OS refuses memory.
     pub fn acquire<O: Os>(&mut self, os: &O) -> Option<*mut Heap> {
         let heap = self.acquire_inactive(os)?;
+        // The heap's clock (read every 64 slow-path calls) is set now: a slab that empties
+        // before the next reading is stamped with it, and an old stamp would make the decay
+        // take a young spare for an old one.
+        // SAFETY: taken out of the pool just now: no thread owns it yet, and this `OwnedHeap`
+        // is dropped before the heap is handed over.
+        if let Some(mut h) = unsafe { OwnedHeap::claim(heap) } {
+            h.local().clock_ms = os.now_ms();
+        }
         // SAFETY: the heap is valid (pool heaps are never unmapped) and on no list.
         unsafe { self.active.push_front(heap) };
         // SAFETY: we hold the pool (its lock).
@@ -150,12 +158,9 @@ impl HeapPool {
             }
             links.orphaned_by_fork = false;
             // SAFETY: taken off the list, the heap is ours to check.
-            if let Some(mut h) = unsafe { OwnedHeap::claim(heap) }
-                .filter(|h| crate::heap::validate::check_heap(h).is_ok())
+            if unsafe { OwnedHeap::claim(heap) }
+                .is_some_and(|h| crate::heap::validate::check_heap(&h).is_ok())
             {
-                // Its thread may have been mid-way through a batched remote free: the
-                // buffer is dropped, not published (see `remote_batch`).
-                h.local().remote.forget();
                 return Some(heap);
             }
             // SAFETY: on no list now.
@@ -218,6 +223,14 @@ impl HeapPool {
                 let next = List::next(heap);
                 if heap != keep && heap != global {
                     self.active.remove(heap);
+                    // Its thread may have been mid-way through a batched remote free: the
+                    // batch is dropped, never published (see `remote_batch`), whichever list
+                    // the heap goes to (a heap without segments goes to the free list, and
+                    // is not checked before reuse).
+                    // The child's only thread may own it: its owner does not exist here.
+                    if let Some(mut h) = OwnedHeap::claim(heap) {
+                        h.local().remote.forget();
+                    }
                     (*heap).pool_links().orphaned_by_fork = true;
                     self.release_inactive(heap);
                 }

@@ -416,12 +416,18 @@ pub unsafe fn free(ptr: *mut u8, call: &str) {
 /// As for [`free`].
 #[inline]
 pub unsafe fn free_sized(ptr: *mut u8, size: usize, call: &str) {
+    // A thread with its own heap is not in hardened mode (that mode keeps the slot empty):
+    // the common case pays no option read.
+    if let Some(heap) = tls::owned_heap() {
+        // SAFETY: forwarded contract.
+        return unsafe { CTX.free_with(Some(heap), ptr, call) };
+    }
     if crate::config::harden_mode() {
         // SAFETY: forwarded contract.
         return unsafe { harden::free(ptr, call, Some(size)) };
     }
     // SAFETY: forwarded contract.
-    unsafe { CTX.free_with(tls::owned_heap(), ptr, call) }
+    unsafe { CTX.free_with(None, ptr, call) }
 }
 
 /// `realloc` for a live, non-null `ptr` and a non-zero size, keeping `align_bytes`.
