@@ -93,6 +93,27 @@ static inline double ox_prof_said(const struct ox_child *r, const char *key)
     return strtod(buf, NULL);
 }
 
+/* The "LO HI" address range a worker said under `key` (a function's section bounds). */
+static inline void ox_prof_range_of(const struct ox_child *r, const char *key, uintptr_t *lo,
+                                    uintptr_t *hi)
+{
+    char buf[128];
+    unsigned long a, b;
+    CHECK(ox_child_value(r, key, buf, sizeof buf) && sscanf(buf, "%lu %lu", &a, &b) == 2,
+          "worker did not say %s", key);
+    *lo = a;
+    *hi = b;
+}
+
+/* Fails unless the estimate `est` is within `bound` (relative) of `truth`. */
+static inline void ox_prof_check_near(const char *what, double est, double truth, double bound)
+{
+    double rel = (est - truth) / truth;
+    NOTE("%s: estimated %.0f, true %.0f (%+.2f%%)", what, est, truth, 100 * rel);
+    CHECK(rel < bound && rel > -bound, "%s: estimate %.0f is %.2f%% off the true %.0f", what,
+          est, 100 * rel, truth);
+}
+
 struct ox_prof_stack {
     uint64_t alloc_samples, alloc_objects, alloc_bytes;
     uint64_t inuse_samples, inuse_objects, inuse_bytes;

@@ -90,24 +90,6 @@ static void worker(void)
                  (unsigned long)__stop_oxprof_churn);
 }
 
-static void range_of(const struct ox_child *r, const char *key, uintptr_t *lo, uintptr_t *hi)
-{
-    char buf[128];
-    unsigned long a, b;
-    CHECK(ox_child_value(r, key, buf, sizeof buf) && sscanf(buf, "%lu %lu", &a, &b) == 2,
-          "worker did not say %s", key);
-    *lo = a;
-    *hi = b;
-}
-
-static void check_near(const char *what, double est, double truth, double bound)
-{
-    double rel = (est - truth) / truth;
-    NOTE("%s: %.0f, expected %.0f (%+.2f%%)", what, est, truth, 100 * rel);
-    CHECK(rel < bound && rel > -bound, "%s: %.0f is %.2f%% off %.0f", what, est, 100 * rel,
-          truth);
-}
-
 int main(int argc, char **argv)
 {
     if (argc > 2 && strcmp(argv[1], "worker") == 0) {
@@ -126,9 +108,9 @@ int main(int argc, char **argv)
     static struct ox_prof_file f;
     ox_prof_read_or_fail(dir, (long)ox_prof_said(&r, "PID"), "exit", &f);
     uintptr_t lo[3], hi[3];
-    range_of(&r, "BIG", &lo[0], &hi[0]);
-    range_of(&r, "SMALL", &lo[1], &hi[1]);
-    range_of(&r, "CHURN", &lo[2], &hi[2]);
+    ox_prof_range_of(&r, "BIG", &lo[0], &hi[0]);
+    ox_prof_range_of(&r, "SMALL", &lo[1], &hi[1]);
+    ox_prof_range_of(&r, "CHURN", &lo[2], &hi[2]);
     double alloc[3] = {0}, peak[3] = {0}, live[3] = {0}, shortb[3] = {0};
     for (int i = 0; i < f.nstacks; i++) {
         const struct ox_prof_stack *s = &f.stacks[i];
@@ -142,12 +124,12 @@ int main(int argc, char **argv)
         }
     }
     double big = (double)BIG_BLOCKS * BLOCK_BYTES;
-    check_near("peak of the whole heap", (double)f.peak_bytes, big, 0.05);
-    check_near("grow_big's bytes at the peak", peak[0], big, 0.05);
+    ox_prof_check_near("peak of the whole heap", (double)f.peak_bytes, big, 0.05);
+    ox_prof_check_near("grow_big's bytes at the peak", peak[0], big, 0.05);
     CHECK(peak[1] == 0 && peak[2] == 0, "grow_small (%.0f) or churn (%.0f) live at the peak",
           peak[1], peak[2]);
-    check_near("grow_small allocated", alloc[1], (double)SMALL_BLOCKS * BLOCK_BYTES, 0.05);
-    check_near("churn allocated", alloc[2], (double)CHURN_BLOCKS * CHURN_BYTES, 0.10);
+    ox_prof_check_near("grow_small allocated", alloc[1], (double)SMALL_BLOCKS * BLOCK_BYTES, 0.05);
+    ox_prof_check_near("churn allocated", alloc[2], (double)CHURN_BLOCKS * CHURN_BYTES, 0.10);
     CHECK(live[0] == 0 && live[1] == 0 && live[2] == 0, "blocks live at exit");
     CHECK(shortb[2] > 0.9 * alloc[2], "churn: %.0f of %.0f bytes short-lived", shortb[2],
           alloc[2]);

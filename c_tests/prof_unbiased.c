@@ -145,24 +145,6 @@ static void worker(void)
     /* The kept blocks stay live: they are the exit profile's in-use bytes. */
 }
 
-static void range_of(const struct ox_child *r, const char *key, uintptr_t *lo, uintptr_t *hi)
-{
-    char buf[128];
-    unsigned long a, b;
-    CHECK(ox_child_value(r, key, buf, sizeof buf) && sscanf(buf, "%lu %lu", &a, &b) == 2,
-          "worker did not say %s", key);
-    *lo = a;
-    *hi = b;
-}
-
-static void check_estimate(const char *what, double est, double truth, double bound)
-{
-    double rel = (est - truth) / truth;
-    NOTE("%s: estimated %.0f, true %.0f (%+.2f%%)", what, est, truth, 100 * rel);
-    CHECK(rel < bound && rel > -bound, "%s: estimate %.0f is %.2f%% off the true %.0f", what,
-          est, 100 * rel, truth);
-}
-
 int main(int argc, char **argv)
 {
     if (argc > 2 && strcmp(argv[1], "worker") == 0) {
@@ -185,9 +167,9 @@ int main(int argc, char **argv)
           f.reason, (unsigned long long)f.interval);
 
     uintptr_t lo[3], hi[3];
-    range_of(&r, "F60", &lo[0], &hi[0]);
-    range_of(&r, "F30", &lo[1], &hi[1]);
-    range_of(&r, "F10", &lo[2], &hi[2]);
+    ox_prof_range_of(&r, "F60", &lo[0], &hi[0]);
+    ox_prof_range_of(&r, "F30", &lo[1], &hi[1]);
+    ox_prof_range_of(&r, "F10", &lo[2], &hi[2]);
     double alloc[3] = {0, 0, 0}, live[3] = {0, 0, 0};
     for (int i = 0; i < f.nstacks; i++) {
         const struct ox_prof_stack *s = &f.stacks[i];
@@ -203,15 +185,15 @@ int main(int argc, char **argv)
             }
         }
     }
-    check_estimate("alloc 60%", alloc[0], ox_prof_said(&r, "ALLOC60"), 0.03);
-    check_estimate("alloc 30%", alloc[1], ox_prof_said(&r, "ALLOC30"), 0.03);
-    check_estimate("alloc 10%", alloc[2], ox_prof_said(&r, "ALLOC10"), 0.03);
+    ox_prof_check_near("alloc 60%", alloc[0], ox_prof_said(&r, "ALLOC60"), 0.03);
+    ox_prof_check_near("alloc 30%", alloc[1], ox_prof_said(&r, "ALLOC30"), 0.03);
+    ox_prof_check_near("alloc 10%", alloc[2], ox_prof_said(&r, "ALLOC10"), 0.03);
     double live_truth[3] = {ox_prof_said(&r, "LIVE60"), ox_prof_said(&r, "LIVE30"),
                             ox_prof_said(&r, "LIVE10")};
-    check_estimate("live 60%", live[0], live_truth[0], 0.08);
-    check_estimate("live 30%", live[1], live_truth[1], 0.08);
-    check_estimate("live 10%", live[2], live_truth[2], 0.08);
-    check_estimate("live, all three", live[0] + live[1] + live[2],
+    ox_prof_check_near("live 60%", live[0], live_truth[0], 0.08);
+    ox_prof_check_near("live 30%", live[1], live_truth[1], 0.08);
+    ox_prof_check_near("live 10%", live[2], live_truth[2], 0.08);
+    ox_prof_check_near("live, all three", live[0] + live[1] + live[2],
                    live_truth[0] + live_truth[1] + live_truth[2], 0.04);
     ox_prof_free(&f);
     ox_prof_dir_remove(dir);

@@ -469,7 +469,7 @@ impl<'a> OwnedHeap<'a> {
     ) -> usize {
         self.settle(keep_current);
         let h = self.local();
-        h.decay(os, buddy, None) + h.release_unused_segments(os, pool, 0)
+        h.decay(os, buddy, None) + h.release_unused_segments(os, pool)
     }
 
     /// At thread exit: collects remote frees and parks every slab, hands the parked medium
@@ -704,42 +704,32 @@ impl HeapLocal {
         Some(self.clean_spare.pop_front())
     }
 
-    /// Returns segments with no assigned slab to the pool, keeping `keep_segments` of them.
-    pub fn release_unused_segments<O: Os>(
-        &mut self,
-        os: &O,
-        pool: &Mutex<SegmentPool>,
-        keep_segments: usize,
-    ) -> usize {
+    /// Returns segments with no assigned slab to the pool.
+    pub fn release_unused_segments<O: Os>(&mut self, os: &O, pool: &Mutex<SegmentPool>) -> usize {
         let mut released = 0;
-        let mut kept = 0;
         let mut seg = self.segments.head();
         while !seg.is_null() {
             // SAFETY: segments on our list are valid, and their links are ours.
             let (next, assigned) = unsafe { (List::next(seg), (*seg).assigned_slabs) };
             if assigned == 0 {
-                if kept < keep_segments {
-                    kept += 1;
-                } else {
-                    for i in 1..SLABS_PER_SEGMENT {
-                        let slab = SegmentHeader::slab_of(seg, seg as usize + i * SLAB_BYTES);
-                        // SAFETY: an unassigned slab of ours is on exactly one spare list,
-                        // the one its `zeroed` flag names.
-                        unsafe {
-                            if (*slab).local().zeroed {
-                                self.clean_spare.remove(slab);
-                            } else {
-                                self.dirty_spare.remove(slab);
-                            }
+                for i in 1..SLABS_PER_SEGMENT {
+                    let slab = SegmentHeader::slab_of(seg, seg as usize + i * SLAB_BYTES);
+                    // SAFETY: an unassigned slab of ours is on exactly one spare list,
+                    // the one its `zeroed` flag names.
+                    unsafe {
+                        if (*slab).local().zeroed {
+                            self.clean_spare.remove(slab);
+                        } else {
+                            self.dirty_spare.remove(slab);
                         }
                     }
-                    // SAFETY: `seg` is on our segment list.
-                    unsafe { self.segments.remove(seg) };
-                    // SAFETY: no assigned slab means no live block and no queued slab
-                    // (remote-free invariant 2); the segment is off every list of ours.
-                    unsafe { pool.lock().release(os, seg) };
-                    released += crate::block::segment::SEGMENT_BYTES;
                 }
+                // SAFETY: `seg` is on our segment list.
+                unsafe { self.segments.remove(seg) };
+                // SAFETY: no assigned slab means no live block and no queued slab
+                // (remote-free invariant 2); the segment is off every list of ours.
+                unsafe { pool.lock().release(os, seg) };
+                released += crate::block::segment::SEGMENT_BYTES;
             }
             seg = next;
         }
