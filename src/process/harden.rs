@@ -7,8 +7,8 @@
 //!                                                  └─ last 8 bytes of the usable block
 //! ```
 //! - The trailer holds the requested size sealed with a per-process secret and the block's
-//!   address (`size ^ secret ^ mix(addr)`), and the bytes between the size and the trailer
-//!   hold a canary byte derived from the same: `free` and `realloc` check both, so a write
+//!   address (`size ^ secret ^ mix(addr)`), and the bytes after the size (up to 64, before
+//!   the trailer) hold a canary byte derived from the same: `free` and `realloc` check both, so a write
 //!   of even one byte past the requested size is found; a freed block's trailer says
 //!   FREED, so a second free is found while the block waits in the quarantine; after it,
 //!   the slab's free cookie says so. `free_sized` and sized `operator delete` compare their
@@ -23,9 +23,9 @@
 //! - Medium and huge blocks are made inaccessible at `free` (all OS pages of the block but
 //!   the one holding the trailer) and wait in a per-thread quarantine ([`BIG_SLOTS`]
 //!   blocks, at most [`BIG_QUARANTINE_BYTES`]): a read or write after free faults. Their
-//!   pages stay resident up to [`UNPURGED_QUARANTINE_BYTES`] per thread; beyond that a
-//!   block's pages go back to the OS at its free (purging every one made each reuse fault
-//!   its pages in again).
+//!   pages go back to the OS once they waited for the purge delay, or at once beyond
+//!   [`UNPURGED_QUARANTINE_BYTES`] per thread (purging each block at its free made every
+//!   reuse fault its pages in again).
 //! - `malloc(0)` returns an address in a reserved inaccessible range (one 16-byte slot of
 //!   [`ZERO_SLOTS`], tracked in a bitmap): any access faults; freeing it twice is reported.
 //!
@@ -50,6 +50,8 @@ use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 const TRAILER_BYTES: usize = 8;
+/// The longest canary after a block's requested size (see `canary_bytes`).
+const CANARY_MAX_BYTES: usize = 64;
 /// Small blocks a thread's quarantine holds.
 pub const SMALL_SLOTS: usize = 256;
 /// Bytes of small blocks a thread's quarantine holds at most.
@@ -79,17 +81,24 @@ const WRONG_SIZE: &str = "size does not match the block";
 struct Ring<const N: usize> {
     addr: [usize; N],
     bytes: [usize; N],
+    /// When each block entered (ms, `Os::now_ms`; 0 where not needed).
+    since_ms: [u64; N],
     head: usize,
     len: usize,
     total_bytes: usize,
 }
 
 impl<const N: usize> Ring<N> {
-    fn push(&mut self, addr: usize, bytes: usize) {
+    fn push(&mut self, addr: usize, bytes: usize, since_ms: u64) {
         let i = (self.head + self.len) % N;
-        if let (Some(a), Some(b)) = (self.addr.get_mut(i), self.bytes.get_mut(i)) {
+        if let (Some(a), Some(b), Some(t)) = (
+            self.addr.get_mut(i),
+            self.bytes.get_mut(i),
+            self.since_ms.get_mut(i),
+        ) {
             *a = addr;
             *b = bytes;
+            *t = since_ms;
             self.len += 1;
             self.total_bytes += bytes;
         }
@@ -114,6 +123,19 @@ impl<const N: usize> Ring<N> {
         Some(out)
     }
 
+    /// The `k`-th oldest block: its address (to update), bytes and entry time.
+    fn nth_mut(&mut self, k: usize) -> Option<(&mut usize, usize, u64)> {
+        let i = (self.head + k) % N;
+        if k >= self.len {
+            return None;
+        }
+        Some((
+            self.addr.get_mut(i)?,
+            *self.bytes.get(i)?,
+            *self.since_ms.get(i)?,
+        ))
+    }
+
     fn contains(&self, addr: usize) -> bool {
         (0..self.len).any(|k| self.addr.get((self.head + k) % N) == Some(&addr))
     }
@@ -124,10 +146,12 @@ struct ThreadState {
     heap: *mut Heap,
     spare_next: *mut ThreadState,
     small: Ring<SMALL_SLOTS>,
-    /// Big blocks, their addresses tagged with 1 when their pages were purged at free.
+    /// Big blocks, their addresses tagged with 1 once their pages were purged.
     big: Ring<BIG_SLOTS>,
-    /// Bytes of the big quarantine's inaccessible pages that were not purged.
+    /// Bytes of the big quarantine's pages that were not purged yet.
     big_unpurged: usize,
+    /// When the oldest unpurged big block is due to be purged (ms; 0: none is waiting).
+    big_purge_at_ms: u64,
 }
 
 const STATE_BYTES: usize = core::mem::size_of::<ThreadState>().next_multiple_of(OS_PAGE_BYTES);
@@ -301,6 +325,12 @@ pub fn alloc(size: usize, align_bytes: usize, zero: bool) -> *mut u8 {
         return ptr::null_mut();
     };
     let st = state();
+    // SAFETY: the thread's own state; the reference ends here.
+    if let Some(st_ref) = unsafe { st.as_mut() } {
+        if st_ref.big_purge_at_ms != 0 {
+            purge_due(st_ref, CTX.os.now_ms());
+        }
+    }
     if let Some(class) = size_class::class_for_aligned(total, align_bytes) {
         let p = with_heap(st, |h| Some(CTX.alloc_small(h, class))).unwrap_or(ptr::null_mut());
         if p.is_null() {
@@ -370,11 +400,21 @@ unsafe fn seal_block(p: *mut u8, size: usize, usable: usize) {
     // SAFETY: both ranges lie inside the block (caller).
     unsafe {
         p.add(size)
-            .write_bytes(canary(addr), usable - TRAILER_BYTES - size);
+            .write_bytes(canary(addr), canary_bytes(size, usable));
         p.add(usable - TRAILER_BYTES)
             .cast::<usize>()
             .write_unaligned(seal(addr, size));
     }
+}
+
+/// How many bytes of canary follow the `size` bytes of a block of `usable` bytes: the gap
+/// up to the trailer, at most [`CANARY_MAX_BYTES`]. A big block's gap can be most of its
+/// pages (a buddy block is a power of two); filling it made every quarantined block's pages
+/// resident, and every reuse touch them again. A write past the canary and before the
+/// trailer is not seen by the canary (in a small block, it is seen as a write after free
+/// when the block is handed out again, since the gap was zeroed at free).
+fn canary_bytes(size: usize, usable: usize) -> usize {
+    (usable - TRAILER_BYTES - size).min(CANARY_MAX_BYTES)
 }
 
 /// The usable bytes of the block at `addr` and, for a small block, its slab's generation
@@ -438,7 +478,7 @@ fn verify_live(addr: usize, call: &str, st: *mut ThreadState) -> (usize, usize, 
     }
     let canary = (key >> 40) as u8 | 1;
     // SAFETY: the canary lies inside the live block.
-    if !unsafe { all_bytes_are(p.add(size), usable - TRAILER_BYTES - size, canary) } {
+    if !unsafe { all_bytes_are(p.add(size), canary_bytes(size, usable), canary) } {
         fatal::bad_pointer(call, OVERFLOW, addr);
     }
     (size, usable, generation)
@@ -503,7 +543,7 @@ pub unsafe fn free(ptr: *mut u8, call: &str, expected_size: Option<usize>) {
     // SAFETY: the thread's own state, reached by no one else.
     let st_ref = unsafe { &mut *st };
     if small {
-        st_ref.small.push(addr, usable);
+        st_ref.small.push(addr, usable, 0);
         while let Some((old, bytes)) = st_ref.small.evict(SMALL_QUARANTINE_BYTES) {
             free_for_real(st, old, bytes, call);
         }
@@ -516,14 +556,17 @@ pub unsafe fn free(ptr: *mut u8, call: &str, expected_size: Option<usize>) {
         {
             return free_for_real(st, addr, 0, call);
         }
-        // The quarantine holds the block's address space; its memory stays resident only up
-        // to UNPURGED_QUARANTINE_BYTES per thread: a block that would go over that bound
-        // goes back to the OS now (one `madvise` beside the `mprotect`). The time-based
-        // decay never sees quarantined blocks, so without the bound a burst of big frees
-        // would stay resident; with every block purged, each reuse faulted its pages in
-        // again (`large`: 1.18M faults against 44k; `tchurn-2`: 541k against 2.3k).
-        let purged = st_ref.big_unpurged + len > UNPURGED_QUARANTINE_BYTES;
-        if purged {
+        // The quarantine holds the block's address space. Its pages stay resident, as a
+        // freed block's would outside the mode, for the purge delay (`purge_due`, from this
+        // mode's `malloc` and `free`: the time-based decay never sees quarantined blocks)
+        // and up to UNPURGED_QUARANTINE_BYTES per thread; beyond that a block's pages go
+        // back to the OS at its free. Purging every block at its free made each reuse
+        // fault its pages in again (`tchurn-2`: 541k faults against 2.3k outside the mode);
+        // keeping all 16 MiB resident kept a program that frees a burst and then recycles
+        // a few big blocks at 20 MiB over its baseline (`c_tests/memory_return.c`).
+        let now = CTX.os.now_ms();
+        let purge_now = st_ref.big_unpurged + len > UNPURGED_QUARANTINE_BYTES;
+        if purge_now {
             if let Some(range) = NonNull::new(start as *mut u8) {
                 // SAFETY: whole OS pages inside the block's live mapping (`protectable`),
                 // whose contents the program gave up at this free; nothing of ours is in
@@ -532,22 +575,62 @@ pub unsafe fn free(ptr: *mut u8, call: &str, expected_size: Option<usize>) {
             }
         } else {
             st_ref.big_unpurged += len;
+            if st_ref.big_purge_at_ms == 0 {
+                st_ref.big_purge_at_ms = now.saturating_add(crate::config::purge_delay_ms());
+            }
         }
-        st_ref.big.push(addr | usize::from(purged), usable);
+        st_ref.big.push(addr | usize::from(purge_now), usable, now);
         while let Some((old, bytes)) = st_ref.big.evict(BIG_QUARANTINE_BYTES) {
             release_big(st, old, bytes, call);
         }
+        purge_due(st_ref, now);
     }
 }
 
+/// Purges the pages of the quarantined big blocks that waited for the purge delay, when
+/// one is due at `now` (ms).
+fn purge_due(st: &mut ThreadState, now: u64) {
+    if st.big_purge_at_ms == 0 || st.big_purge_at_ms > now {
+        return;
+    }
+    let delay = crate::config::purge_delay_ms();
+    let mut next = 0;
+    for k in 0..BIG_SLOTS {
+        let Some((tagged, bytes, since)) = st.big.nth_mut(k) else {
+            break;
+        };
+        if *tagged & 1 != 0 {
+            continue;
+        }
+        if since.saturating_add(delay) > now {
+            let due = since.saturating_add(delay);
+            next = if next == 0 { due } else { next.min(due) };
+            continue;
+        }
+        let (start, len) = protectable(*tagged, bytes);
+        if let Some(range) = NonNull::new(start as *mut u8) {
+            // SAFETY: whole OS pages inside a quarantined block's live mapping
+            // (`protectable`), whose contents the program gave up at its free; nothing of
+            // ours is in them.
+            unsafe { CTX.os.purge(range, len) };
+        }
+        *tagged |= 1;
+        st.big_unpurged -= len;
+    }
+    st.big_purge_at_ms = next;
+}
+
 /// Gives back a big block that leaves the quarantine (`tagged`: its address, plus 1 when
-/// its pages were purged at its free): its pages become accessible again.
+/// its pages were purged while it waited): its pages become accessible again.
 fn release_big(st: *mut ThreadState, tagged: usize, bytes: usize, call: &str) {
     let addr = tagged & !1;
     let (start, len) = protectable(addr, bytes);
-    if tagged & 1 == 0 && !st.is_null() {
-        // SAFETY: the calling thread's own state.
-        unsafe { (*st).big_unpurged -= len };
+    if tagged & 1 == 0 {
+        // SAFETY: `st` is the calling thread's own state (blocks are only quarantined in
+        // one), reached by no one else.
+        if let Some(st) = unsafe { st.as_mut() } {
+            st.big_unpurged -= len;
+        }
     }
     // SAFETY: the range this module made inaccessible at the block's free.
     if !unsafe { CTX.os.set_accessible(start, len, true) } {
@@ -791,6 +874,7 @@ mod tests {
         Ring {
             addr: [0; N],
             bytes: [0; N],
+            since_ms: [0; N],
             head: 0,
             len: 0,
             total_bytes: 0,
@@ -801,16 +885,16 @@ mod tests {
     fn ring_is_fifo_and_bounded_by_count_and_bytes() {
         let mut r = empty::<4>();
         for a in 1..=3 {
-            r.push(a * 16, 100);
+            r.push(a * 16, 100, 0);
             assert_eq!(r.evict(1000), None, "below both bounds after {a}");
         }
-        r.push(64, 100);
+        r.push(64, 100, 0);
         // Full (4 of 4): the oldest leaves first.
         assert_eq!(r.evict(1000), Some((16, 100)));
         assert_eq!(r.evict(1000), None);
         assert!(r.contains(32) && r.contains(64) && !r.contains(16));
         // Over the byte bound: evicts until under it.
-        r.push(80, 900);
+        r.push(80, 900, 0);
         assert_eq!(r.evict(1000), Some((32, 100)));
         assert_eq!(r.evict(1000), Some((48, 100)));
         assert_eq!(r.evict(1000), None);
