@@ -23,9 +23,9 @@
 //! - Medium and huge blocks are made inaccessible at `free` (all OS pages of the block but
 //!   the one holding the trailer) and wait in a per-thread quarantine ([`BIG_SLOTS`]
 //!   blocks, at most [`BIG_QUARANTINE_BYTES`]): a read or write after free faults. Their
-//!   pages go back to the OS once they waited for the purge delay, or at once beyond
-//!   [`UNPURGED_QUARANTINE_BYTES`] per thread (purging each block at its free made every
-//!   reuse fault its pages in again).
+//!   pages go back to the OS once they waited for the purge delay (a medium block's at
+//!   once beyond [`UNPURGED_QUARANTINE_BYTES`] per thread; purging each block at its free
+//!   made every reuse fault its pages in again).
 //! - `malloc(0)` returns an address in a reserved inaccessible range (one 16-byte slot of
 //!   [`ZERO_SLOTS`], tracked in a bitmap): any access faults; freeing it twice is reported.
 //!
@@ -61,7 +61,7 @@ pub const BIG_SLOTS: usize = 16;
 /// Bytes of medium and huge blocks a thread's quarantine holds at most (a larger block is
 /// freed at once, after its checks).
 pub const BIG_QUARANTINE_BYTES: usize = 16 << 20;
-/// Bytes of quarantined big blocks whose pages a thread keeps resident (see `free`).
+/// Bytes of quarantined medium blocks whose pages a thread keeps resident (see `free`).
 pub const UNPURGED_QUARANTINE_BYTES: usize = 4 << 20;
 /// `malloc(0)` blocks that can be live at once (more fall back to ordinary blocks).
 pub const ZERO_SLOTS: usize = 1 << 16;
@@ -148,7 +148,7 @@ struct ThreadState {
     small: Ring<SMALL_SLOTS>,
     /// Big blocks, their addresses tagged with 1 once their pages were purged.
     big: Ring<BIG_SLOTS>,
-    /// Bytes of the big quarantine's pages that were not purged yet.
+    /// Bytes of the big quarantine's pages that were not purged yet (huge blocks' too).
     big_unpurged: usize,
     /// When the oldest unpurged big block is due to be purged (ms; 0: none is waiting).
     big_purge_at_ms: u64,
@@ -558,14 +558,18 @@ pub unsafe fn free(ptr: *mut u8, call: &str, expected_size: Option<usize>) {
         }
         // The quarantine holds the block's address space. Its pages stay resident, as a
         // freed block's would outside the mode, for the purge delay (`purge_due`, from this
-        // mode's `malloc` and `free`: the time-based decay never sees quarantined blocks)
-        // and up to UNPURGED_QUARANTINE_BYTES per thread; beyond that a block's pages go
-        // back to the OS at its free. Purging every block at its free made each reuse
-        // fault its pages in again (`tchurn-2`: 541k faults against 2.3k outside the mode);
-        // keeping all 16 MiB resident kept a program that frees a burst and then recycles
-        // a few big blocks at 20 MiB over its baseline (`c_tests/memory_return.c`).
+        // mode's `malloc` and `free`: the time-based decay never sees quarantined blocks),
+        // a medium block's only up to UNPURGED_QUARANTINE_BYTES per thread: beyond that its
+        // pages go back to the OS at its free. Purging every block at its free made each
+        // reuse fault its pages in again (`tchurn-2`: 541k faults against 2.3k outside the
+        // mode; `large`: 1.18M against 44k); keeping all medium blocks resident kept a
+        // program that frees a burst and then recycles a few medium blocks (16 of them
+        // circulate through the quarantine, where one would outside the mode) at 20 MiB
+        // over its baseline (`c_tests/memory_return.c`). Huge blocks stay resident for the
+        // delay, as the huge cache keeps them outside the mode.
         let now = CTX.os.now_ms();
-        let purge_now = st_ref.big_unpurged + len > UNPURGED_QUARANTINE_BYTES;
+        let purge_now = usable <= crate::block::buddy::MEDIUM_MAX_BYTES
+            && st_ref.big_unpurged + len > UNPURGED_QUARANTINE_BYTES;
         if purge_now {
             if let Some(range) = NonNull::new(start as *mut u8) {
                 // SAFETY: whole OS pages inside the block's live mapping (`protectable`),
