@@ -38,11 +38,12 @@
 use crate::block::buddy::BuddyArena;
 use crate::block::large::Large;
 use crate::block::segment::SegmentHeader;
-use crate::block::size_class;
+use crate::block::size_class::{self, SMALL_MAX_BYTES};
 use crate::block::slab::Slab;
 use crate::fatal;
 use crate::heap::{Heap, OwnedHeap};
 use crate::os::{Os, OS_PAGE_BYTES};
+use crate::process::context::MIN_ALIGN;
 use crate::process::{tls, CTX};
 use crate::region_map::{self, Kind};
 use crate::sync::Mutex;
@@ -212,9 +213,14 @@ fn mix(addr: usize) -> usize {
     addr.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(31)
 }
 
+/// The block at `addr`'s key: what its trailer word is sealed with, and its canary's source.
+fn block_key(addr: usize) -> usize {
+    secret() ^ mix(addr)
+}
+
 /// The trailer word of the block at `addr` holding `size` bytes.
 fn seal(addr: usize, size: usize) -> usize {
-    size ^ secret() ^ mix(addr)
+    size ^ block_key(addr)
 }
 
 /// What a freed block's trailer holds: FREED sealed, with the generation of its slab (0
@@ -233,7 +239,12 @@ fn generation_of(addr: usize) -> u32 {
 
 /// The canary byte of the block at `addr` (never zero).
 fn canary(addr: usize) -> u8 {
-    ((secret() ^ mix(addr)) >> 40) as u8 | 1
+    canary_of(block_key(addr))
+}
+
+/// The canary byte of the block whose key is `key`.
+fn canary_of(key: usize) -> u8 {
+    (key >> 40) as u8 | 1
 }
 
 /// The calling thread's state, null when it has none (no memory, or past its exit).
@@ -316,6 +327,35 @@ fn with_heap<T>(st: *mut ThreadState, f: impl FnOnce(OwnedHeap) -> Option<T>) ->
 /// Allocates a hardened block of `size` bytes at `align_bytes` (a power of two); null when
 /// memory is short. Small blocks read as zeros; `zero` zeroes the others.
 pub fn alloc(size: usize, align_bytes: usize, zero: bool) -> *mut u8 {
+    // The common case first, with one reading of the thread's state: a small block at the
+    // default alignment, no big block due for its purge.
+    if size.wrapping_sub(1) < SMALL_MAX_BYTES - TRAILER_BYTES && align_bytes <= MIN_ALIGN {
+        let st = tls::hardened() as *mut ThreadState;
+        // SAFETY: the TLS word holds null or this thread's own live state; the reference
+        // ends before anything else reaches it.
+        if let Some(st_ref) = unsafe { st.as_ref() } {
+            if st_ref.big_purge_at_ms == 0 {
+                // SAFETY: the thread's own heap; no other `OwnedHeap` of it is live.
+                if let Some(h) = unsafe { OwnedHeap::claim(st_ref.heap) } {
+                    let class = size_class::class_of(size + TRAILER_BYTES);
+                    let p = CTX.alloc_small(h, class);
+                    if !p.is_null() {
+                        // SAFETY: `p` is a fresh small block of `class`'s size, at least
+                        // `size + 8` bytes.
+                        unsafe { hand_out_small(p, size, class.block_bytes()) };
+                    }
+                    return p;
+                }
+            }
+        }
+    }
+    alloc_general(size, align_bytes, zero)
+}
+
+/// [`alloc`]'s other cases: `malloc(0)`, alignments, medium and huge sizes, threads
+/// without a state, big blocks due for their purge.
+#[inline(never)]
+fn alloc_general(size: usize, align_bytes: usize, zero: bool) -> *mut u8 {
     if size == 0 && align_bytes <= ZERO_SLOT_BYTES {
         if let Some(p) = zero_alloc() {
             return p;
@@ -336,12 +376,8 @@ pub fn alloc(size: usize, align_bytes: usize, zero: bool) -> *mut u8 {
         if p.is_null() {
             return p;
         }
-        let usable = class.block_bytes();
-        // SAFETY: `p` is a fresh small block of `usable >= size + 8` bytes.
-        unsafe {
-            reuse_small(p, size, usable);
-            seal_block(p, size, usable);
-        }
+        // SAFETY: `p` is a fresh small block of `class`'s size, at least `size + 8` bytes.
+        unsafe { hand_out_small(p, size, class.block_bytes()) };
         return p;
     }
     let Some((p, zeroed)) = with_heap(st, |h| CTX.alloc_big(Some(h), total, align_bytes)) else {
@@ -359,36 +395,68 @@ pub fn alloc(size: usize, align_bytes: usize, zero: bool) -> *mut u8 {
     p
 }
 
-/// Makes the first `size` bytes of the small block at `p` (`usable` bytes, just taken
-/// from its slab) read as zeros. A block this mode freed before (its trailer still says
-/// FREED: the same size class, the same trailer position) was zeroed then, and only its
-/// free-list link and cookie (the first 16 bytes) were written since: any other byte that
-/// is not zero was written after free, which is reported. Other blocks (never handed out,
-/// or from a slab of another class before) are zeroed.
+/// Hands out the small block at `p` (`usable` bytes, just taken from its slab) for `size`
+/// bytes: its first `size` bytes read as zeros, then come the canary and the trailer.
+///
+/// A block this mode freed before (its trailer still says FREED: the same size class, the
+/// same trailer position) was zeroed then, and only its free-list link and cookie (the
+/// first 16 bytes) were written since: any other byte that is not zero was written after
+/// free, which is reported. Other blocks (never handed out, or from a slab of another
+/// class before) are zeroed.
 ///
 /// # Safety
 /// `p` must be a small block just taken from its slab, with `usable >= size + 8` bytes.
-unsafe fn reuse_small(p: *mut u8, size: usize, usable: usize) {
+#[inline(always)]
+unsafe fn hand_out_small(p: *mut u8, size: usize, usable: usize) {
     let addr = p as usize;
-    // SAFETY: the trailer and the words checked lie inside the block (caller).
+    let key = block_key(addr);
+    // SAFETY: the trailer, the words checked, the zeroed range and the canary lie inside
+    // the block (caller).
     unsafe {
-        let trailer = p
-            .add(usable - TRAILER_BYTES)
-            .cast::<usize>()
-            .read_unaligned();
-        if trailer != freed(addr, generation_of(addr)) {
+        let trailer = p.add(usable - TRAILER_BYTES).cast::<usize>();
+        if trailer.read_unaligned() != key ^ FREED ^ generation_of(addr) as usize {
             p.write_bytes(0, size);
-            return;
+        } else {
+            // Words 0 and 1 are the free-list link and cookie (a 16-byte block has no
+            // more, and its cookie overwrote its trailer, so it never gets here).
+            let words = (usable - TRAILER_BYTES) / 8;
+            let body =
+                core::slice::from_raw_parts(p.cast::<usize>().add(2), words.saturating_sub(2));
+            if body.iter().fold(0, |acc, &w| acc | w) != 0 {
+                fatal::bad_pointer("malloc", AFTER_FREE, addr);
+            }
+            p.cast::<[usize; 2]>().write([0, 0]);
         }
-        // Words 0 and 1 are the free-list link and cookie (a 16-byte block has no more,
-        // and its cookie overwrote its trailer, so it never gets here).
-        let words = (usable - TRAILER_BYTES) / 8;
-        let body = core::slice::from_raw_parts(p.cast::<usize>().add(2), words.saturating_sub(2));
-        if body.iter().fold(0, |acc, &w| acc | w) != 0 {
-            fatal::bad_pointer("malloc", AFTER_FREE, addr);
-        }
-        p.cast::<[usize; 2]>().write([0, 0]);
+        fill_short(p.add(size), canary_bytes(size, usable), canary_of(key));
+        trailer.write_unaligned(size ^ key);
     }
+}
+
+/// Writes `byte` to the `len` bytes at `p` (at most [`CANARY_MAX_BYTES`]) with word
+/// stores: a call to `memset` cost more than the whole range. The stores are volatile only
+/// so that the compiler does not turn the loop back into that call.
+///
+/// # Safety
+/// `[p, p + len)` must be writable and used by the caller only; `len <= 64`.
+#[inline(always)]
+unsafe fn fill_short(p: *mut u8, len: usize, byte: u8) {
+    let word = [byte; 8];
+    if len < 8 {
+        for i in 0..len {
+            // SAFETY: `i < len`: inside the caller's range.
+            unsafe { ptr::write_volatile(p.add(i), byte) };
+        }
+        return;
+    }
+    let mut i = 0;
+    while i + 8 < len {
+        // SAFETY: `i + 8 < len`: the 8 bytes lie inside the caller's range ([u8; 8] has
+        // alignment 1).
+        unsafe { ptr::write_volatile(p.add(i).cast::<[u8; 8]>(), word) };
+        i += 8;
+    }
+    // SAFETY: `len >= 8`: the last 8 bytes of the caller's range.
+    unsafe { ptr::write_volatile(p.add(len - 8).cast::<[u8; 8]>(), word) };
 }
 
 /// Writes the canary and the trailer of the block at `p` (`usable` bytes) holding `size`.
@@ -399,8 +467,7 @@ unsafe fn seal_block(p: *mut u8, size: usize, usable: usize) {
     let addr = p as usize;
     // SAFETY: both ranges lie inside the block (caller).
     unsafe {
-        p.add(size)
-            .write_bytes(canary(addr), canary_bytes(size, usable));
+        fill_short(p.add(size), canary_bytes(size, usable), canary(addr));
         p.add(usable - TRAILER_BYTES)
             .cast::<usize>()
             .write_unaligned(seal(addr, size));
@@ -522,6 +589,10 @@ pub unsafe fn free(ptr: *mut u8, call: &str, expected_size: Option<usize>) {
         return zero_free(addr, call);
     }
     let st = state();
+    if !st.is_null() && region_map::raw_kind_of(addr) == Kind::Slab as u8 {
+        // SAFETY: `st` is the thread's own state; `ptr` is in a live segment (region map).
+        return unsafe { free_small(st, ptr, call, expected_size) };
+    }
     let (size, usable, generation) = verify_live(addr, call, st);
     let small = generation.is_some();
     if expected_size.is_some_and(|n| n != size) {
@@ -622,6 +693,64 @@ fn purge_due(st: &mut ThreadState, now: u64) {
         st.big_unpurged -= len;
     }
     st.big_purge_at_ms = next;
+}
+
+/// [`free`] of a small block by a thread with a state: the checks of [`verify_live`] with
+/// one lookup of the slab, the block zeroed, and into the quarantine.
+///
+/// # Safety
+/// `st` must be the calling thread's own state, and `ptr` an address in a live segment
+/// (the region map says a slab segment); what it points to is verified before anything is
+/// written.
+#[inline(always)]
+unsafe fn free_small(st: *mut ThreadState, ptr: *mut u8, call: &str, expected_size: Option<usize>) {
+    let addr = ptr as usize;
+    // SAFETY: the segment is live (caller); `block_bytes`, `is_block_start` and
+    // `generation` read atomics only.
+    let slab = unsafe { &*SegmentHeader::slab_of(SegmentHeader::of(addr), addr) };
+    let usable = slab.block_bytes.load(Ordering::Relaxed) as usize;
+    if !slab.is_block_start(addr) || usable < TRAILER_BYTES + 8 {
+        fatal::bad_pointer(call, INVALID, addr);
+    }
+    // SAFETY: a block start of an assigned slab has 16 readable bytes.
+    if unsafe { Slab::is_free_block(ptr) } {
+        fatal::bad_pointer(call, DOUBLE_FREE, addr);
+    }
+    let freed_word = FREED ^ slab.generation.load(Ordering::Relaxed) as usize;
+    let key = block_key(addr);
+    // SAFETY: the trailer lies inside the block.
+    let trailer = unsafe { ptr.add(usable - TRAILER_BYTES).cast::<usize>() };
+    // SAFETY: as above.
+    let word = unsafe { trailer.read_unaligned() };
+    if word == key ^ freed_word {
+        fatal::bad_pointer(call, DOUBLE_FREE, addr);
+    }
+    let size = word ^ key;
+    if size > usable - TRAILER_BYTES {
+        fatal::bad_pointer(call, OVERFLOW, addr);
+    }
+    // SAFETY: the canary lies inside the live block.
+    if !unsafe { all_bytes_are(ptr.add(size), canary_bytes(size, usable), canary_of(key)) } {
+        fatal::bad_pointer(call, OVERFLOW, addr);
+    }
+    if expected_size.is_some_and(|n| n != size) {
+        fatal::bad_pointer(call, WRONG_SIZE, addr);
+    }
+    // SAFETY: verified live above: the whole block is the program's to give back.
+    unsafe {
+        if usable - TRAILER_BYTES <= CANARY_MAX_BYTES {
+            fill_short(ptr, usable - TRAILER_BYTES, 0);
+        } else {
+            ptr.write_bytes(0, usable - TRAILER_BYTES);
+        }
+        trailer.write_unaligned(key ^ freed_word);
+    }
+    // SAFETY: the thread's own state (caller), reached by no one else.
+    let st_ref = unsafe { &mut *st };
+    st_ref.small.push(addr, usable, 0);
+    while let Some((old, bytes)) = st_ref.small.evict(SMALL_QUARANTINE_BYTES) {
+        free_for_real(st, old, bytes, call);
+    }
 }
 
 /// Gives back a big block that leaves the quarantine (`tagged`: its address, plus 1 when
