@@ -427,36 +427,26 @@ unsafe fn hand_out_small(p: *mut u8, size: usize, usable: usize) {
             }
             p.cast::<[usize; 2]>().write([0, 0]);
         }
-        fill_short(p.add(size), canary_bytes(size, usable), canary_of(key));
+        write_canary(p.add(size), canary_bytes(size, usable), canary_of(key));
         trailer.write_unaligned(size ^ key);
     }
 }
 
-/// Writes `byte` to the `len` bytes at `p` (at most [`CANARY_MAX_BYTES`]) with word
-/// stores: a call to `memset` cost more than the whole range. The stores are volatile only
-/// so that the compiler does not turn the loop back into that call.
+/// Zeroes the `len` bytes at `p` (a multiple of 8, at most [`CANARY_MAX_BYTES`]) with
+/// word stores: a call to `memset` cost more than the whole range. The stores are volatile
+/// only so that the compiler does not turn the loop back into that call.
 ///
 /// # Safety
-/// `[p, p + len)` must be writable and used by the caller only; `len <= 64`.
+/// `[p, p + len)` must be writable and used by the caller only.
 #[inline(always)]
-unsafe fn fill_short(p: *mut u8, len: usize, byte: u8) {
-    let word = [byte; 8];
-    if len < 8 {
-        for i in 0..len {
-            // SAFETY: `i < len`: inside the caller's range.
-            unsafe { ptr::write_volatile(p.add(i), byte) };
-        }
-        return;
-    }
+unsafe fn zero_short(p: *mut u8, len: usize) {
     let mut i = 0;
-    while i + 8 < len {
-        // SAFETY: `i + 8 < len`: the 8 bytes lie inside the caller's range ([u8; 8] has
+    while i + 8 <= len {
+        // SAFETY: `i + 8 <= len`: the 8 bytes lie inside the caller's range ([u8; 8] has
         // alignment 1).
-        unsafe { ptr::write_volatile(p.add(i).cast::<[u8; 8]>(), word) };
+        unsafe { ptr::write_volatile(p.add(i).cast::<[u8; 8]>(), [0; 8]) };
         i += 8;
     }
-    // SAFETY: `len >= 8`: the last 8 bytes of the caller's range.
-    unsafe { ptr::write_volatile(p.add(len - 8).cast::<[u8; 8]>(), word) };
 }
 
 /// Writes the canary and the trailer of the block at `p` (`usable` bytes) holding `size`.
@@ -467,7 +457,7 @@ unsafe fn seal_block(p: *mut u8, size: usize, usable: usize) {
     let addr = p as usize;
     // SAFETY: both ranges lie inside the block (caller).
     unsafe {
-        fill_short(p.add(size), canary_bytes(size, usable), canary(addr));
+        write_canary(p.add(size), canary_bytes(size, usable), canary(addr));
         p.add(usable - TRAILER_BYTES)
             .cast::<usize>()
             .write_unaligned(seal(addr, size));
@@ -551,25 +541,48 @@ fn verify_live(addr: usize, call: &str, st: *mut ThreadState) -> (usize, usize, 
     (size, usable, generation)
 }
 
-/// True when the `len` bytes at `p` all hold `byte` (compared a word at a time).
+/// True when the `len` bytes at `p` all hold `byte`, compared a word at a time: a last
+/// partial word is read whole and masked (comparing its bytes one by one cost more than the
+/// rest of the check).
 ///
 /// # Safety
-/// `[p, p + len)` must be readable.
+/// `[p, p + len)` rounded up to whole words must be readable (a canary: the trailer or the
+/// rest of the block follows it).
 unsafe fn all_bytes_are(p: *const u8, len: usize, byte: u8) -> bool {
-    let pattern = usize::from_ne_bytes([byte; 8]);
+    let pattern = [byte; 8];
+    let word_at = |i: usize| {
+        // SAFETY: `i < len`: the word starting there is readable (caller).
+        let w = unsafe { p.add(i).cast::<[u8; 8]>().read() };
+        u64::from_le_bytes(w) ^ u64::from_le_bytes(pattern)
+    };
     let mut diff = 0;
     let mut i = 0;
     while i + 8 <= len {
-        // SAFETY: inside the range (caller).
-        diff |= unsafe { p.add(i).cast::<usize>().read_unaligned() } ^ pattern;
+        diff |= word_at(i);
         i += 8;
     }
-    while i < len {
-        // SAFETY: inside the range (caller).
-        diff |= usize::from(unsafe { *p.add(i) } ^ byte);
-        i += 1;
+    if i < len {
+        // Little-endian: the first `len - i` bytes are the low ones.
+        diff |= word_at(i) & ((1u64 << ((len - i) * 8)) - 1);
     }
     diff == 0
+}
+
+/// Writes `byte` to the `len` bytes at `p` (a canary, at most [`CANARY_MAX_BYTES`]) a
+/// word at a time, the last word whole: up to 7 bytes past `len` are written too.
+///
+/// # Safety
+/// `[p, p + len)` rounded up to whole words must be writable and unused: a canary followed
+/// by the trailer (written after it) or by the unused rest of the block.
+#[inline(always)]
+unsafe fn write_canary(p: *mut u8, len: usize, byte: u8) {
+    let mut i = 0;
+    while i < len {
+        // SAFETY: the word starts inside the canary and ends in the rounded-up range
+        // (caller); volatile only so that the loop does not become a `memset` call.
+        unsafe { ptr::write_volatile(p.add(i).cast::<[u8; 8]>(), [byte; 8]) };
+        i += 8;
+    }
 }
 
 /// Frees a hardened block; `expected_size` is the size a sized free was given.
@@ -739,7 +752,7 @@ unsafe fn free_small(st: *mut ThreadState, ptr: *mut u8, call: &str, expected_si
     // SAFETY: verified live above: the whole block is the program's to give back.
     unsafe {
         if usable - TRAILER_BYTES <= CANARY_MAX_BYTES {
-            fill_short(ptr, usable - TRAILER_BYTES, 0);
+            zero_short(ptr, usable - TRAILER_BYTES);
         } else {
             ptr.write_bytes(0, usable - TRAILER_BYTES);
         }
@@ -1040,8 +1053,10 @@ mod tests {
     #[test]
     fn all_bytes_are_finds_one_different_byte_anywhere() {
         for len in 0..40 {
-            let mut buf = [0xa5u8; 48];
-            // SAFETY: `len < 48`.
+            let mut buf = [0xa5u8; 56];
+            // What follows the canary does not count.
+            buf[3 + len] = 0;
+            // SAFETY: `3 + len + 8 <= 56`: the rounded-up range is inside `buf`.
             assert!(unsafe { all_bytes_are(buf.as_ptr().add(3), len, 0xa5) });
             for k in 0..len {
                 buf[3 + k] = 0xa4;
