@@ -27,10 +27,12 @@
 //! far each one's own point lies beyond it. The fast path is unchanged (one subtraction and
 //! a branch); when it runs out, `prof::countdown_ran_out` charges both, redraws whichever
 //! ran out, and re-arms the nearer. With both off the countdown is `isize::MAX`, as before
-//! this mode existed. A guard point that falls on an allocation the pool cannot take (more
-//! than a slot's 16 KiB, an alignment above an OS page, a `realloc`) or that the profiler
-//! samples moves to the next allocation; when the pool is full the allocation is served as
-//! usual and the point is lost.
+//! this mode existed. The guard's countdown counts only the bytes of allocations the pool
+//! can take (up to a slot's 16 KiB, alignments up to an OS page, not `realloc`): the other
+//! paths give their bytes back to it (`prof::pick_point`), so a program of big blocks pays
+//! for no guard points. A guard point that falls on an allocation the profiler samples
+//! moves to the next allocation; when the pool is full the allocation is served as usual
+//! and the point is lost.
 //!
 //! Modes: the guard is off in check mode and in hardened mode (they route every call
 //! through their own paths and catch these errors their own way); with the profiler on,

@@ -459,6 +459,10 @@ fn sample_without_heap(size: usize, guard_fits: bool) -> Pick {
         let mut sampler = WITHOUT_HEAP.lock();
         let s = isize::try_from(size).unwrap_or(isize::MAX);
         sampler.countdown = sampler.countdown.saturating_sub(s);
+        if !guard_fits {
+            // Not the guard's bytes (see `pick_point`).
+            sampler.guard_extra = sampler.guard_extra.saturating_add(s);
+        }
         if sampler.countdown >= 0 {
             return Pick::Usual;
         }
@@ -509,7 +513,10 @@ pub unsafe fn sample_slow(
 /// The countdown of the allocation paths other than the small fast path (medium and
 /// huge sizes, aligned, `calloc`, `realloc` that leaves its block, threads without a
 /// heap): writes the dumps that are due, counts `size` bytes against the calling thread's
-/// countdown, and says what the allocation becomes (`guard_fits`: the guard could take it).
+/// countdown, and says what the allocation becomes (`guard_fits`: the guard could take it;
+/// when it could not, the bytes count for the profiler only: the guard's points fall on the
+/// bytes of the allocations it can take, so that programs of big blocks do not pay for
+/// guard points that would only move on to their next small block).
 ///
 /// Call with no lock of ours held.
 #[inline]
@@ -531,6 +538,10 @@ fn pick_point(size: usize, guard_fits: bool) -> Pick {
         let sampler = Heap::sampler_ptr(heap);
         let left = (*sampler).countdown.saturating_sub(s);
         (*sampler).countdown = left;
+        if !guard_fits {
+            // Not the guard's bytes: its own countdown stays where it was.
+            (*sampler).guard_extra = (*sampler).guard_extra.saturating_add(s);
+        }
         if left >= 0 {
             return Pick::Usual;
         }
