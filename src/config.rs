@@ -232,7 +232,7 @@ pub static OPTIONS: [OptionSpec; OPTION_COUNT] = [
     OptionSpec {
         name: "OXMALLOC_GUARD_INTERVAL",
         kind: Kind::Bytes,
-        default: "8388608",
+        default: "16777216",
         meaning: "Mean number of bytes allocated between two guarded blocks \
                   (`OXMALLOC_GUARD=1`).",
     },

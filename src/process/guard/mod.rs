@@ -65,7 +65,7 @@ pub const DATA_BYTES: usize = DATA_PAGES * OS_PAGE_BYTES;
 /// A slot: its guard page, then its data pages.
 const STRIDE_BYTES: usize = OS_PAGE_BYTES + DATA_BYTES;
 /// Frames kept per stack.
-pub const STACK_DEPTH: usize = 32;
+pub const STACK_DEPTH: usize = capture::SHORT_DEPTH;
 /// Slots in the pool: at most this many guarded blocks are live at once.
 pub const SLOT_COUNT: usize = 192;
 /// The slot table's size, in whole OS pages.
@@ -406,7 +406,7 @@ fn broken_canary(user: usize, size: usize) -> Option<usize> {
 #[inline(never)]
 pub fn free(addr: usize, call: &str) {
     let mut frames = [0usize; capture::MAX_DEPTH];
-    let depth = keep_errno(|| capture::capture(&mut frames));
+    let depth = keep_errno(|| capture::capture_short(&mut frames));
     let frames = frames.get(..depth).unwrap_or(&[]);
     let thread = thread_id();
     let mut pool = POOL.lock();

@@ -384,12 +384,17 @@ impl Sample {
     }
 }
 
-/// Takes the stack of the allocation being sampled.
+/// Takes the stack of the allocation being sampled (`short`: only the innermost
+/// `capture::SHORT_DEPTH` frames, all the guard keeps).
 #[inline(never)]
-fn take(size: usize) -> Sample {
+fn take(size: usize, short: bool) -> Sample {
     let _errno = KeepErrno::new();
     let mut frames = [0usize; capture::MAX_DEPTH];
-    let depth = capture::capture(&mut frames);
+    let depth = if short {
+        capture::capture_short(&mut frames)
+    } else {
+        capture::capture(&mut frames)
+    };
     Sample {
         frames,
         depth,
@@ -442,7 +447,7 @@ unsafe fn sample_with_heap(heap: *mut Heap, size: usize, guard_fits: bool) -> Pi
     }
     // SAFETY: the caller owns the heap; a plain store, no reference kept.
     unsafe { (*sampler).busy = true };
-    let sample = take(size);
+    let sample = take(size, !due.prof);
     // SAFETY: as for the store above.
     unsafe { (*sampler).busy = false };
     if due.prof {
@@ -478,7 +483,7 @@ fn sample_without_heap(size: usize, guard_fits: bool) -> Pick {
         sampler.busy = true;
         due
     };
-    let sample = take(size);
+    let sample = take(size, !due.prof);
     WITHOUT_HEAP.lock().busy = false;
     if due.prof {
         Pick::Prof(sample)
