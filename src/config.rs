@@ -223,7 +223,8 @@ pub static OPTIONS: [OptionSpec; OPTION_COUNT] = [
         kind: Kind::Bool,
         default: "off",
         meaning: "Guarded sampling: about one allocation per `OXMALLOC_GUARD_INTERVAL` bytes \
-                  is placed next to an inaccessible OS page and made inaccessible at `free`; \
+                  (of blocks up to 16 KiB) is placed next to an inaccessible OS page and made \
+                  inaccessible at `free`; \
                   a use after free, an overflow or an underflow of it, and its double free, \
                   stop the program with a report naming the allocation and free stacks. \
                   Cheap enough for production; off in check and hardened mode. See \
@@ -233,8 +234,8 @@ pub static OPTIONS: [OptionSpec; OPTION_COUNT] = [
         name: "OXMALLOC_GUARD_INTERVAL",
         kind: Kind::Bytes,
         default: "16777216",
-        meaning: "Mean number of bytes allocated between two guarded blocks \
-                  (`OXMALLOC_GUARD=1`).",
+        meaning: "Mean number of bytes allocated in blocks up to 16 KiB between two \
+                  guarded blocks (`OXMALLOC_GUARD=1`).",
     },
 ];
 

@@ -10,7 +10,9 @@
 //! What it costs:
 //! - `malloc` fast path: one subtraction from the heap's countdown and a branch, taken
 //!   once per sample when profiling is on and never when it is off (the countdown then
-//!   stays near `isize::MAX`). No atomic, no call.
+//!   stays near `isize::MAX`). No atomic, no call. The countdown is shared with guarded
+//!   sampling (`process::guard`): it is the nearer of the two points, and
+//!   [`countdown_ran_out`] charges both (see `HeapSampler::prof_extra`).
 //! - `free` fast path: nothing. Sampled blocks live in chunks marked `Kind::Sampled` in
 //!   the region map, which the fast path already sends to `free_big` with every non-slab
 //!   kind.
