@@ -22,7 +22,8 @@
  * on top after the program replaced it.
  * Controls: a correct program (sizes, calloc, realloc, aligned, threads, fork)
  * runs silently and correctly with the mode on at the highest rate; the
- * erring programs run silently to the end with the mode off.
+ * erring programs run silently to the end with the mode off, and the use after
+ * free does with it on in check mode and in hardened mode (which turn it off).
  */
 #include "child.h"
 #include <malloc.h>
@@ -280,6 +281,8 @@ static int run_case(int c)
 
 /* ---- the parent ---- */
 
+static const char *extra_var; /* one more variable for the next run, or NULL */
+
 static char **case_env(int guard, const char *interval)
 {
     static char *env[4096];
@@ -293,6 +296,8 @@ static char **case_env(int guard, const char *interval)
         snprintf(interval_var, sizeof interval_var, "OXMALLOC_GUARD_INTERVAL=%s", interval);
         env[n++] = interval_var;
     }
+    if (extra_var != NULL)
+        env[n++] = (char *)extra_var;
     env[n] = NULL;
     return env;
 }
@@ -465,6 +470,17 @@ int main(int argc, char **argv)
         CHECK(r.exited && r.exit_code == 0 && ox_child_value(&r, "survived", value, sizeof value),
               "correct, interval %s: %s; stderr:\n%s", rates[i], ox_child_describe(&r), r.err);
         CHECK(r.err_len == 0, "correct, interval %s: stderr:\n%s", rates[i], r.err);
+    }
+    /* Check and hardened mode turn the guard off: a read after free (which neither of
+     * them sees) runs to the end, at a rate at which the guard finds it every time. */
+    const char *modes[] = {"OXMALLOC_CHECK=1", "OXMALLOC_HARDEN=1"};
+    for (int i = 0; i < 2; i++) {
+        extra_var = modes[i];
+        run_self(UAF, 1, high);
+        extra_var = NULL;
+        CHECK(r.exited && r.exit_code == 0 && ox_child_value(&r, "survived", value, sizeof value),
+              "%s with the guard: %s; stderr:\n%s", modes[i], ox_child_describe(&r), r.err);
+        CHECK(strstr(r.err, "oxmalloc: guard") == NULL, "%s: stderr:\n%s", modes[i], r.err);
     }
     /* The mode off: the erring programs (reads only) and the correct one run to the end. */
     int off_cases[] = {UAF, OVERFLOW, UNDERFLOW, CORRECT};
