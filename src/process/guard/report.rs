@@ -44,7 +44,7 @@ pub fn ensure_handler() {
     // SAFETY: a zeroed sigaction is a valid value to be filled in; querying the current
     // action changes nothing.
     let mut current: libc::sigaction = unsafe { core::mem::zeroed() };
-    // SAFETY: as above; `current` is a valid place to write.
+    // SAFETY: a null new action only queries; `current` is a valid sigaction to write.
     if unsafe { libc::sigaction(libc::SIGSEGV, core::ptr::null(), &mut current) } != 0 {
         return;
     }
@@ -53,9 +53,11 @@ pub fn ensure_handler() {
     }
     PREVIOUS_HANDLER.store(current.sa_sigaction, Ordering::Release);
     PREVIOUS_FLAGS.store(current.sa_flags as usize, Ordering::Release);
-    // SAFETY: as above, a zeroed sigaction is valid; ours takes the siginfo form and runs on
-    // the alternate stack when the thread has one (a stack overflow elsewhere still reaches
-    // the program's own handler through ours).
+    // SAFETY: a zeroed sigaction is a valid value (empty mask, no flags) before ours is
+    // filled in; ours takes the siginfo form and runs on the alternate stack when the
+    // thread has one (so a stack overflow still reaches the program's own handler through
+    // ours, as it would without us). The handler and its flags are saved one after the
+    // other: a fault in another thread between the two stores may see a torn pair.
     unsafe {
         let mut action: libc::sigaction = core::mem::zeroed();
         action.sa_sigaction = our_handler();
@@ -81,7 +83,7 @@ extern "C" fn on_fault(signo: c_int, info: *mut libc::siginfo_t, context: *mut c
     }
     // SAFETY: forwarded from the kernel's call.
     unsafe { chain(signo, info, context) };
-    // SAFETY: as above.
+    // SAFETY: the calling thread's errno slot, valid for the thread's life.
     unsafe { *libc::__errno_location() = errno };
 }
 
@@ -239,9 +241,10 @@ fn push_frame(line: &mut MessageBuffer, pc: usize) {
     line.push_hex(pc).push_str(" (");
     let mut module = Module::EMPTY;
     if find_module(pc, &mut module) {
-        line.push_bytes(module.path())
-            .push_str("+")
-            .push_hex(pc - module.start + module.file_offset);
+        line.push_bytes(module.path()).push_str("+").push_hex(
+            pc.wrapping_sub(module.start)
+                .wrapping_add(module.file_offset),
+        );
     } else {
         line.push_str("?");
     }

@@ -450,7 +450,8 @@ unsafe fn sample_with_heap(heap: *mut Heap, size: usize, guard_fits: bool) -> Pi
     // SAFETY: the caller owns the heap; a plain store, no reference kept.
     unsafe { (*sampler).busy = true };
     let sample = take(size, !due.prof);
-    // SAFETY: as for the store above.
+    // SAFETY: the caller owns the heap, and no reference to its sampler is live (the
+    // capture's own allocations, if any, are done); a plain store.
     unsafe { (*sampler).busy = false };
     if due.prof {
         Pick::Prof(sample)
