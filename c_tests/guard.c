@@ -14,6 +14,7 @@
  *   - a one-byte write past the end (inside the block's 16-byte rounding, so no
  *     fault): SIGABRT after "heap overflow: write at ..., found by free()";
  *   - a double free of a guarded block (every block guarded): SIGABRT after
+ *     the usual "oxmalloc: free(): double free or corruption 0x..." line and
  *     "oxmalloc: guard: double free: free() of a 100-byte block ...";
  *   - a use after free in a fork child.
  * Chaining: a program with its own SIGSEGV handler, installed before or after
@@ -421,6 +422,8 @@ int main(int argc, char **argv)
     run_until_caught(OVERWRITE, SIGABRT, high);
     check_headline("heap overflow", "write", SIZE);
     CHECK(strstr(r.err, "(0 bytes past its end), found by free()") != NULL, "stderr:\n%s", r.err);
+    CHECK(strstr(r.err, "oxmalloc: free(): write past the end of the block 0x") != NULL,
+          "no usual line; stderr:\n%s", r.err);
     check_in(first_frame_after("the block is being freed by thread"), said_pointer("free_fn"), "free");
     check_in(first_frame_after("the block was allocated by thread"), said_pointer("alloc_fn"),
              "allocation");
@@ -430,6 +433,9 @@ int main(int argc, char **argv)
     CHECK(ox_child_aborted(&r), "double free: %s; stderr:\n%s", ox_child_describe(&r), r.err);
     CHECK(strstr(r.err, "oxmalloc: guard: double free: free() of a 100-byte block at 0x") != NULL,
           "stderr:\n%s", r.err);
+    static const char usual[] = "oxmalloc: free(): double free or corruption 0x";
+    CHECK(strncmp(r.err, usual, strlen(usual)) == 0,
+          "the report does not start with the usual line; stderr:\n%s", r.err);
     check_in(first_frame_after("this free was called by thread"), said_pointer("free_fn"), "free");
     check_in(first_frame_after("and first freed by thread"), said_pointer("free_fn"), "free");
     check_in(first_frame_after("the block was allocated by thread"), said_pointer("alloc_fn"),

@@ -1,5 +1,6 @@
 //! The guard's reports: the `SIGSEGV` handler, and the double-free and overwrite reports of
-//! `free`.
+//! `free` (which start with the one line every bad call gets, `oxmalloc: free(): double
+//! free or corruption 0x…`, so that what reads those lines finds it).
 //!
 //! The handler is async-signal-safe: it reads the slot table (atomics), `/proc/self/maps`
 //! with raw system calls into stack buffers, and writes each line with one `write(2)` to
@@ -251,9 +252,24 @@ fn push_frame(line: &mut MessageBuffer, pc: usize) {
     line.push_str(")");
 }
 
+/// The one-line report every bad call gets (`oxmalloc: free(): WHAT 0xBLOCK`, as
+/// `fatal::bad_pointer` writes it), before the guard's details.
+fn headline(call: &str, what: &str, slot: &Slot) {
+    let mut line = MessageBuffer::new();
+    line.push_str("oxmalloc: ")
+        .push_str(call)
+        .push_str("(): ")
+        .push_str(what)
+        .push_str(" ")
+        .push_hex(slot.user.load(Ordering::Relaxed))
+        .push_str("\n");
+    line.write_stderr();
+}
+
 /// A double free of a guarded block, found by `call` at the stack `frames`: the report,
 /// then `abort()`.
 pub fn double_free(slot: &Slot, call: &str, frames: &[usize], thread: usize) -> ! {
+    headline(call, "double free or corruption", slot);
     let mut line = MessageBuffer::new();
     line.push_str("oxmalloc: guard: double free: ")
         .push_str(call)
@@ -276,6 +292,15 @@ pub fn double_free(slot: &Slot, call: &str, frames: &[usize], thread: usize) -> 
 pub fn overwritten(slot: &Slot, call: &str, at: usize, frames: &[usize], thread: usize) -> ! {
     let user = slot.user.load(Ordering::Relaxed);
     let size = slot.size.load(Ordering::Relaxed);
+    headline(
+        call,
+        if at < user {
+            "write before the start of the block"
+        } else {
+            "write past the end of the block"
+        },
+        slot,
+    );
     let mut line = MessageBuffer::new();
     line.push_str("oxmalloc: guard: ")
         .push_str(if at < user {
