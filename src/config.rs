@@ -118,10 +118,14 @@ pub enum Opt {
     ProfDumpBytes,
     /// `OXMALLOC_PROF_DUMP_PEAK`.
     ProfDumpPeak,
+    /// `OXMALLOC_GUARD`.
+    Guard,
+    /// `OXMALLOC_GUARD_INTERVAL`.
+    GuardInterval,
 }
 
 /// Number of options.
-pub const OPTION_COUNT: usize = 12;
+pub const OPTION_COUNT: usize = 14;
 
 /// Every option, in [`Opt`] order (a unit test checks the order).
 pub static OPTIONS: [OptionSpec; OPTION_COUNT] = [
@@ -213,6 +217,25 @@ pub static OPTIONS: [OptionSpec; OPTION_COUNT] = [
         kind: Kind::Bool,
         default: "off",
         meaning: "Write a heap profile at each new peak of live bytes.",
+    },
+    OptionSpec {
+        name: "OXMALLOC_GUARD",
+        kind: Kind::Bool,
+        default: "off",
+        meaning: "Guarded sampling: about one allocation per `OXMALLOC_GUARD_INTERVAL` bytes \
+                  (of blocks up to 16 KiB) is placed next to an inaccessible OS page and made \
+                  inaccessible at `free`; \
+                  a use after free, an overflow or an underflow of it, and its double free, \
+                  stop the program with a report naming the allocation and free stacks. \
+                  Cheap enough for production; off in check and hardened mode. See \
+                  \"Guarded sampling\".",
+    },
+    OptionSpec {
+        name: "OXMALLOC_GUARD_INTERVAL",
+        kind: Kind::Bytes,
+        default: "16777216",
+        meaning: "Mean number of bytes allocated in blocks up to 16 KiB between two \
+                  guarded blocks (`OXMALLOC_GUARD=1`).",
     },
 ];
 
@@ -397,6 +420,17 @@ pub fn prof_dump_peak() -> bool {
     value(Opt::ProfDumpPeak) != 0
 }
 
+/// True when guarded sampling is asked for (`OXMALLOC_GUARD`; check and hardened mode
+/// turn it off, which the guard itself decides).
+pub fn guard_enabled() -> bool {
+    value(Opt::Guard) != 0
+}
+
+/// Mean bytes between two guarded blocks (`OXMALLOC_GUARD_INTERVAL`).
+pub fn guard_interval_bytes() -> u64 {
+    value(Opt::GuardInterval)
+}
+
 /// The build features compiled in, for the verbose lines and reports.
 pub fn build_features() -> &'static str {
     match (
@@ -438,6 +472,8 @@ mod tests {
             (Opt::ProfSignal, "OXMALLOC_PROF_SIGNAL"),
             (Opt::ProfDumpBytes, "OXMALLOC_PROF_DUMP_BYTES"),
             (Opt::ProfDumpPeak, "OXMALLOC_PROF_DUMP_PEAK"),
+            (Opt::Guard, "OXMALLOC_GUARD"),
+            (Opt::GuardInterval, "OXMALLOC_GUARD_INTERVAL"),
         ];
         assert_eq!(order.len(), OPTION_COUNT);
         for (opt, name) in order {

@@ -56,6 +56,35 @@ impl MessageBuffer {
         self
     }
 
+    /// Appends `value` in decimal.
+    pub fn push_dec(&mut self, value: usize) -> &mut Self {
+        let mut digits = [0u8; 20];
+        let mut n = 0;
+        let mut v = value;
+        loop {
+            if let Some(d) = digits.get_mut(n) {
+                *d = b'0' + (v % 10) as u8;
+            }
+            n += 1;
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        for i in (0..n).rev() {
+            self.push_byte(digits.get(i).copied().unwrap_or(b'?'));
+        }
+        self
+    }
+
+    /// Appends raw bytes (a path read from `/proc`), cutting what does not fit.
+    pub fn push_bytes(&mut self, bytes: &[u8]) -> &mut Self {
+        for &b in bytes {
+            self.push_byte(b);
+        }
+        self
+    }
+
     /// The text so far.
     pub fn as_bytes(&self) -> &[u8] {
         self.bytes.get(..self.len).unwrap_or(&[])
@@ -104,7 +133,8 @@ pub fn bad_pointer(call: &str, what: &str, ptr: usize) -> ! {
     abort()
 }
 
-fn abort() -> ! {
+/// `abort()`.
+pub fn abort() -> ! {
     // SAFETY: abort never returns and needs no precondition.
     unsafe { libc::abort() }
 }

@@ -41,6 +41,8 @@ pub enum Kind {
     HugeFar = 4,
     /// Sampled blocks of the heap profiler; an area header is at the chunk base.
     Sampled = 5,
+    /// The guarded-sampling pool (`OXMALLOC_GUARD`): its slot table is at the chunk base.
+    Guarded = 6,
 }
 
 struct Map([AtomicU8; ENTRY_COUNT]);
@@ -58,6 +60,7 @@ pub fn kind_of(addr: usize) -> Kind {
             3 => Kind::Huge,
             4 => Kind::HugeFar,
             5 => Kind::Sampled,
+            6 => Kind::Guarded,
             _ => Kind::None,
         },
         None => Kind::None,

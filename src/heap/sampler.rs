@@ -28,6 +28,15 @@ pub struct HeapSampler {
     /// True while the heap's thread is inside the sampling slow path: an allocation made
     /// from there (by the stack unwinder) is not sampled.
     pub busy: bool,
+    /// The profiler's own countdown is `countdown + prof_extra`, the guard's
+    /// `countdown + guard_extra` (both extras >= 0, one of them 0 after each reset):
+    /// `countdown` is the nearer of the two, so the fast path keeps one subtraction and one
+    /// branch whatever is on, and the slow path charges both (see `process::guard`).
+    pub prof_extra: isize,
+    /// See `prof_extra`.
+    pub guard_extra: isize,
+    /// The guard's xorshift64* state; 0 until seeded.
+    pub guard_rng: u64,
 }
 
 impl HeapSampler {
@@ -38,6 +47,9 @@ impl HeapSampler {
             countdown: 0,
             rng: 0,
             busy: false,
+            prof_extra: 0,
+            guard_extra: 0,
+            guard_rng: 0,
         }
     }
 }

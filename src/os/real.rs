@@ -186,6 +186,24 @@ impl RealOs {
         })
     }
 
+    /// Reserves `bytes` of inaccessible address space aligned to `align_bytes` (both
+    /// multiples of [`OS_PAGE_BYTES`], `align_bytes` a power of two): the guard pool's
+    /// chunk. `None` when the OS refuses.
+    pub fn reserve_inaccessible_aligned(
+        &self,
+        bytes: usize,
+        align_bytes: usize,
+    ) -> Option<NonNull<u8>> {
+        let over = bytes.checked_add(align_bytes)?;
+        let raw = self.reserve_inaccessible(over)?.as_ptr() as usize;
+        let start = (raw + align_bytes - 1) & !(align_bytes - 1);
+        keep_errno(|| {
+            unmap_range(raw, start - raw);
+            unmap_range(start + bytes, raw + over - (start + bytes));
+        });
+        NonNull::new(start as *mut u8)
+    }
+
     /// Makes `[ptr, ptr + bytes)` inaccessible (`accessible` false: every access faults) or
     /// readable and writable again. False when the OS refuses (out of mapping slots).
     ///

@@ -499,7 +499,8 @@ fn block_of(addr: usize, call: &str) -> (usize, Option<u32>) {
         }
         Kind::Buddy => BuddyArena::usable_size(addr).map(|n| (n, None)),
         Kind::Huge | Kind::HugeFar => Large::usable_size(addr).map(|n| (n, None)),
-        Kind::Sampled | Kind::None => None,
+        // No sampled or guarded blocks in this mode (the profiler and the guard are off).
+        Kind::Sampled | Kind::Guarded | Kind::None => None,
     };
     match found {
         Some((usable, generation)) if usable >= TRAILER_BYTES + 8 => (usable, generation),

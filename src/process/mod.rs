@@ -12,6 +12,7 @@ pub(crate) mod check;
 pub(crate) mod context;
 #[cfg(test)]
 mod core_tests;
+pub(crate) mod guard;
 pub(crate) mod harden;
 pub(crate) mod prof;
 pub(crate) mod report;
@@ -199,7 +200,7 @@ extern "C" fn thread_exit(_value: *mut libc::c_void) {
 /// Every global lock, in the order code nests them (the global heap's lock is held while
 /// a heap is taken from the pool, and while slabs and spans come from the segment pool and
 /// the buddy arena). `fork_prepare` takes them in this order; the others release them.
-fn fork_locks() -> [&'static dyn ForkLock; 10] {
+fn fork_locks() -> [&'static dyn ForkLock; 11] {
     let [profile, slots, without_heap] = crate::process::prof::fork_locks();
     [
         &crate::process::check::QUARANTINE,
@@ -212,6 +213,7 @@ fn fork_locks() -> [&'static dyn ForkLock; 10] {
         profile,
         slots,
         without_heap,
+        &guard::POOL,
     ]
 }
 
@@ -239,7 +241,7 @@ extern "C" {
 // | lock                         | prepare | parent handler | child handler, either parent     |
 // |------------------------------|---------|----------------|----------------------------------|
 // | stdio list lock (recursive)  | taken   | released       | reset (`_IO_list_resetlock`)     |
-// | ours (`fork_locks`, 10 locks)| taken   | released       | reset, after the heaps are fixed |
+// | ours (`fork_locks`, 11 locks)| taken   | released       | reset, after the heaps are fixed |
 // | `FILE` locks                 | -       | -              | glibc: reset if multi; else free |
 // | glibc malloc's arena locks   | -       | -              | glibc's business                 |
 //

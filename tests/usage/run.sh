@@ -66,7 +66,7 @@ run_ox() {
 # --- options ---------------------------------------------------------------------------
 run_ox OXMALLOC_VERBOSE=1 -- /bin/true
 if [ "$(grep -c "^oxmalloc $version: pid [0-9]*, features: .*, TLS: initial-exec" "$tmp/err")" = 1 ] &&
-  [ "$(grep -c '^oxmalloc:   OXMALLOC_' "$tmp/err")" = 12 ] &&
+  [ "$(grep -c '^oxmalloc:   OXMALLOC_' "$tmp/err")" = 14 ] &&
   grep -Eq '^oxmalloc:   OXMALLOC_VERBOSE=on +\(environment\)$' "$tmp/err" &&
   grep -Eq '^oxmalloc:   OXMALLOC_PURGE_DELAY_MS=1000 +\(default\)$' "$tmp/err"; then
   ok "OXMALLOC_VERBOSE=1 prints the version, TLS model and every option once"
@@ -107,7 +107,7 @@ else
 fi
 
 run_ox OXMALLOC_BOGUS=1 -- /bin/true
-if [ "$(wc -l <"$tmp/err")" = 1 ] && grep -q "^oxmalloc: warning: unknown option OXMALLOC_BOGUS ignored (options: OXMALLOC_CHECK .*OXMALLOC_PROF_DUMP_PEAK)$" "$tmp/err"; then
+if [ "$(wc -l <"$tmp/err")" = 1 ] && grep -q "^oxmalloc: warning: unknown option OXMALLOC_BOGUS ignored (options: OXMALLOC_CHECK .*OXMALLOC_GUARD_INTERVAL)$" "$tmp/err"; then
   ok "an unknown OXMALLOC_ name gets one warning line listing the options"
 else
   bad "unknown option" "want one warning line" "$tmp/err"
@@ -264,6 +264,8 @@ oxrun --verbose --check /bin/true
 grep -Eq "OXMALLOC_CHECK=on +\(environment\)" "$tmp/err" && grep -Eq "OXMALLOC_VERBOSE=on" "$tmp/err" && ok "oxrun --verbose --check" || bad "oxrun --verbose --check" "" "$tmp/err"
 oxrun --verbose --harden /bin/true
 grep -Eq "OXMALLOC_HARDEN=on +\(environment\)" "$tmp/err" && ok "oxrun --harden" || bad "oxrun --harden" "" "$tmp/err"
+oxrun --verbose --guard /bin/true
+grep -Eq "OXMALLOC_GUARD=on +\(environment\)" "$tmp/err" && ok "oxrun --guard" || bad "oxrun --guard" "" "$tmp/err"
 oxrun --profile "$tmp/prof" sh -c 'echo "$OXMALLOC_PROF $OXMALLOC_PROF_DIR"; exit 5'
 if [ $status = 5 ] && grep -qx "1 $tmp/prof" "$tmp/out"; then
   if [ -f tools/oxprof/Cargo.toml ]; then

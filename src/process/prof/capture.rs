@@ -93,7 +93,23 @@ pub fn locate_own_code() {
 /// frames; returns the depth.
 #[inline(never)]
 pub fn capture(out: &mut [usize; MAX_DEPTH]) -> usize {
-    let mut raw = [core::ptr::null_mut::<c_void>(); SELF_FRAMES + ALLOCATOR_FRAMES + MAX_DEPTH];
+    capture_into::<{ SELF_FRAMES + ALLOCATOR_FRAMES + MAX_DEPTH }>(out)
+}
+
+/// [`capture`] of the innermost `SHORT_DEPTH` frames only (in the first entries of `out`):
+/// the unwinder's cost grows with the frames it walks, and the guard keeps no more.
+#[inline(never)]
+pub fn capture_short(out: &mut [usize; MAX_DEPTH]) -> usize {
+    capture_into::<{ SELF_FRAMES + ALLOCATOR_FRAMES + SHORT_DEPTH }>(out)
+}
+
+/// Frames [`capture_short`] keeps.
+pub const SHORT_DEPTH: usize = 32;
+
+/// The body of both captures (inlined: the frames above the program's stay the same).
+#[inline(always)]
+fn capture_into<const RAW: usize>(out: &mut [usize; MAX_DEPTH]) -> usize {
+    let mut raw = [core::ptr::null_mut::<c_void>(); RAW];
     // SAFETY: backtrace writes at most `raw.len()` return addresses into the buffer; the
     // unwinder is loaded already (start-up), so it does not allocate.
     let n = unsafe { libc::backtrace(raw.as_mut_ptr(), raw.len() as c_int) };

@@ -10,7 +10,9 @@
 //! What it costs:
 //! - `malloc` fast path: one subtraction from the heap's countdown and a branch, taken
 //!   once per sample when profiling is on and never when it is off (the countdown then
-//!   stays near `isize::MAX`). No atomic, no call.
+//!   stays near `isize::MAX`). No atomic, no call. The countdown is shared with guarded
+//!   sampling (`process::guard`): it is the nearer of the two points, and
+//!   [`countdown_ran_out`] charges both (see `HeapSampler::prof_extra`).
 //! - `free` fast path: nothing. Sampled blocks live in chunks marked `Kind::Sampled` in
 //!   the region map, which the fast path already sends to `free_big` with every non-slab
 //!   kind.
@@ -32,7 +34,7 @@
 //! block is served by the normal allocator. All three are in the fork lock list.
 
 pub mod blocks;
-mod capture;
+pub(crate) mod capture;
 mod dump;
 mod stacks;
 mod timeline;
@@ -301,35 +303,71 @@ impl Drop for KeepErrno {
     }
 }
 
-/// Advances `sampler` past an allocation of `size` bytes whose countdown ran out; true
-/// when the allocation is to be sampled.
-fn countdown_ran_out(sampler: &mut HeapSampler, size: usize, state: u8) -> bool {
+/// What a heap's countdown running out asks of one allocation.
+#[derive(Clone, Copy)]
+struct Due {
+    /// The profiler samples it.
+    prof: bool,
+    /// The guard places it in a guarded slot.
+    guard: bool,
+}
+
+/// Advances `sampler` past an allocation of `size` bytes whose (combined) countdown ran
+/// out: charges the bytes to the profiler's and the guard's own countdowns, redraws the
+/// ones that ran out, and sets the combined countdown to the nearer of the two (see
+/// `HeapSampler::prof_extra`). `guard_fits`: the guard could take this allocation; when it
+/// cannot, or when the profiler samples it, the guard's point moves to the next allocation.
+fn countdown_ran_out(sampler: &mut HeapSampler, size: usize, state: u8, guard_fits: bool) -> Due {
+    let countdown = sampler.countdown;
+    let mut prof_left = countdown.saturating_add(sampler.prof_extra);
+    let mut guard_left = countdown.saturating_add(sampler.guard_extra);
+    let salt = sampler as *mut HeapSampler as u64;
+    let prof = prof_left < 0 && prof_ran_out(&mut prof_left, &mut sampler.rng, salt, size, state);
+    let guard = guard_left < 0
+        && crate::process::guard::ran_out(
+            &mut guard_left,
+            &mut sampler.guard_rng,
+            salt,
+            size,
+            guard_fits && !prof,
+        );
+    // Both are >= 0 now (each one that ran out was reset), so the differences are too.
+    let next = prof_left.min(guard_left);
+    sampler.countdown = next;
+    sampler.prof_extra = prof_left - next;
+    sampler.guard_extra = guard_left - next;
+    Due { prof, guard }
+}
+
+/// The profiler's part of [`countdown_ran_out`]: `left` (its own countdown, negative) is
+/// reset; true when the allocation is to be sampled.
+fn prof_ran_out(left: &mut isize, rng: &mut u64, salt: u64, size: usize, state: u8) -> bool {
     if state != READY {
         // Off: never again. Not started yet: ask again at the next allocation.
-        sampler.countdown = if state == OFF { isize::MAX } else { 0 };
+        *left = if state == OFF { isize::MAX } else { 0 };
         return false;
     }
     let interval = crate::config::prof_interval_bytes();
-    if sampler.rng == 0 {
+    if *rng == 0 {
         // First use: the countdown held no draw yet.
-        let salt = SEED_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let counter = SEED_COUNTER.fetch_add(1, Ordering::Relaxed);
         // SAFETY: getpid has no preconditions.
         let pid = unsafe { libc::getpid() } as u64;
-        sampler.rng = sampler::seed(
+        *rng = sampler::seed(
             PROCESS_SEED.load(Ordering::Relaxed)
-                ^ (sampler as *mut HeapSampler as u64)
-                ^ salt.rotate_left(32)
+                ^ salt
+                ^ counter.rotate_left(32)
                 ^ pid.rotate_left(17),
         );
         let size = isize::try_from(size).unwrap_or(isize::MAX);
-        let left = sampler::draw_countdown(&mut sampler.rng, interval).saturating_sub(size);
-        if left >= 0 {
-            sampler.countdown = left;
+        let drawn = sampler::draw_countdown(rng, interval).saturating_sub(size);
+        if drawn >= 0 {
+            *left = drawn;
             return false;
         }
     }
     // The next point is a fresh draw from the end of this block (memoryless).
-    sampler.countdown = sampler::draw_countdown(&mut sampler.rng, interval);
+    *left = sampler::draw_countdown(rng, interval);
     true
 }
 
@@ -342,17 +380,23 @@ pub struct Sample {
 }
 
 impl Sample {
-    fn pcs(&self) -> &[usize] {
+    /// The stack, innermost frame first.
+    pub fn pcs(&self) -> &[usize] {
         self.frames.get(..self.depth).unwrap_or(&[])
     }
 }
 
-/// Takes the stack of the allocation being sampled.
+/// Takes the stack of the allocation being sampled (`short`: only the innermost
+/// `capture::SHORT_DEPTH` frames, all the guard keeps).
 #[inline(never)]
-fn take(size: usize) -> Sample {
+fn take(size: usize, short: bool) -> Sample {
     let _errno = KeepErrno::new();
     let mut frames = [0usize; capture::MAX_DEPTH];
-    let depth = capture::capture(&mut frames);
+    let depth = if short {
+        capture::capture_short(&mut frames)
+    } else {
+        capture::capture(&mut frames)
+    };
     Sample {
         frames,
         depth,
@@ -361,56 +405,99 @@ fn take(size: usize) -> Sample {
     }
 }
 
-/// `heap`'s countdown ran out during an allocation of `size` bytes: the sample, if this
-/// allocation is sampled.
+/// What an allocation whose countdown ran out becomes.
+pub enum Pick {
+    /// Served as usual.
+    Usual,
+    /// A sample of the profiler.
+    Prof(Sample),
+    /// A guarded block (`OXMALLOC_GUARD`), allocated at this stack.
+    Guard(Sample),
+}
+
+impl Pick {
+    /// The profiler's sample, if this is one.
+    fn prof(self) -> Option<Sample> {
+        match self {
+            Pick::Prof(sample) => Some(sample),
+            Pick::Usual | Pick::Guard(_) => None,
+        }
+    }
+}
+
+/// `heap`'s countdown ran out during an allocation of `size` bytes: what it becomes.
 ///
 /// # Safety
 /// The caller must own `heap` and hold no lock of ours.
 #[inline(never)]
-unsafe fn sample_with_heap(heap: *mut Heap, size: usize) -> Option<Sample> {
+unsafe fn sample_with_heap(heap: *mut Heap, size: usize, guard_fits: bool) -> Pick {
     // The sampler is reached through the raw pointer and no reference is held across the
     // capture: an allocation made by the unwinder uses the same heap.
     // SAFETY: the caller owns the heap.
     let sampler = Heap::sampler_ptr(heap);
-    // SAFETY: as above; the reference ends before anything may allocate.
-    let taken = unsafe {
+    // SAFETY: the caller owns the heap, so its sampler is ours; the reference ends before
+    // anything may allocate.
+    let (due, busy) = unsafe {
         let s = &mut *sampler;
-        countdown_ran_out(s, size, STATE.load(Ordering::Acquire)) && !s.busy
+        (
+            countdown_ran_out(s, size, STATE.load(Ordering::Acquire), guard_fits),
+            s.busy,
+        )
     };
-    if !taken {
-        return None;
+    if busy || !(due.prof || due.guard) {
+        return Pick::Usual;
     }
-    // SAFETY: as above.
+    // SAFETY: the caller owns the heap; a plain store, no reference kept.
     unsafe { (*sampler).busy = true };
-    let sample = take(size);
-    // SAFETY: as above.
+    let sample = take(size, !due.prof);
+    // SAFETY: the caller owns the heap, and no reference to its sampler is live (the
+    // capture's own allocations, if any, are done); a plain store.
     unsafe { (*sampler).busy = false };
-    Some(sample)
+    if due.prof {
+        Pick::Prof(sample)
+    } else {
+        Pick::Guard(sample)
+    }
 }
 
 /// The same for a thread without a heap (see [`WITHOUT_HEAP`]): counts `size` bytes.
 #[inline(never)]
-fn sample_without_heap(size: usize) -> Option<Sample> {
-    {
+fn sample_without_heap(size: usize, guard_fits: bool) -> Pick {
+    let due = {
         let mut sampler = WITHOUT_HEAP.lock();
         let s = isize::try_from(size).unwrap_or(isize::MAX);
         sampler.countdown = sampler.countdown.saturating_sub(s);
-        if sampler.countdown >= 0
-            || !countdown_ran_out(&mut sampler, size, STATE.load(Ordering::Acquire))
-            || sampler.busy
-        {
-            return None;
+        if !guard_fits {
+            // Not the guard's bytes (see `pick_point`).
+            sampler.guard_extra = sampler.guard_extra.saturating_add(s);
+        }
+        if sampler.countdown >= 0 {
+            return Pick::Usual;
+        }
+        let due = countdown_ran_out(
+            &mut sampler,
+            size,
+            STATE.load(Ordering::Acquire),
+            guard_fits,
+        );
+        if sampler.busy || !(due.prof || due.guard) {
+            return Pick::Usual;
         }
         sampler.busy = true;
-    }
-    let sample = take(size);
+        due
+    };
+    let sample = take(size, !due.prof);
     WITHOUT_HEAP.lock().busy = false;
-    Some(sample)
+    if due.prof {
+        Pick::Prof(sample)
+    } else {
+        Pick::Guard(sample)
+    }
 }
 
 /// The sampling slow path of the `malloc` fast path: `heap`'s countdown ran out during an
-/// allocation of `size` bytes at `align_bytes`. Returns the sampled block, or `None` to
-/// serve the allocation as usual (not sampled, or no memory for a sampled block).
+/// allocation of `size` bytes at `align_bytes`. Returns the sampled or guarded block, or
+/// `None` to serve the allocation as usual (not sampled, or no memory for such a block).
 ///
 /// # Safety
 /// The caller must own `heap` and hold no lock of ours.
@@ -422,26 +509,36 @@ pub unsafe fn sample_slow(
     align_bytes: usize,
     zero: bool,
 ) -> Option<NonNull<u8>> {
+    let fits = crate::process::guard::fits(size, align_bytes);
     // SAFETY: forwarded contract.
-    let sample = unsafe { sample_with_heap(heap, size) }?;
-    alloc_sampled(&sample, align_bytes, zero)
+    match unsafe { sample_with_heap(heap, size, fits) } {
+        Pick::Usual => None,
+        Pick::Prof(sample) => alloc_sampled(&sample, align_bytes, zero),
+        Pick::Guard(sample) => crate::process::guard::alloc(size, align_bytes, sample.pcs()),
+    }
 }
 
 /// The countdown of the allocation paths other than the small fast path (medium and
 /// huge sizes, aligned, `calloc`, `realloc` that leaves its block, threads without a
 /// heap): writes the dumps that are due, counts `size` bytes against the calling thread's
-/// countdown, and returns the sample when one falls in them.
+/// countdown, and says what the allocation becomes (`guard_fits`: the guard could take it;
+/// when it could not, the bytes count for the profiler only: the guard's points fall on the
+/// bytes of the allocations it can take, so that programs of big blocks do not pay for
+/// guard points that would only move on to their next small block).
 ///
 /// Call with no lock of ours held.
 #[inline]
-pub fn sample_point(size: usize) -> Option<Sample> {
-    if STATE.load(Ordering::Relaxed) != READY {
-        return None;
+fn pick_point(size: usize, guard_fits: bool) -> Pick {
+    let prof_ready = STATE.load(Ordering::Relaxed) == READY;
+    if !prof_ready && !crate::process::guard::ready() {
+        return Pick::Usual;
     }
-    poll();
+    if prof_ready {
+        poll();
+    }
     let heap = crate::process::tls::heap();
     if heap.is_null() {
-        return sample_without_heap(size);
+        return sample_without_heap(size, guard_fits);
     }
     let s = isize::try_from(size).unwrap_or(isize::MAX);
     // SAFETY: the TLS heap is the calling thread's own; the caller holds no lock.
@@ -449,18 +546,35 @@ pub fn sample_point(size: usize) -> Option<Sample> {
         let sampler = Heap::sampler_ptr(heap);
         let left = (*sampler).countdown.saturating_sub(s);
         (*sampler).countdown = left;
-        if left >= 0 {
-            return None;
+        if !guard_fits {
+            // Not the guard's bytes: its own countdown stays where it was.
+            (*sampler).guard_extra = (*sampler).guard_extra.saturating_add(s);
         }
-        sample_with_heap(heap, size)
+        if left >= 0 {
+            return Pick::Usual;
+        }
+        sample_with_heap(heap, size, guard_fits)
     }
 }
 
-/// [`sample_point`], then a sampled block when sampled (`None`: allocate as usual).
+/// [`pick_point`] for the profiler alone (`realloc`, which the guard does not take: its
+/// point moves to the next allocation): the sample, when one falls in these bytes.
+#[inline]
+pub fn sample_point(size: usize) -> Option<Sample> {
+    pick_point(size, false).prof()
+}
+
+/// [`pick_point`], then a sampled or guarded block when the allocation is one (`None`:
+/// allocate as usual).
 #[inline]
 pub fn maybe_sample(size: usize, align_bytes: usize, zero: bool) -> Option<NonNull<u8>> {
-    let sample = sample_point(size)?;
-    alloc_sampled(&sample, align_bytes, zero)
+    let fits = crate::process::guard::fits(size, align_bytes);
+    match pick_point(size, fits) {
+        Pick::Usual => None,
+        Pick::Prof(sample) => alloc_sampled(&sample, align_bytes, zero),
+        // Guarded blocks are always zero when handed out.
+        Pick::Guard(sample) => crate::process::guard::alloc(size, align_bytes, sample.pcs()),
+    }
 }
 
 /// A sampled block for `sample`, at `align_bytes`, zeroed if asked, counted in the table;

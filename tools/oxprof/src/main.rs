@@ -5,6 +5,7 @@
 //!
 //! ```text
 //! oxprof convert [--out OUTDIR] [--quiet] INPUT...
+//! oxprof symbolize [REPORT...]
 //! ```
 //!
 //! Exit status: 0 when every input converted, 1 when an input was malformed or could
@@ -13,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 mod convert;
+mod guard_report;
 mod html;
 mod pprof;
 mod raw;
@@ -25,6 +27,7 @@ use std::process::ExitCode;
 
 const USAGE: &str = "\
 usage: oxprof convert [--out OUTDIR] [--quiet] INPUT...
+       oxprof symbolize [REPORT...]
 
 Converts oxmalloc's raw heap profiles. INPUT is a raw file (oxprof.<pid>.<seq>.raw,
 oxprof.<pid>.exit.raw) or a folder of them. For each X.raw it writes, into OUTDIR
@@ -46,11 +49,18 @@ Addresses are named from the ELF symbol tables and DWARF of the files in the
 process's maps (separate debug files under /usr/lib/debug are used too), so run
 oxprof on the machine that ran the program, before rebuilding it.
 
+`oxprof symbolize` reads a report of oxmalloc's guarded sampling (OXMALLOC_GUARD=1)
+from the files given, or from stdin, and prints it with a function name, file and line
+after each frame (`#3 0x... (MODULE+0xOFFSET) in FUNCTION at FILE:LINE`).
+
 Exit status: 0 on success, 1 if an input is malformed or unreadable, 2 on usage errors.
 ";
 
 enum Usage {
     Help,
+    Symbolize {
+        reports: Vec<PathBuf>,
+    },
     Convert {
         out_dir: Option<PathBuf>,
         inputs: Vec<PathBuf>,
@@ -62,6 +72,9 @@ fn parse_args(args: &[String]) -> Result<Usage, String> {
     match args.first().map(String::as_str) {
         None => Err("no command given".to_string()),
         Some("-h" | "--help" | "help") => Ok(Usage::Help),
+        Some("symbolize") => Ok(Usage::Symbolize {
+            reports: args[1..].iter().map(PathBuf::from).collect(),
+        }),
         Some("convert") => {
             let mut out_dir = None;
             let mut inputs = Vec::new();
@@ -187,6 +200,40 @@ fn write_indexes(results: Vec<(PathBuf, html::Summary)>) -> bool {
     ok
 }
 
+/// `oxprof symbolize`: each report (stdin when none) with its frames named, on stdout.
+fn symbolize_reports(reports: &[PathBuf]) -> ExitCode {
+    let mut symbolizer = symbolize::Symbolizer::new();
+    let mut failed = false;
+    let mut texts = Vec::new();
+    if reports.is_empty() {
+        let mut text = String::new();
+        match std::io::Read::read_to_string(&mut std::io::stdin(), &mut text) {
+            Ok(_) => texts.push(text),
+            Err(error) => {
+                eprintln!("oxprof: stdin: {error}");
+                failed = true;
+            }
+        }
+    }
+    for report in reports {
+        match std::fs::read(report) {
+            Ok(bytes) => texts.push(String::from_utf8_lossy(&bytes).into_owned()),
+            Err(error) => {
+                eprintln!("oxprof: {}: {error}", report.display());
+                failed = true;
+            }
+        }
+    }
+    for text in texts {
+        print!("{}", guard_report::symbolize_report(&text, &mut symbolizer));
+    }
+    if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (out_dir, inputs, quiet) = match parse_args(&args) {
@@ -194,6 +241,7 @@ fn main() -> ExitCode {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
         }
+        Ok(Usage::Symbolize { reports }) => return symbolize_reports(&reports),
         Ok(Usage::Convert {
             out_dir,
             inputs,
