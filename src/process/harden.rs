@@ -153,6 +153,8 @@ struct ThreadState {
     big_unpurged: usize,
     /// When the oldest unpurged big block is due to be purged (ms; 0: none is waiting).
     big_purge_at_ms: u64,
+    /// Small allocations counted while a big block waits (see `count_towards_purge`).
+    purge_ticks: u32,
 }
 
 const STATE_BYTES: usize = core::mem::size_of::<ThreadState>().next_multiple_of(OS_PAGE_BYTES);
@@ -333,27 +335,40 @@ pub fn alloc(size: usize, align_bytes: usize, zero: bool) -> *mut u8 {
         let st = tls::hardened() as *mut ThreadState;
         // SAFETY: the TLS word holds null or this thread's own live state; the reference
         // ends before anything else reaches it.
-        if let Some(st_ref) = unsafe { st.as_ref() } {
-            if st_ref.big_purge_at_ms == 0 {
-                // SAFETY: the thread's own heap; no other `OwnedHeap` of it is live.
-                if let Some(h) = unsafe { OwnedHeap::claim(st_ref.heap) } {
-                    let class = size_class::class_of(size + TRAILER_BYTES);
-                    let p = CTX.alloc_small(h, class);
-                    if !p.is_null() {
-                        // SAFETY: `p` is a fresh small block of `class`'s size, at least
-                        // `size + 8` bytes.
-                        unsafe { hand_out_small(p, size, class.block_bytes()) };
-                    }
-                    return p;
+        if let Some(st_ref) = unsafe { st.as_mut() } {
+            if st_ref.big_purge_at_ms != 0 {
+                count_towards_purge(st_ref);
+            }
+            // SAFETY: the thread's own heap; no other `OwnedHeap` of it is live.
+            if let Some(h) = unsafe { OwnedHeap::claim(st_ref.heap) } {
+                let class = size_class::class_of(size + TRAILER_BYTES);
+                let p = CTX.alloc_small(h, class);
+                if !p.is_null() {
+                    // SAFETY: `p` is a fresh small block of `class`'s size, at least
+                    // `size + 8` bytes.
+                    unsafe { hand_out_small(p, size, class.block_bytes()) };
                 }
+                return p;
             }
         }
     }
     alloc_general(size, align_bytes, zero)
 }
 
+/// A small allocation while quarantined big blocks wait for their purge: every 64th reads
+/// the clock and purges those that are due (a clock reading on every one cost more than
+/// the rest of the allocation).
+#[cold]
+#[inline(never)]
+fn count_towards_purge(st: &mut ThreadState) {
+    st.purge_ticks = st.purge_ticks.wrapping_add(1);
+    if st.purge_ticks % 64 == 0 {
+        purge_due(st, CTX.os.now_ms());
+    }
+}
+
 /// [`alloc`]'s other cases: `malloc(0)`, alignments, medium and huge sizes, threads
-/// without a state, big blocks due for their purge.
+/// without a state.
 #[inline(never)]
 fn alloc_general(size: usize, align_bytes: usize, zero: bool) -> *mut u8 {
     if size == 0 && align_bytes <= ZERO_SLOT_BYTES {
