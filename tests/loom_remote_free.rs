@@ -50,7 +50,7 @@ struct World {
 /// A remote freer frees `block`; if it must queue the slab, it does (touching the slab's
 /// metadata, which must still be alive).
 fn remote_free(world: &World, block: usize) {
-    let notify = remote_free::push_block(&world.slab.word, block, |_| {});
+    let notify = remote_free::push_block(&world.slab.word, block, 1, |_| {});
     if notify {
         assert!(
             !world.slab.released.load(Ordering::SeqCst),
@@ -73,11 +73,18 @@ impl Owner {
     /// and processes the pending stack, then retires the slab if it is empty and the rule
     /// allows.
     fn settle_with(&mut self, world: &World, old_rule: bool, next: impl Fn(usize) -> usize) {
-        let mut head = remote_free::take_blocks(&world.slab.word);
+        let (mut head, count) = remote_free::take_blocks(&world.slab.word);
+        let mut walked = 0;
         while head != 0 {
             self.live -= 1;
+            walked += 1;
             head = next(head);
         }
+        // The owner takes the count from the word without walking: it must be exact.
+        assert_eq!(
+            walked, count,
+            "the remote word's count is not its stack's length"
+        );
         let mut cur = remote_free::take_pending(&world.heap.pending);
         while !cur.is_null() {
             // SAFETY: the only slab in the model, alive for the whole model.
@@ -240,7 +247,7 @@ fn remote_free_chain(w: &BatchWorld) {
     // Buffering: the chain's inner link, written while the blocks are only ours.
     // SAFETY: loom cell access, no other thread sees the block yet.
     w.blocks[1].next.with_mut(|p| unsafe { *p = last });
-    let notify = remote_free::push_block(&w.world.slab.word, first, |next| {
+    let notify = remote_free::push_block(&w.world.slab.word, first, 2, |next| {
         // SAFETY: as above; this is the last block's link, written before each attempt.
         w.blocks[2].next.with_mut(|p| unsafe { *p = next });
     });

@@ -5,7 +5,9 @@
 //!
 //! # The words
 //! - A slab's *remote word*: a stack of remotely freed blocks (linked through their first
-//!   word) in the high bits, and two flags in the low bits:
+//!   word): the first block's address in bits 2..48, how many blocks the stack holds in
+//!   bits 48..64 (so the owner takes them without walking the list: the walk missed the
+//!   cache on every block, 18% of `larson-4`'s time), and two flags in the low bits:
 //!   [`NOTIFY`] (the owner parked the slab on its full list and asks the next remote freer
 //!   to tell it) and [`QUEUED`] (the slab is on its heap's pending stack, or a remote freer
 //!   is about to put it there).
@@ -44,22 +46,38 @@ pub const NOTIFY: usize = 1;
 pub const QUEUED: usize = 2;
 /// Both flags.
 pub const FLAG_MASK: usize = NOTIFY | QUEUED;
+/// Where the block count starts: addresses of ours are below 2^47 (the region map stops
+/// there), and a slab holds at most 4096 blocks.
+const COUNT_SHIFT: u32 = 48;
+/// The first block's address.
+const ADDR_MASK: usize = ((1 << COUNT_SHIFT) - 1) & !FLAG_MASK;
 
-/// Pushes the block at `block` (an address with its two low bits clear) onto the stack of
-/// `word`. `link` is called with the current head (flags stripped) before each attempt and
-/// must store it in the block's first word. Returns true when this push consumed NOTIFY:
-/// the caller must then put the slab on its heap's pending stack with [`push_pending`].
+/// Pushes the block at `block` (an address below 2^47 with its two low bits clear), the
+/// first of a chain of `count` blocks, onto the stack of `word`. `link` is called with the
+/// current head (flags and count stripped) before each attempt and must store it in the
+/// chain's last block's first word. Returns true when this push consumed NOTIFY: the caller
+/// must then put the slab on its heap's pending stack with [`push_pending`].
 #[inline]
-pub fn push_block(word: &AtomicUsize, block: usize, mut link: impl FnMut(usize)) -> bool {
+pub fn push_block(
+    word: &AtomicUsize,
+    block: usize,
+    count: usize,
+    mut link: impl FnMut(usize),
+) -> bool {
     let mut old = word.load(Ordering::Relaxed);
     loop {
-        link(old & !FLAG_MASK);
+        link(old & ADDR_MASK);
         let notify = old & NOTIFY != 0;
         let queued = if notify { QUEUED } else { old & QUEUED };
+        let held = (old >> COUNT_SHIFT) + count;
         // Release: the block's link (and the user's last writes) happen before the owner's
         // Acquire in `take_blocks`.
-        match word.compare_exchange_weak(old, block | queued, Ordering::Release, Ordering::Relaxed)
-        {
+        match word.compare_exchange_weak(
+            old,
+            held << COUNT_SHIFT | block | queued,
+            Ordering::Release,
+            Ordering::Relaxed,
+        ) {
             Ok(_) => return notify,
             Err(now) => old = now,
         }
@@ -67,20 +85,28 @@ pub fn push_block(word: &AtomicUsize, block: usize, mut link: impl FnMut(usize))
 }
 
 /// Owner: takes every block off the stack, keeping the flags. Returns the first block's
-/// address (0 when none); the rest follow through their links.
+/// address (0 when none; the rest follow through their links) and how many there are.
 #[inline]
-pub fn take_blocks(word: &AtomicUsize) -> usize {
+pub fn take_blocks(word: &AtomicUsize) -> (usize, usize) {
     let mut old = word.load(Ordering::Relaxed);
     loop {
-        if old & !FLAG_MASK == 0 {
-            return 0;
+        if old & ADDR_MASK == 0 {
+            return (0, 0);
         }
         match word.compare_exchange_weak(old, old & FLAG_MASK, Ordering::Acquire, Ordering::Relaxed)
         {
-            Ok(_) => return old & !FLAG_MASK,
+            Ok(_) => return (old & ADDR_MASK, old >> COUNT_SHIFT),
             Err(now) => old = now,
         }
     }
+}
+
+/// A snapshot of the stack (for the heap checker): its first block's address and how many
+/// blocks it holds.
+#[inline]
+pub fn peek(word: &AtomicUsize) -> (usize, usize) {
+    let w = word.load(Ordering::Acquire);
+    (w & ADDR_MASK, w >> COUNT_SHIFT)
 }
 
 /// Owner: asks the next remote freer to notify. Fails (and sets nothing) unless the word is

@@ -13,9 +13,10 @@
 //!   [`CURRENT_FLAG`] exactly while `state == State::Current`, so the free fast path
 //!   detects "full, or about to be empty and not current" with a single compare.
 //!
-//! Remote frees push onto `remote_free`, an atomic stack whose two low bits are flags:
-//! [`NOTIFY`] (the owner parked the slab on its full list and asks the next remote freer to
-//! tell it) and [`QUEUED`] (the slab is on its heap's pending stack, or going onto it).
+//! Remote frees push onto `remote_free`, an atomic stack with its length in the top bits
+//! and two flags in the low bits: [`remote_free::NOTIFY`] (the owner parked the slab on
+//! its full list and asks the next remote freer to tell it) and [`remote_free::QUEUED`]
+//! (the slab is on its heap's pending stack, or going onto it).
 
 use crate::block::size_class::{SizeClass, MIN_BLOCK_BYTES};
 use crate::counter::OwnerU32;
@@ -35,7 +36,6 @@ pub const FULL_FLAG: u32 = 1 << 31;
 /// it through (a loop that allocates and frees one block never leaves the fast path).
 pub const CURRENT_FLAG: u32 = 1 << 30;
 use crate::block::remote_free;
-pub use crate::block::remote_free::{NOTIFY, QUEUED};
 
 /// Blocks carved per extension of a slab's free list: enough to cover one OS page of small
 /// blocks, so a fresh slab touches memory only as fast as it is used.
@@ -288,26 +288,61 @@ impl Slab {
     /// # Safety
     /// The caller must own the slab's heap.
     pub unsafe fn collect_remote(&self) -> u32 {
-        let head = remote_free::take_blocks(&self.remote_free) as *mut Block;
+        let (head, count) = remote_free::take_blocks(&self.remote_free);
+        let head = head as *mut Block;
         if head.is_null() {
             return 0;
         }
         // SAFETY: the caller owns the slab.
         let l = unsafe { self.local() };
-        let mut tail = head;
-        let mut count = 1u32;
-        // SAFETY: the stack holds blocks of this slab pushed by `push_remote` (Release),
-        // which the Acquire exchange in `take_blocks` synchronised with; we own them all.
-        unsafe {
-            while !(*tail).next.is_null() {
-                tail = (*tail).next;
-                count += 1;
+        // A slab holds at most 4096 blocks.
+        let count = count as u32;
+        if self.live_count() == count && !l.free.is_null() {
+            // Every block is free: rather than walk the stack to splice it, every block goes
+            // back to unbuilt (carved again by `extend`, whose links and cookies replace
+            // what is there). The memory is not known to read as zeros any more.
+            l.free = ptr::null_mut();
+            l.built = 0;
+            l.zeroed = false;
+        } else {
+            if !l.free.is_null() {
+                // Spliced in front of the local list: the stack's last block links to it.
+                let mut tail = head;
+                // SAFETY: the stack holds blocks of this slab pushed by `push_remote`
+                // (Release), which the Acquire exchange in `take_blocks` synchronised with;
+                // we own them all.
+                unsafe {
+                    while !(*tail).next.is_null() {
+                        tail = (*tail).next;
+                    }
+                    (*tail).next = l.free;
+                }
             }
-            (*tail).next = l.free;
+            // With the local list empty (a refill of the current slab, the common case)
+            // the stack becomes the list as it is, its blocks untouched until handed out.
+            l.free = head;
         }
-        l.free = head;
         self.used.set(self.used.get() - count);
         count
+    }
+
+    /// [`Slab::collect_remote`] when it needs no walk of the stack: the local list is empty
+    /// (the stack becomes the list) or every block is free (the slab goes back to unbuilt).
+    /// Otherwise the remote frees wait, counted as live, until the local list runs dry.
+    ///
+    /// # Safety
+    /// The caller must own the slab's heap.
+    pub unsafe fn collect_remote_unless_walk(&self) -> u32 {
+        // SAFETY: the caller owns the slab.
+        let local_empty = unsafe { self.local() }.free.is_null();
+        let (head, count) = remote_free::peek(&self.remote_free);
+        // More blocks may arrive after the peek, never fewer: a count equal to the live
+        // blocks stays equal (no more blocks can be freed than are live).
+        if head == 0 || !(local_empty || count == self.live_count() as usize) {
+            return 0;
+        }
+        // SAFETY: forwarded contract.
+        unsafe { self.collect_remote() }
     }
 
     /// Pushes a block freed by a thread that does not own the slab. Returns true when the
@@ -318,7 +353,7 @@ impl Slab {
     /// `block` must be a live block of this slab.
     pub unsafe fn push_remote(&self, block: *mut u8) -> bool {
         let block = block.cast::<Block>();
-        remote_free::push_block(&self.remote_free, block as usize, |next| {
+        remote_free::push_block(&self.remote_free, block as usize, 1, |next| {
             // SAFETY: the block is live and being freed: its first words are ours until the
             // push publishes it.
             unsafe {
@@ -328,15 +363,20 @@ impl Slab {
         })
     }
 
-    /// Pushes a chain of blocks freed by a thread that does not own the slab, `first` to
-    /// `last` linked through `next` (the last link is written here), with one
+    /// Pushes a chain of `count` blocks freed by a thread that does not own the slab, `first`
+    /// to `last` linked through `next` (the last link is written here), with one
     /// compare-and-swap. Returns true as [`Slab::push_remote`] does.
     ///
     /// # Safety
     /// Every block of the chain must be a live block of this slab, being freed, carrying its
-    /// free cookie, and the chain must end at `last`.
-    pub unsafe fn push_remote_chain(&self, first: *mut Block, last: *mut Block) -> bool {
-        remote_free::push_block(&self.remote_free, first as usize, |next| {
+    /// free cookie, and the chain must end at `last` and hold `count` blocks.
+    pub unsafe fn push_remote_chain(
+        &self,
+        first: *mut Block,
+        last: *mut Block,
+        count: u32,
+    ) -> bool {
+        remote_free::push_block(&self.remote_free, first as usize, count as usize, |next| {
             // SAFETY: the chain's blocks are ours until the push publishes them.
             unsafe { (*last).next = next as *mut Block };
         })

@@ -365,7 +365,7 @@ impl<'a> OwnedHeap<'a> {
         // SAFETY: `next` came off one of our lists and is ours.
         unsafe {
             (*next).make_current();
-            (*next).collect_remote();
+            (*next).collect_remote_unless_walk();
             h.current[c] = next;
             (*next).pop()
         }
@@ -514,7 +514,7 @@ impl<'a> OwnedHeap<'a> {
                 // SAFETY: partial slabs are ours; `next` is read before any unlinking.
                 unsafe {
                     let next = SlabList::next(slab);
-                    (*slab).collect_remote();
+                    (*slab).collect_remote_unless_walk();
                     if (*slab).live_count() == 0 && (*slab).may_unassign() {
                         h.classes[c].partial.remove(slab);
                         h.retire_slab(slab);

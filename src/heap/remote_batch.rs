@@ -97,13 +97,13 @@ impl RemoteBatch {
         if self.slab.is_null() {
             return;
         }
-        let (slab, first, last) = (self.slab, self.first, self.last);
+        let (slab, first, last, count) = (self.slab, self.first, self.last, self.count);
         *self = RemoteBatch::new();
         // SAFETY: the slab is alive and its segment mapped while our blocks are counted in
         // it (the file's note); `first..=last` is a chain of its blocks, each added under
         // `add`'s contract and linked there.
         unsafe {
-            if (*slab).push_remote_chain(first, last) {
+            if (*slab).push_remote_chain(first, last, count) {
                 let seg = SegmentHeader::of(slab as usize);
                 race_window();
                 Heap::push_pending(SegmentHeader::owner(seg) as *mut Heap, slab);

@@ -11,9 +11,7 @@
 
 use crate::block::segment::{SegmentHeader, SLABS_PER_SEGMENT};
 use crate::block::size_class::CLASS_COUNT;
-use crate::block::slab::{
-    sentinel, Slab, SlabList, State, CURRENT_FLAG, FULL_FLAG, NOTIFY, QUEUED, SLAB_BYTES,
-};
+use crate::block::slab::{sentinel, Slab, SlabList, State, CURRENT_FLAG, FULL_FLAG, SLAB_BYTES};
 use crate::heap::{Heap, OwnedHeap};
 use core::sync::atomic::Ordering;
 
@@ -71,8 +69,8 @@ unsafe fn check_slab(shared: &Slab) -> CheckResult {
     }
     // Remote frees: pushed blocks are immutable below the head, so walking a snapshot is
     // safe while other threads push.
-    let mut remote = (shared.remote_free.load(Ordering::Acquire) & !(NOTIFY | QUEUED))
-        as *mut crate::block::slab::Block;
+    let (head, held) = crate::block::remote_free::peek(&shared.remote_free);
+    let mut remote = head as *mut crate::block::slab::Block;
     let mut remote_count = 0u32;
     while !remote.is_null() {
         if !shared.is_block_start(remote as usize) {
@@ -84,6 +82,10 @@ unsafe fn check_slab(shared: &Slab) -> CheckResult {
         }
         // SAFETY: a remotely freed block holds its link in its first word.
         remote = unsafe { (*remote).next };
+    }
+    // Pushes after the snapshot only add blocks above the snapshot's head.
+    if remote_count as usize != held {
+        return Err("slab: the remote-free count differs from the blocks on the stack");
     }
     Ok(())
 }
