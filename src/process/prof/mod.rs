@@ -262,7 +262,12 @@ fn start() {
     blocks::init_secret(sampler::seed(seed ^ 0x5a5a_5a5a));
     capture::locate_own_code();
     let mut frames = [0usize; capture::MAX_DEPTH];
+    // glibc's `backtrace` first (it loads libgcc_s), then libunwind when it is installed:
+    // both are loaded and warmed before any sample.
     capture::capture(&mut frames);
+    if capture::load_libunwind() {
+        capture::capture(&mut frames);
+    }
     extern "C" fn at_exit() {
         timeline_tick(true);
         dump::write_or_warn(dump::Reason::Exit);
