@@ -185,12 +185,14 @@ fn timeline_tick(force: bool) {
 }
 
 /// Adds the timeline point reserved at `now` (reads the resident bytes first, outside the
-/// profile lock).
+/// profile lock). The point is stamped when it is added, under the lock, with the live and
+/// allocated bytes of that moment (points are then added in time order even when two
+/// threads reserved theirs at once).
 fn push_point(now: u64) {
     let resident_bytes = resident_bytes();
     let mut profile = PROFILE.lock();
     let point = timeline::Point {
-        t_ns: now,
+        t_ns: now_ns().max(now),
         live_bytes: profile.triggers.live,
         resident_bytes,
         allocated_bytes: profile.triggers.allocated,
