@@ -13,6 +13,17 @@
 //!   profiling on, 18,000 per sample for its 11 frames).
 //! - otherwise glibc's `backtrace()`, which uses the unwinder of `libgcc_s`.
 //!
+//! libunwind's per-thread cache costs each thread that uses it a 256 KiB mapping that it
+//! fills at once (64 page faults) and unmaps at thread exit; a program that starts a
+//! thread for every few samples paid more for that than it saved (`larson-1`: 8k page
+//! faults with `backtrace()`, 197k with libunwind on every thread; `tchurn-2` 32k, 117k).
+//! So a thread takes its first [`GLIBC_CAPTURES`] stacks with `backtrace()` and only then
+//! goes over to libunwind, when it has shown that it samples often (a thread's count is a
+//! word of the allocator's TLS slot). The switch costs about as much as 20 samples save;
+//! at 32 it still cost `threadlife-2` (a few hundred threads of about that many samples
+//! each) 19k page faults against 11–13k, at 128 12k. A thread that lives long enough to
+//! take thousands of samples (`xbatch-2`'s) hardly notices where the switch is.
+//!
 //! The library links neither: each is loaded with `dlopen`, which allocates and takes the
 //! loader's lock, at start-up ([`super::start`], from the library's constructor, outside
 //! any lock of ours, with one capture by each), so a capture inside `malloc` later loads
@@ -38,6 +49,9 @@ pub const MAX_DEPTH: usize = 64;
 const SELF_FRAMES: usize = 3;
 /// Room for the allocator's frames above the program's.
 const ALLOCATOR_FRAMES: usize = 16;
+
+/// Stacks a thread takes with `backtrace()` before it uses libunwind (see the module note).
+const GLIBC_CAPTURES: usize = 128;
 
 /// libunwind's `unw_backtrace` (0: not loaded; `backtrace()` is used).
 static UNW_BACKTRACE: AtomicUsize = AtomicUsize::new(0);
@@ -152,14 +166,32 @@ pub fn locate_own_code() {
     }
 }
 
+/// Takes one stack with libunwind (start-up, after [`load_libunwind`]), so that it sets up
+/// its global state outside `malloc`.
+pub fn warm_libunwind() {
+    let unw = UNW_BACKTRACE.load(Ordering::Acquire);
+    if unw == 0 {
+        return;
+    }
+    let mut raw = [core::ptr::null_mut::<c_void>(); 8];
+    // SAFETY: `unw` is `unw_backtrace` (see `load_libunwind`), which writes at most
+    // `raw.len()` addresses into the buffer.
+    unsafe {
+        let unw: UnwBacktrace = core::mem::transmute(unw);
+        unw(raw.as_mut_ptr(), raw.len() as c_int);
+    }
+}
+
 /// Fills `out` with the calling stack, innermost frame first, without the allocator's own
 /// frames; returns the depth.
 #[inline(never)]
 pub fn capture(out: &mut [usize; MAX_DEPTH]) -> usize {
     let mut raw = [core::ptr::null_mut::<c_void>(); SELF_FRAMES + ALLOCATOR_FRAMES + MAX_DEPTH];
     let unw = UNW_BACKTRACE.load(Ordering::Acquire);
+    let captures = crate::process::tls::prof_captures();
+    crate::process::tls::set_prof_captures(captures.saturating_add(1));
     let mut n = 0;
-    if unw != 0 {
+    if unw != 0 && captures >= GLIBC_CAPTURES {
         // SAFETY: `unw` is `unw_backtrace` (see `load_libunwind`), which writes at most
         // `raw.len()` addresses into the buffer.
         n = unsafe {

@@ -265,10 +265,10 @@ fn start() {
     capture::locate_own_code();
     let mut frames = [0usize; capture::MAX_DEPTH];
     // glibc's `backtrace` first (it loads libgcc_s), then libunwind when it is installed:
-    // both are loaded and warmed before any sample.
+    // both are loaded and have set themselves up before any sample.
     capture::capture(&mut frames);
     if capture::load_libunwind() {
-        capture::capture(&mut frames);
+        capture::warm_libunwind();
     }
     extern "C" fn at_exit() {
         timeline_tick(true);
