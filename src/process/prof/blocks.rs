@@ -533,7 +533,8 @@ pub fn resize(
         (*header).info = info;
         old
     };
-    {
+    // The statistics' figures change only when the block counts as another size.
+    if counted_bytes(old.size) != counted_bytes(info.size) {
         let mut slots = SLOTS.lock();
         slots.live.count(old.size, false);
         slots.live.count(info.size, true);

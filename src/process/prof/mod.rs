@@ -592,8 +592,13 @@ pub fn resize_sampled(
         },
     };
     let (block, old) = blocks::resize(ptr as usize, new_size, align_bytes, info)?;
-    recount(Some(old), sample.map(|_| info), false);
-    poll();
+    // A block counted by no stack that stays so changes no count: a string grown a byte at
+    // a time in a slot (every realloc of it comes here, past the small-block fast path)
+    // then costs no profile lock per byte.
+    if sample.is_some() || old.stack != stacks::UNCOUNTED {
+        recount(Some(old), sample.map(|_| info), false);
+        poll();
+    }
     Some(block)
 }
 
