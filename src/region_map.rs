@@ -39,7 +39,8 @@ pub enum Kind {
     /// The user pointer of a huge block with alignment ≥ 4 MiB lies at the chunk base; its
     /// header is the OS page just below.
     HugeFar = 4,
-    /// Sampled blocks of the heap profiler; an area header is at the chunk base.
+    /// Sampled blocks of the heap profiler (its slots, up to 1 MiB); an area header is at
+    /// the chunk base.
     Sampled = 5,
     /// The guarded-sampling pool (`OXMALLOC_GUARD`): its slot table is at the chunk base.
     Guarded = 6,

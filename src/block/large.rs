@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! mapping base (4 MiB aligned)                      user pointer
-//! ├── OS page: HugeHeader { magic, map_bytes, user_offset }
+//! ├── OS page: HugeHeader { magic, map_bytes, user_offset, sample }
 //! ├── (padding up to the alignment)
 //! └── user block ...  ───────────────────────────── base + user_offset
 //! ```
@@ -26,7 +26,13 @@
 //! ([`Large::decay`]); a merged mapping is as young as its youngest part (a merge makes one
 //! range of two, and a cached range is unmapped whole), which keeps the older part up to a
 //! delay longer, within the cache's bound in bytes.
+//!
+//! A block sampled by the heap profiler is an ordinary huge block whose header also holds
+//! the profiler's [`SampleRecord`]: it comes from the cache and goes back to it like any
+//! other, and [`Large::free`] hands the record back. The header's OS page is read by every
+//! free anyway, so an unsampled free pays one more load from the same cache line.
 
+use super::SampleRecord;
 use crate::os::{Os, OS_PAGE_BYTES};
 use crate::region_map::{self, Kind, CHUNK_BYTES};
 use core::ptr::NonNull;
@@ -44,6 +50,8 @@ struct HugeHeader {
     magic: usize,
     map_bytes: usize,
     user_offset: usize,
+    /// The heap profiler's record, when the block is sampled.
+    sample: Option<SampleRecord>,
 }
 
 /// Why a huge-block operation was refused.
@@ -101,11 +109,17 @@ fn mark(user: usize, offset: usize) {
     region_map::set(user, kind);
 }
 
-/// Writes a header for a block at `base` with `offset` and returns the user pointer.
+/// Writes a header (with the profiler's record `sample`) for a block at `base` with
+/// `offset` and returns the user pointer.
 ///
 /// # Safety
 /// `base` must be the start of a mapping of ours of `map_bytes`, with no live block.
-unsafe fn install(base: usize, map_bytes: usize, offset: usize) -> NonNull<u8> {
+unsafe fn install(
+    base: usize,
+    map_bytes: usize,
+    offset: usize,
+    sample: Option<SampleRecord>,
+) -> NonNull<u8> {
     let user = base + offset;
     let header = if offset >= CHUNK_BYTES {
         user - OS_PAGE_BYTES
@@ -118,6 +132,7 @@ unsafe fn install(base: usize, map_bytes: usize, offset: usize) -> NonNull<u8> {
             magic: MAGIC,
             map_bytes,
             user_offset: offset,
+            sample,
         })
     };
     mark(user, offset);
@@ -341,12 +356,14 @@ impl Large {
         }
     }
 
-    /// Allocates a huge block. Returns the user pointer and whether it reads as zeros.
+    /// Allocates a huge block, with the profiler's record `sample` when it is sampled.
+    /// Returns the user pointer and whether it reads as zeros.
     pub fn alloc<O: Os>(
         &mut self,
         os: &O,
         size: usize,
         align_bytes: usize,
+        sample: Option<SampleRecord>,
     ) -> Option<(NonNull<u8>, bool)> {
         let offset = user_offset(align_bytes);
         let need = Self::map_bytes_for(size, align_bytes)?;
@@ -358,7 +375,7 @@ impl Large {
                 self.live_bytes += bytes;
                 crate::stats::held_add(bytes);
                 // SAFETY: a cached mapping of `bytes >= need`, ours and unused.
-                return Some((unsafe { install(base, bytes, offset) }, false));
+                return Some((unsafe { install(base, bytes, offset, sample) }, false));
             }
         }
         // Aligning the mapping to the alignment (when above a chunk) keeps `base + offset`
@@ -368,7 +385,7 @@ impl Large {
         crate::stats::held_add(need);
         // SAFETY: a fresh mapping of `need` bytes.
         Some((
-            unsafe { install(base.as_ptr() as usize, need, offset) },
+            unsafe { install(base.as_ptr() as usize, need, offset, sample) },
             true,
         ))
     }
@@ -385,12 +402,31 @@ impl Large {
         header_of(ptr).is_some()
     }
 
-    /// Frees the huge block at `ptr`.
-    pub fn free<O: Os>(&mut self, os: &O, ptr: usize) -> Result<(), HugeError> {
+    /// Replaces the profiler's record of the live huge block at `ptr` with `sample`;
+    /// returns the one it had.
+    pub fn replace_sample(
+        &mut self,
+        ptr: usize,
+        sample: Option<SampleRecord>,
+    ) -> Result<Option<SampleRecord>, HugeError> {
+        let header = header_of(ptr).ok_or(HugeError::InvalidPointer)?;
+        // SAFETY: a live header, which only the huge allocator's lock holder (`&mut self`)
+        // writes.
+        Ok(unsafe { core::mem::replace(&mut (*header).sample, sample) })
+    }
+
+    /// Frees the huge block at `ptr`; returns the profiler's record when it was sampled.
+    pub fn free<O: Os>(&mut self, os: &O, ptr: usize) -> Result<Option<SampleRecord>, HugeError> {
         let header = header_of(ptr).ok_or(HugeError::InvalidPointer)?;
         // SAFETY: a live header.
-        let (base, map_bytes, offset) =
-            unsafe { (base_of(header), (*header).map_bytes, (*header).user_offset) };
+        let (base, map_bytes, offset, sample) = unsafe {
+            (
+                base_of(header),
+                (*header).map_bytes,
+                (*header).user_offset,
+                (*header).sample,
+            )
+        };
         // SAFETY: `header` is the live header checked just above; clearing its magic makes a
         // second free of `ptr` fail cleanly.
         unsafe { (*header).magic = 0 };
@@ -398,11 +434,11 @@ impl Large {
         self.live_bytes -= map_bytes;
         crate::stats::held_sub(map_bytes);
         if offset < CHUNK_BYTES && self.cache_insert(base, map_bytes, os.now_ms()) {
-            return Ok(());
+            return Ok(sample);
         }
         // SAFETY: the whole mapping is ours and no longer used.
         unsafe { os.unmap(NonNull::new_unchecked(base as *mut u8), map_bytes) };
-        Ok(())
+        Ok(sample)
     }
 
     /// Resizes the huge block at `ptr` to `new_size` bytes without copying, if possible:
@@ -514,10 +550,42 @@ mod tests {
     use crate::os::fake::FakeOs;
 
     #[test]
+    fn a_sampled_block_keeps_its_record_through_resize_and_cache_reuse() {
+        let os = FakeOs::new();
+        let mut large = Large::new();
+        let record = |stack| SampleRecord {
+            stack,
+            size: 5 << 20,
+            objects_fixed: 1,
+            bytes: 5 << 20,
+            born_ns: 9,
+        };
+        let (p, _) = large.alloc(&os, 5 << 20, 16, Some(record(1))).unwrap();
+        let p = p.as_ptr() as usize;
+        assert_eq!(
+            large.replace_sample(p, Some(record(2))),
+            Ok(Some(record(1)))
+        );
+        // Grown (in place or moved): the header, record included, goes with the pages.
+        let q = large.resize(&os, p, 20 << 20).unwrap().unwrap().as_ptr() as usize;
+        assert_eq!(large.free(&os, q), Ok(Some(record(2))));
+        // Its mapping serves the next block from the cache, which has no record.
+        let (r, zeroed) = large.alloc(&os, 5 << 20, 16, None).unwrap();
+        assert!(!zeroed, "from the cache");
+        assert_eq!(large.free(&os, r.as_ptr() as usize), Ok(None));
+        assert_eq!(
+            large.replace_sample(r.as_ptr() as usize, None),
+            Err(HugeError::InvalidPointer)
+        );
+        large.trim(&os);
+        assert_eq!(os.live_bytes(), 0);
+    }
+
+    #[test]
     fn alloc_free_and_lookup() {
         let os = FakeOs::new();
         let mut large = Large::new();
-        let (p, zeroed) = large.alloc(&os, 3 << 20, 16).unwrap();
+        let (p, zeroed) = large.alloc(&os, 3 << 20, 16, None).unwrap();
         assert!(zeroed);
         let p = p.as_ptr() as usize;
         assert_eq!(p % OS_PAGE_BYTES, 0);
@@ -540,15 +608,15 @@ mod tests {
     fn cache_splits_merges_and_trims() {
         let os = FakeOs::new();
         let mut large = Large::new();
-        let (p, _) = large.alloc(&os, 30 << 20, 16).unwrap();
+        let (p, _) = large.alloc(&os, 30 << 20, 16, None).unwrap();
         large.free(&os, p.as_ptr() as usize).unwrap();
         let cached = large.cached_bytes();
         assert!(cached >= 30 << 20);
         let maps = os.map_calls();
         // Two smaller blocks come out of the one cached mapping, without a new map.
-        let (a, zeroed) = large.alloc(&os, 5 << 20, 16).unwrap();
+        let (a, zeroed) = large.alloc(&os, 5 << 20, 16, None).unwrap();
         assert!(!zeroed, "a reused mapping is not known to be zero");
-        let (b, _) = large.alloc(&os, 3 << 20, 16).unwrap();
+        let (b, _) = large.alloc(&os, 3 << 20, 16, None).unwrap();
         assert_eq!(os.map_calls(), maps, "served from the cache");
         assert_eq!(large.cached_count(), 1);
         assert_eq!(large.cached_bytes(), cached - (8 << 20) - (4 << 20));
@@ -566,7 +634,7 @@ mod tests {
         assert_eq!(large.cached_count(), 1);
         assert_eq!(large.cached_bytes(), cached);
         // A larger request grows the cached mapping instead of mapping afresh.
-        let (c, _) = large.alloc(&os, 31 << 20, 16).unwrap();
+        let (c, _) = large.alloc(&os, 31 << 20, 16, None).unwrap();
         assert_eq!(large.cached_count(), 0);
         // SAFETY: the block is ours and at least 31 MiB long; the front kept its bytes.
         let front = unsafe { core::slice::from_raw_parts(c.as_ptr(), 31 << 20) };
@@ -584,11 +652,11 @@ mod tests {
         let os = FakeOs::new();
         let mut large = Large::new();
         // A zero-byte block at a chunk alignment still lies inside its own mapping.
-        let (z, _) = large.alloc(&os, 0, 1 << 22).unwrap();
+        let (z, _) = large.alloc(&os, 0, 1 << 22, None).unwrap();
         assert!(Large::usable_size(z.as_ptr() as usize).unwrap() >= 1);
         large.free(&os, z.as_ptr() as usize).unwrap();
         for align in [1 << 12, 1 << 16, 1 << 21, 1 << 22, 1 << 24] {
-            let (p, _) = large.alloc(&os, 2 << 20, align).unwrap();
+            let (p, _) = large.alloc(&os, 2 << 20, align, None).unwrap();
             let p = p.as_ptr() as usize;
             assert_eq!(p % align, 0, "align {align}");
             assert!(Large::usable_size(p).unwrap() >= 2 << 20);
@@ -604,7 +672,7 @@ mod tests {
     fn resize_keeps_contents_and_map_failure_is_clean() {
         let os = FakeOs::new();
         let mut large = Large::new();
-        let (p, _) = large.alloc(&os, 2 << 20, 16).unwrap();
+        let (p, _) = large.alloc(&os, 2 << 20, 16, None).unwrap();
         // SAFETY: the block is ours and at least 2 MiB long.
         unsafe { p.as_ptr().write_bytes(0x5A, 2 << 20) };
         let q = large
@@ -616,7 +684,7 @@ mod tests {
         assert!(bytes[..2 << 20].iter().all(|&b| b == 0x5A));
         assert!(bytes[2 << 20..].iter().all(|&b| b == 0));
         os.set_exhausted(true);
-        assert!(large.alloc(&os, 8 << 20, 16).is_none());
+        assert!(large.alloc(&os, 8 << 20, 16, None).is_none());
         os.set_exhausted(false);
         large.free(&os, q.as_ptr() as usize).unwrap();
         large.trim(&os);

@@ -10,7 +10,9 @@
 //! asks may see them disagree by what it did in between.
 //!
 //! Live counts include blocks freed by other threads that their owner has not collected
-//! yet (a remote free is collected at the owner's next slow path).
+//! yet (a remote free is collected at the owner's next slow path), and the blocks the heap
+//! profiler sampled: huge ones are huge blocks; the others, in the profiler's slots, count
+//! as the small or medium block each would have been (`prof::blocks::live_figures`).
 
 use crate::block::segment::{SegmentHeader, SLABS_PER_SEGMENT};
 use crate::block::size_class::{self, CLASS_COUNT, SMALL_MAX_BYTES};
@@ -225,13 +227,19 @@ fn take_now(resident: bool) -> Census {
         s.small_live_blocks += c.live_blocks;
         s.small_live_bytes += c.live_bytes();
     }
+    // Blocks sampled by the heap profiler into its slots, as the small or medium blocks
+    // they would have been (huge sampled blocks are ordinary huge blocks, counted below).
+    // They are not in the per-class table, which counts slabs.
+    let sampled = crate::process::prof::blocks::live_figures();
+    s.small_live_blocks += sampled.small_blocks;
+    s.small_live_bytes += sampled.small_bytes;
 
     // Medium blocks.
     {
         let buddy = CTX.buddy.lock();
         let m = buddy.census();
-        s.medium_live_blocks = m.live_blocks;
-        s.medium_live_bytes = m.live_bytes;
+        s.medium_live_blocks = m.live_blocks + sampled.medium_blocks;
+        s.medium_live_bytes = m.live_bytes + sampled.medium_bytes;
         s.medium_cached_blocks = m.cached_blocks;
         s.medium_cached_bytes = m.cached_bytes;
         s.medium_allocated_bytes = m.live_bytes + m.cached_bytes;

@@ -18,6 +18,7 @@ use crate::block::large::Large;
 use crate::block::segment::{SegmentHeader, SegmentPool};
 use crate::block::size_class::{self, SizeClass, SMALL_MAX_BYTES};
 use crate::block::slab::{free_cookie, Block, Slab, FULL_FLAG};
+use crate::block::SampleRecord;
 use crate::fatal;
 use crate::heap::pool::HeapPool;
 use crate::heap::{Heap, HeapPtr, OwnedHeap};
@@ -129,7 +130,26 @@ impl<O: Os> Context<O> {
         if size > isize::MAX as usize || align_bytes > isize::MAX as usize / 2 {
             return None;
         }
-        self.large.lock().alloc(&self.os, size, align_bytes)
+        self.large.lock().alloc(&self.os, size, align_bytes, None)
+    }
+
+    /// Allocates a huge block (of any size: one mapping, from the huge cache when it can)
+    /// that carries the heap profiler's `record` in its header. Returns the block and
+    /// whether it reads as zeros.
+    #[cold]
+    #[inline(never)]
+    pub fn alloc_huge_sampled(
+        &self,
+        size: usize,
+        align_bytes: usize,
+        record: SampleRecord,
+    ) -> Option<(NonNull<u8>, bool)> {
+        if size > isize::MAX as usize || align_bytes > isize::MAX as usize / 2 {
+            return None;
+        }
+        self.large
+            .lock()
+            .alloc(&self.os, size, align_bytes, Some(record))
     }
 
     /// Allocates `size` bytes aligned to `align_bytes` (a power of two) from `heap` or the
@@ -241,7 +261,18 @@ impl<O: Os> Context<O> {
                 Some(Err(_)) => false,
                 Some(Ok(false)) | None => self.buddy.lock().free(&self.os, addr).is_ok(),
             },
-            Kind::Huge | Kind::HugeFar => self.large.lock().free(&self.os, addr).is_ok(),
+            Kind::Huge | Kind::HugeFar => {
+                // The lock goes before the profiler is told.
+                let freed = self.large.lock().free(&self.os, addr);
+                match freed {
+                    Ok(Some(record)) => {
+                        crate::process::prof::huge_sampled_freed(record);
+                        true
+                    }
+                    Ok(None) => true,
+                    Err(_) => false,
+                }
+            }
             Kind::Sampled => {
                 crate::process::prof::free_sampled(addr, call);
                 true
@@ -301,7 +332,7 @@ impl<O: Os> Context<O> {
         let mut released = self.buddy.lock().decay(&self.os, delay_ms);
         released += self.large.lock().decay(&self.os, delay_ms);
         self.decay_abandoned_heaps();
-        released + crate::process::prof::blocks::trim()
+        released + crate::process::prof::blocks::decay(delay_ms)
     }
 
     /// Cleans up the heaps of exited threads that no new thread adopted for a whole purge

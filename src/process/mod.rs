@@ -455,19 +455,31 @@ pub unsafe fn realloc_aligned(ptr: *mut u8, new_size: usize, align_bytes: usize)
         return ptr;
     }
     // The heap profiler: a realloc that leaves the fast path counts as an allocation of
-    // `new_size` bytes. A block in sampled memory is resized where it is when it can be;
-    // a sampled realloc of another block moves it into sampled memory.
+    // `new_size` bytes. A block in a profiler slot is resized where it is when it can be,
+    // a huge block (which may carry a profiler record) as the huge allocator does; a
+    // sampled realloc of another block moves it into a sampled block.
     let sample = prof::sample_point(new_size.max(1));
-    if region_map::raw_kind_of(ptr as usize) == Kind::Sampled as u8 {
-        let resized = prof::resize_sampled(
+    let kind = region_map::raw_kind_of(ptr as usize);
+    let resized = if kind == Kind::Sampled as u8 {
+        prof::resize_sampled(
             ptr,
             new_size.max(1),
             align_bytes.max(MIN_ALIGN),
             sample.as_ref(),
-        );
-        if let Some(p) = resized {
-            return p.as_ptr();
-        }
+        )
+    } else if (kind == Kind::Huge as u8 || kind == Kind::HugeFar as u8) && prof::active() {
+        // A huge block may carry a profiler record, which this realloc replaces.
+        prof::resize_huge(
+            ptr,
+            new_size.max(1),
+            align_bytes.max(MIN_ALIGN),
+            sample.as_ref(),
+        )
+    } else {
+        None
+    };
+    if let Some(p) = resized {
+        return p.as_ptr();
     }
     if let Some(new) = sample
         .as_ref()

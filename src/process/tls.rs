@@ -13,12 +13,13 @@
 //! Checked with `objdump -d target/release/liboxmalloc.so`: `malloc` and `free` read the
 //! slot with `mov rax, [rip + ...]` / `mov rax, fs:[rax]`, and contain no `__tls_get_addr`.
 //!
-//! Three words per thread, all zero at thread start:
+//! Four words per thread, all zero at thread start:
 //! - the heap pointer (null until the thread's first allocation takes the slow path);
 //! - the thread state (0: no allocation yet, [`STATE_ACTIVE`], [`STATE_EXITED`]);
 //! - the hardened mode's per-thread state (null in the other modes; see `harden`). It is
 //!   a word of its own so that the heap pointer stays null in that mode, which sends every
-//!   call to the slow paths without a test on the fast paths.
+//!   call to the slow paths without a test on the fast paths;
+//! - the heap profiler's count of the stacks this thread took (see `prof::capture`).
 
 use crate::heap::{Heap, OwnedHeap};
 
@@ -41,7 +42,7 @@ mod slot {
         ".popsection",
     );
 
-    /// Reads word `INDEX` (0, 1 or 2) of the slot.
+    /// Reads word `INDEX` (0 to 3) of the slot.
     #[inline(always)]
     pub fn read<const INDEX: usize>() -> usize {
         let value: usize;
@@ -60,7 +61,7 @@ mod slot {
         value
     }
 
-    /// Writes word `INDEX` (0, 1 or 2) of the slot.
+    /// Writes word `INDEX` (0 to 3) of the slot.
     #[inline(always)]
     pub fn write<const INDEX: usize>(value: usize) {
         // SAFETY: as in `read`; the slot is this thread's own.
@@ -84,16 +85,17 @@ mod slot {
     std::thread_local! {
         // Const-initialised and without Drop: no destructor registration (which would call
         // calloc) and no lazy-init flag.
-        static SLOT: [Cell<usize>; 3] = const { [Cell::new(0), Cell::new(0), Cell::new(0)] };
+        static SLOT: [Cell<usize>; 4] =
+            const { [Cell::new(0), Cell::new(0), Cell::new(0), Cell::new(0)] };
     }
 
-    /// Reads word `INDEX` (0, 1 or 2) of the slot.
+    /// Reads word `INDEX` (0 to 3) of the slot.
     #[inline(always)]
     pub fn read<const INDEX: usize>() -> usize {
         SLOT.with(|s| s[INDEX].get())
     }
 
-    /// Writes word `INDEX` (0, 1 or 2) of the slot.
+    /// Writes word `INDEX` (0 to 3) of the slot.
     #[inline(always)]
     pub fn write<const INDEX: usize>(value: usize) {
         SLOT.with(|s| s[INDEX].set(value))
@@ -145,6 +147,18 @@ pub fn hardened() -> usize {
 #[inline]
 pub fn set_hardened(state: usize) {
     slot::write::<2>(state)
+}
+
+/// Stacks the heap profiler took on the calling thread so far.
+#[inline]
+pub fn prof_captures() -> usize {
+    slot::read::<3>()
+}
+
+/// Sets the calling thread's count of stacks taken by the heap profiler.
+#[inline]
+pub fn set_prof_captures(count: usize) {
+    slot::write::<3>(count)
 }
 
 #[cfg(test)]

@@ -1,4 +1,6 @@
-//! Sampled blocks: memory of their own, so that `free` knows one from its region-map byte.
+//! Sampled blocks up to 1 MiB: slots of their own, so that `free` knows one from its
+//! region-map byte. (Larger ones are ordinary huge blocks with the profiler's record in
+//! their header: see the module note of `prof`.)
 //!
 //! Every chunk that holds sampled blocks is marked [`Kind::Sampled`]; the free fast path
 //! only tests for `Kind::Slab`, so an unsampled small block pays nothing for this, and a
@@ -8,9 +10,6 @@
 //! slot area (4 MiB, 4 MiB-aligned; one slot size 2^k, 128 B .. 1 MiB):
 //!   base: AreaHeader | ... first OS page ... | slot | slot | ...   (slots at multiples of 2^k)
 //!   slot: [padding] BlockHeader (64 B) | user block ...            (user = slot + max(64, align))
-//!
-//! single area (requests that need more than 1 MiB): one mapping, 4 MiB-aligned
-//!   base: AreaHeader | ... | BlockHeader | user block ...          (user = base + max(128, align))
 //! ```
 //!
 //! The block header sits just below the user pointer and ends with the block's state: the
@@ -22,13 +21,19 @@
 //!
 //! Slots are served from per-size free lists (links in the slot's first word) and carved
 //! from the current area of their size, under one lock: sampling is rare. A freed slot
-//! stays resident for the next sampled block of its size, as freed unsampled memory does;
-//! `malloc_trim` and the allocator's periodic decay ([`trim`]) give back the memory of the
-//! free slots of 16 KiB or more (all but their first OS page), unmap the slot areas that
-//! have no live slot, and unmap the freed single areas kept for reuse. (Purging each slot
-//! at its free made a program that frees and allocates blocks of 64 KiB to 1 MiB in a loop,
-//! nearly all sampled, fault every one in again.) Alignments above
-//! 2 MiB are not served here (the caller then does not sample).
+//! stays resident for the next sampled block of its size, as freed unsampled memory does.
+//! The allocator's periodic decay ([`decay`]) gives back, by age as it does the buddy
+//! arena's pages, the memory of the free slots of 16 KiB or more (all but their first OS
+//! page) that have been free for a whole purge delay, and unmaps the slot areas that have
+//! had no live slot for as long; `malloc_trim` ([`trim`]) gives back all of it at once.
+//! (Purging each slot at its free made a program that frees and allocates blocks of 64 KiB
+//! to 1 MiB in a loop, nearly all sampled, fault every one in again; purging every free
+//! slot at each decay round, whatever its age, still gave `tchurn-2` 17–24k page faults
+//! against 2.4k with profiling off; by age, 3.1k.) A block whose slot would be larger than 1 MiB (its size, header and alignment
+//! padding) is not served here: the caller makes it a huge block.
+//!
+//! The statistics count the live blocks of the slots ([`live_figures`]) as the small or
+//! medium block each would have been: at its size class's block size, or in whole OS pages.
 
 use crate::os::{Os, RealOs, OS_PAGE_BYTES};
 use crate::region_map::{self, Kind, CHUNK_BYTES};
@@ -53,27 +58,25 @@ const PURGE_MIN_SLOT_BYTES: usize = 16 << 10;
 #[repr(C)]
 struct AreaHeader {
     magic: u64,
-    /// log2 of the slot size; 0 for a single area.
+    /// log2 of the slot size.
     slot_shift: u32,
-    /// Bytes mapped (changes when a single area is resized, by the block's owner).
-    map_bytes: AtomicUsize,
-    /// Single areas: the user pointer's offset from the base.
-    user_offset: usize,
     /// Slot areas: slots handed out and not yet taken back (under the slots lock).
     live: AtomicUsize,
     /// Slot areas: the next area of the same slot size (under the slots lock).
     next_area: AtomicUsize,
+    /// When a slot of the area was last freed (the OS layer's clock, ms; under the slots
+    /// lock): an empty area goes back to the OS once this is a purge delay old.
+    last_free_ms: AtomicU64,
 }
 
 impl AreaHeader {
-    fn new(slot_shift: u32, map_bytes: usize, user_offset: usize) -> Self {
+    fn new(slot_shift: u32) -> Self {
         AreaHeader {
             magic: AREA_MAGIC,
             slot_shift,
-            map_bytes: AtomicUsize::new(map_bytes),
-            user_offset,
             live: AtomicUsize::new(0),
             next_area: AtomicUsize::new(0),
+            last_free_ms: AtomicU64::new(0),
         }
     }
 }
@@ -88,19 +91,7 @@ unsafe fn area_header(slot: usize) -> &'static AreaHeader {
 }
 
 /// What a sampled block stands for, kept below it until it is freed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BlockInfo {
-    /// Its stack in the stack table.
-    pub stack: u32,
-    /// Requested size.
-    pub size: usize,
-    /// Its weight (see `sampler::Weight`).
-    pub objects_fixed: u64,
-    /// Its weight in bytes.
-    pub bytes: u64,
-    /// When it was allocated (the profiler's clock, nanoseconds).
-    pub born_ns: u64,
-}
+pub use crate::block::SampleRecord as BlockInfo;
 
 #[repr(C)]
 struct BlockHeader {
@@ -131,26 +122,72 @@ fn freed_state(user: usize) -> u64 {
 
 /// Where slots of each size come from.
 pub struct SlotClasses {
-    /// Free slots (linked through their first word; the second says "purged").
+    /// Free slots (linked through their first word; the second says "purged", the third
+    /// when the slot was freed, in ms of the OS layer's clock).
     free: [usize; CLASS_COUNT],
     /// The next unused slot of the current area, and the area's end.
     bump: [usize; CLASS_COUNT],
     end: [usize; CLASS_COUNT],
     /// Every area of each slot size (linked through `next_area`).
     areas: [usize; CLASS_COUNT],
-    /// Freed single-block areas (base, mapped bytes), kept for the next large sampled
-    /// block: blocks above the slot sizes are nearly all sampled (p = 1 - exp(-s/interval)),
-    /// and a fresh mapping each time made a program that frees and allocates big buffers
-    /// in a loop four times slower with profiling on. Still marked in the region map (a
-    /// stale pointer finds a freed header); unmapped by `trim`.
-    single: [(usize, usize); SINGLE_CACHE_SLOTS],
-    single_len: usize,
-    single_bytes: usize,
+    /// Live blocks and their bytes as counted by the statistics (see [`live_figures`]):
+    /// those of small sizes, then those of medium sizes.
+    live: LiveFigures,
 }
 
-/// Freed single-block areas kept (see `SlotClasses::single`), and their bytes at most.
-const SINGLE_CACHE_SLOTS: usize = 16;
-const SINGLE_CACHE_MAX_BYTES: usize = 128 << 20;
+/// What the statistics count of the live sampled blocks in slots.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LiveFigures {
+    /// Blocks of small sizes, and their bytes at their size class's block size.
+    pub small_blocks: usize,
+    pub small_bytes: usize,
+    /// Blocks of medium sizes, and their bytes in whole OS pages.
+    pub medium_blocks: usize,
+    pub medium_bytes: usize,
+}
+
+impl LiveFigures {
+    const ZERO: LiveFigures = LiveFigures {
+        small_blocks: 0,
+        small_bytes: 0,
+        medium_blocks: 0,
+        medium_bytes: 0,
+    };
+
+    /// Counts a live block of `size` requested bytes (`add`), or stops counting it, in the
+    /// live figures and in the bytes held for blocks.
+    fn count(&mut self, size: usize, add: bool) {
+        let (blocks, bytes, block_bytes) = match counted_bytes(size) {
+            (true, b) => (&mut self.small_blocks, &mut self.small_bytes, b),
+            (false, b) => (&mut self.medium_blocks, &mut self.medium_bytes, b),
+        };
+        if add {
+            *blocks += 1;
+            *bytes += block_bytes;
+            crate::stats::held_add(block_bytes);
+        } else {
+            *blocks = blocks.saturating_sub(1);
+            *bytes = bytes.saturating_sub(block_bytes);
+            crate::stats::held_sub(block_bytes);
+        }
+    }
+}
+
+/// How the statistics count a block of `size` requested bytes: (small?, bytes) with small
+/// blocks at their size class's block size and the others in whole OS pages.
+fn counted_bytes(size: usize) -> (bool, usize) {
+    use crate::block::size_class::{self, SMALL_MAX_BYTES};
+    if size <= SMALL_MAX_BYTES {
+        (true, size_class::class_of(size).block_bytes())
+    } else {
+        (false, size.div_ceil(OS_PAGE_BYTES) * OS_PAGE_BYTES)
+    }
+}
+
+/// The live sampled blocks in slots, for the statistics.
+pub fn live_figures() -> LiveFigures {
+    SLOTS.lock().live
+}
 
 impl SlotClasses {
     const fn new() -> Self {
@@ -159,54 +196,8 @@ impl SlotClasses {
             bump: [0; CLASS_COUNT],
             end: [0; CLASS_COUNT],
             areas: [0; CLASS_COUNT],
-            single: [(0, 0); SINGLE_CACHE_SLOTS],
-            single_len: 0,
-            single_bytes: 0,
+            live: LiveFigures::ZERO,
         }
-    }
-
-    /// A cached single-block area of at least `need` bytes and at most twice that:
-    /// (base, mapped bytes).
-    fn take_single(&mut self, need: usize) -> Option<(usize, usize)> {
-        let cached = self.single.get_mut(..self.single_len)?;
-        let i = cached
-            .iter()
-            .position(|&(_, bytes)| bytes >= need && bytes / 2 <= need)?;
-        let (last, rest) = cached.split_last_mut()?;
-        if let Some(other) = rest.get_mut(i) {
-            core::mem::swap(other, last);
-        }
-        let found = *last;
-        self.single_len -= 1;
-        self.single_bytes -= found.1;
-        Some(found)
-    }
-
-    /// Keeps a freed single-block area; false when the cache is full (the caller unmaps).
-    fn put_single(&mut self, base: usize, bytes: usize) -> bool {
-        if self.single_bytes + bytes > SINGLE_CACHE_MAX_BYTES {
-            return false;
-        }
-        let Some(slot) = self.single.get_mut(self.single_len) else {
-            return false;
-        };
-        *slot = (base, bytes);
-        self.single_len += 1;
-        self.single_bytes += bytes;
-        true
-    }
-
-    /// Unmaps the cached single-block areas; returns their bytes.
-    fn release_singles(&mut self) -> usize {
-        let released = self.single_bytes;
-        for &(base, bytes) in self.single.iter().take(self.single_len) {
-            region_map::clear(base);
-            // SAFETY: a cached area is a whole mapping of ours with no live block.
-            unsafe { RealOs.unmap(NonNull::new_unchecked(base as *mut u8), bytes) };
-        }
-        self.single_len = 0;
-        self.single_bytes = 0;
-        released
     }
 }
 
@@ -262,7 +253,7 @@ impl SlotClasses {
         } else {
             let areas = self.areas.get_mut(i)?;
             let base = RealOs.map(CHUNK_BYTES, CHUNK_BYTES)?.as_ptr() as usize;
-            let header = AreaHeader::new(shift, CHUNK_BYTES, 0);
+            let header = AreaHeader::new(shift);
             header.next_area.store(*areas, Ordering::Relaxed);
             // SAFETY: a fresh, exclusive mapping; its first OS page holds the header.
             unsafe { (base as *mut AreaHeader).write(header) };
@@ -290,18 +281,24 @@ impl SlotClasses {
         else {
             return;
         };
-        // SAFETY: the slot is ours and unused (caller); its first OS page is resident.
+        let now = RealOs.now_ms();
+        // SAFETY: the slot is ours and unused (caller); its first OS page is resident, and
+        // the smallest slot (128 bytes) has room for the three words.
         unsafe {
             (slot as *mut usize).write(*head);
             ((slot + 8) as *mut usize).write(usize::from(purged));
-            area_header(slot).live.fetch_sub(1, Ordering::Relaxed);
+            ((slot + 16) as *mut u64).write(now);
+            let area = area_header(slot);
+            area.live.fetch_sub(1, Ordering::Relaxed);
+            area.last_free_ms.store(now, Ordering::Relaxed);
         }
         *head = slot;
     }
 
     /// Gives back the memory of the free slots of [`PURGE_MIN_SLOT_BYTES`] or more not
-    /// purged yet (all but each slot's first OS page); returns the bytes purged.
-    fn purge_free_slots(&mut self) -> usize {
+    /// purged yet (all but each slot's first OS page) that have been free for `min_age_ms`
+    /// at least (`None`: all of them); returns the bytes purged.
+    fn purge_free_slots(&mut self, now_ms: u64, min_age_ms: Option<u64>) -> usize {
         let mut purged = 0;
         for (i, &head) in self.free.iter().enumerate() {
             let slot_bytes = 1usize << (MIN_SLOT_SHIFT as usize + i);
@@ -315,7 +312,9 @@ impl SlotClasses {
                 // are page-aligned, and no block uses the memory past the first page.
                 unsafe {
                     let flag = (slot + 8) as *mut usize;
-                    if *flag == 0 {
+                    let freed_ms = *((slot + 16) as *const u64);
+                    let old = min_age_ms.is_none_or(|age| now_ms.saturating_sub(freed_ms) >= age);
+                    if *flag == 0 && old {
                         RealOs.purge(
                             NonNull::new_unchecked((slot + OS_PAGE_BYTES) as *mut u8),
                             slot_bytes - OS_PAGE_BYTES,
@@ -330,13 +329,20 @@ impl SlotClasses {
         purged
     }
 
-    /// Unmaps the slot areas without a live block; returns the bytes given back.
-    fn release_empty_areas(&mut self) -> usize {
+    /// Unmaps the slot areas without a live block whose last slot was freed `min_age_ms`
+    /// ago at least (`None`: whenever); returns the bytes given back.
+    fn release_empty_areas(&mut self, now_ms: u64, min_age_ms: Option<u64>) -> usize {
         let mut released = 0;
+        let unused = |area: &AreaHeader| {
+            area.live.load(Ordering::Relaxed) == 0
+                && min_age_ms.is_none_or(|age| {
+                    now_ms.saturating_sub(area.last_free_ms.load(Ordering::Relaxed)) >= age
+                })
+        };
         for i in 0..CLASS_COUNT {
             let is_empty = |slot: usize| {
                 // SAFETY: free slots lie in our slot areas, still mapped here.
-                unsafe { area_header(slot) }.live.load(Ordering::Relaxed) == 0
+                unused(unsafe { area_header(slot) })
             };
             // Drop the free slots of empty areas from the list (before any area goes).
             let (Some(free), Some(bump), Some(end), Some(areas)) = (
@@ -369,7 +375,7 @@ impl SlotClasses {
                 while *area_link != 0 {
                     let base = *area_link;
                     let header = area_header(base);
-                    if header.live.load(Ordering::Relaxed) != 0 {
+                    if !unused(header) {
                         area_link = header.next_area.as_ptr();
                         continue;
                     }
@@ -388,18 +394,29 @@ impl SlotClasses {
     }
 }
 
-/// Gives back to the OS the memory of free slots, the slot areas without a live sampled
-/// block and the freed single areas (from `malloc_trim` and the allocator's periodic
-/// decay); returns the bytes released or purged.
+/// Gives back to the OS the memory of free slots and the slot areas without a live
+/// sampled block (`malloc_trim`); returns the bytes released or purged.
 pub fn trim() -> usize {
+    give_back(None)
+}
+
+/// The same for the allocator's periodic decay: only what has been unused for `delay_ms`
+/// (as the buddy arena's pages and the huge cache's mappings), so that a slot freed just
+/// before a decay round is not purged and faulted in again by the next sampled block.
+pub fn decay(delay_ms: u64) -> usize {
+    give_back(Some(delay_ms))
+}
+
+fn give_back(min_age_ms: Option<u64>) -> usize {
+    let now = RealOs.now_ms();
     let mut slots = SLOTS.lock();
     // Empty areas go first: their free slots need no purge.
-    slots.release_empty_areas() + slots.purge_free_slots() + slots.release_singles()
+    slots.release_empty_areas(now, min_age_ms) + slots.purge_free_slots(now, min_age_ms)
 }
 
 /// A sampled block of `size` bytes at `align_bytes` (a power of two), zeroed if asked,
-/// with `info` in its header; `None` when the OS refuses memory or the alignment is above
-/// [`MAX_ALIGN_BYTES`].
+/// with `info` in its header; `None` when the OS refuses memory or the block with its
+/// header and alignment needs a slot larger than 1 MiB.
 pub fn alloc(size: usize, align_bytes: usize, zero: bool, info: BlockInfo) -> Option<NonNull<u8>> {
     if align_bytes > MAX_ALIGN_BYTES || size > isize::MAX as usize / 2 {
         return None;
@@ -410,42 +427,27 @@ pub fn alloc(size: usize, align_bytes: usize, zero: bool, info: BlockInfo) -> Op
         .checked_next_power_of_two()?
         .trailing_zeros()
         .max(MIN_SLOT_SHIFT);
-    let user = if shift <= MAX_SLOT_SHIFT {
-        let (slot, fill) = SLOTS.lock().pop(shift)?;
-        let user = slot + offset;
-        if zero {
-            let dirty_end = match fill {
-                Fill::Zero => user,
-                Fill::ZeroAfterFirstPage => (slot + OS_PAGE_BYTES).max(user).min(user + size),
-                Fill::Dirty => user + size,
-            };
-            // SAFETY: `[user, dirty_end)` lies inside the slot, which is ours.
-            unsafe { (user as *mut u8).write_bytes(0, dirty_end - user) };
-        }
-        user
-    } else {
-        let user_offset = align_bytes.max(2 * HEADER_BYTES);
-        let map_bytes = crate::os::round_up(user_offset.checked_add(size)?, OS_PAGE_BYTES)?;
-        let cached = SLOTS.lock().take_single(map_bytes);
-        let (base, mapped) = match cached {
-            Some(area) => area,
-            None => {
-                let base = RealOs.map(map_bytes, CHUNK_BYTES)?.as_ptr() as usize;
-                region_map::set(base, Kind::Sampled);
-                (base, map_bytes)
-            }
-        };
-        // SAFETY: an exclusive mapping of `mapped` bytes: fresh, or a cached one whose block
-        // was freed (still marked in the region map).
-        unsafe { (base as *mut AreaHeader).write(AreaHeader::new(0, mapped, user_offset)) };
-        if zero && cached.is_some() {
-            // SAFETY: `[base + user_offset, + size)` lies in the mapping, which is ours.
-            unsafe { ((base + user_offset) as *mut u8).write_bytes(0, size) };
-        }
-        base + user_offset
+    if shift > MAX_SLOT_SHIFT {
+        return None;
+    }
+    let (slot, fill) = {
+        let mut slots = SLOTS.lock();
+        let found = slots.pop(shift)?;
+        slots.live.count(info.size, true);
+        found
     };
-    // SAFETY: the header lies in the block's slot or area, just below `user`, and no one
-    // else knows the block yet.
+    let user = slot + offset;
+    if zero {
+        let dirty_end = match fill {
+            Fill::Zero => user,
+            Fill::ZeroAfterFirstPage => (slot + OS_PAGE_BYTES).max(user).min(user + size),
+            Fill::Dirty => user + size,
+        };
+        // SAFETY: `[user, dirty_end)` lies inside the slot, which is ours.
+        unsafe { (user as *mut u8).write_bytes(0, dirty_end - user) };
+    }
+    // SAFETY: the header lies in the block's slot, just below `user` (the offset is at
+    // least its size), and no one else knows the block yet.
     unsafe {
         ((user - HEADER_BYTES) as *mut BlockHeader).write(BlockHeader {
             info,
@@ -470,43 +472,29 @@ fn area_of(addr: usize) -> Option<&'static AreaHeader> {
 /// start in its area at all (its state is not checked).
 struct Geometry {
     header: &'static BlockHeader,
-    area_base: usize,
-    /// Single areas: the mapping's size. Slot areas: 0.
-    single_map_bytes: usize,
-    /// Slot areas: the slot and log2 of its size.
+    /// The slot and log2 of its size.
     slot: usize,
     slot_shift: u32,
-    /// End of the block's slot or mapping.
+    /// End of the block's slot.
     end: usize,
 }
 
 fn geometry(addr: usize) -> Option<Geometry> {
     let area = area_of(addr)?;
     let area_base = area as *const AreaHeader as usize;
-    let (single_map_bytes, slot, end) = if area.slot_shift == 0 {
-        if addr != area_base + area.user_offset {
-            return None;
-        }
-        let map_bytes = area.map_bytes.load(Ordering::Relaxed);
-        (map_bytes, 0, area_base + map_bytes)
-    } else {
-        let slot_bytes = 1usize.checked_shl(area.slot_shift)?;
-        let slot = addr & !(slot_bytes - 1);
-        if slot < area_base + first_slot_offset(slot_bytes) || addr - slot < HEADER_BYTES {
-            return None;
-        }
-        (0, slot, slot + slot_bytes)
-    };
-    // SAFETY: `addr - HEADER_BYTES` lies in the same slot or area (checked above), which is
-    // mapped; the header's words are plain data or atomic.
+    let slot_bytes = 1usize.checked_shl(area.slot_shift)?;
+    let slot = addr & !(slot_bytes - 1);
+    if slot < area_base + first_slot_offset(slot_bytes) || addr - slot < HEADER_BYTES {
+        return None;
+    }
+    // SAFETY: `addr - HEADER_BYTES` lies in the same slot (checked above), which is mapped;
+    // the header's words are plain data or atomic.
     let header = unsafe { &*((addr - HEADER_BYTES) as *const BlockHeader) };
     Some(Geometry {
         header,
-        area_base,
-        single_map_bytes,
         slot,
         slot_shift: area.slot_shift,
-        end,
+        end: slot + slot_bytes,
     })
 }
 
@@ -517,10 +505,9 @@ pub fn usable_size(addr: usize) -> Option<usize> {
 }
 
 /// `realloc` of the live sampled block at `addr` to `new_size` bytes at `align_bytes`,
-/// without copying: where it is when its slot or mapping allows (a single area grows or
-/// shrinks with `mremap`, or its pages move to a new mapping), with `info` in its header
-/// from then on. Returns the block (moved or not) and what its header said before; `None`
-/// when it must be copied elsewhere, or when `addr` is not a live sampled block.
+/// where it is, when its slot still fits it (and it uses more than a quarter of it), with
+/// `info` in its header from then on. Returns what its header said before; `None` when it
+/// must be copied elsewhere, or when `addr` is not a live sampled block.
 pub fn resize(
     addr: usize,
     new_size: usize,
@@ -534,65 +521,25 @@ pub fn resize(
     {
         return None;
     }
-    let offset = addr
-        - if g.single_map_bytes != 0 {
-            g.area_base
-        } else {
-            g.slot
-        };
-    let need = offset.checked_add(new_size)?;
-    let user = if g.single_map_bytes == 0 {
-        // A slot keeps a block that fits and uses more than a quarter of it.
-        let slot_bytes = g.end - g.slot;
-        if need > slot_bytes || (need <= slot_bytes / 4 && slot_bytes > 1 << MIN_SLOT_SHIFT) {
-            return None;
-        }
-        addr
-    } else {
-        let old_map = g.single_map_bytes;
-        let new_map = crate::os::round_up(need, OS_PAGE_BYTES)?;
-        // SAFETY: the area's mapping starts at its base.
-        let base_ptr = unsafe { NonNull::new_unchecked(g.area_base as *mut u8) };
-        // SAFETY: `[base, base + old_map)` is the area's whole mapping, and only this
-        // block's owner (the caller) uses it.
-        let base = if new_map == old_map
-            || unsafe { RealOs.resize_in_place(base_ptr, old_map, new_map) }
-        {
-            g.area_base
-        } else if new_map < old_map {
-            return None;
-        } else {
-            // Move the pages, without copying, to a fresh aligned reservation.
-            let target = RealOs.map(new_map, CHUNK_BYTES)?;
-            // Clear the old chunk's mark before its pages go: another thread may map
-            // something there at once and mark it (the region map's rule).
-            region_map::clear(g.area_base);
-            // SAFETY: both ranges are ours; on success the old one is gone.
-            if !unsafe { RealOs.move_mapping(base_ptr, old_map, target, new_map) } {
-                region_map::set(g.area_base, Kind::Sampled);
-                // SAFETY: the reservation is ours and unused.
-                unsafe { RealOs.unmap(target, new_map) };
-                return None;
-            }
-            let base = target.as_ptr() as usize;
-            region_map::set(base, Kind::Sampled);
-            base
-        };
-        // SAFETY: the area header moved along with the pages.
-        unsafe { &*(base as *const AreaHeader) }
-            .map_bytes
-            .store(new_map, Ordering::Relaxed);
-        base + offset
-    };
-    let header = (user - HEADER_BYTES) as *mut BlockHeader;
+    let need = (addr - g.slot).checked_add(new_size)?;
+    let slot_bytes = g.end - g.slot;
+    if need > slot_bytes || (need <= slot_bytes / 4 && slot_bytes > 1 << MIN_SLOT_SHIFT) {
+        return None;
+    }
+    let header = (addr - HEADER_BYTES) as *mut BlockHeader;
     // SAFETY: the block's header, just below it, in memory the caller owns.
     let old = unsafe {
         let old = (*header).info;
         (*header).info = info;
-        (*header).state.store(live_state(user), Ordering::Release);
         old
     };
-    Some((NonNull::new(user as *mut u8)?, old))
+    // The statistics' figures change only when the block counts as another size.
+    if counted_bytes(old.size) != counted_bytes(info.size) {
+        let mut slots = SLOTS.lock();
+        slots.live.count(old.size, false);
+        slots.live.count(info.size, true);
+    }
+    Some((NonNull::new(addr as *mut u8)?, old))
 }
 
 /// Why a pointer handed to `free` is not a live sampled block.
@@ -621,24 +568,11 @@ pub fn free(addr: usize) -> Result<BlockInfo, FreeError> {
     }
     // The swap made the block ours: read its header before the memory goes back.
     let info = g.header.info;
-    if g.single_map_bytes != 0 {
-        if SLOTS.lock().put_single(g.area_base, g.single_map_bytes) {
-            return Ok(info);
-        }
-        region_map::clear(g.area_base);
-        // SAFETY: the whole single area belonged to this block, now freed; it is no longer
-        // marked, so nothing finds it.
-        unsafe {
-            RealOs.unmap(
-                NonNull::new_unchecked(g.area_base as *mut u8),
-                g.single_map_bytes,
-            )
-        };
-        return Ok(info);
-    }
     // The slot stays resident until the decay (see the module note).
+    let mut slots = SLOTS.lock();
+    slots.live.count(info.size, false);
     // SAFETY: the slot's block is freed and the slot has that size.
-    unsafe { SLOTS.lock().push(g.slot_shift, g.slot, false) };
+    unsafe { slots.push(g.slot_shift, g.slot, false) };
     Ok(info)
 }
 
@@ -658,13 +592,7 @@ mod tests {
 
     #[test]
     fn blocks_round_trip_with_alignment_and_zeroing() {
-        for (size, align) in [
-            (1, 16),
-            (100, 16),
-            (3000, 4096),
-            (70_000, 64),
-            (5 << 20, 16),
-        ] {
+        for (size, align) in [(1, 16), (100, 16), (3000, 4096), (70_000, 64)] {
             let p = alloc(size, align, true, info(7)).expect("sampled block");
             let a = p.as_ptr() as usize;
             assert_eq!(a % align, 0);
@@ -677,11 +605,9 @@ mod tests {
             assert_eq!(usable_size(a + 16), None);
             assert_eq!(free(a + 16), Err(FreeError::InvalidPointer));
             assert_eq!(free(a).map(|i| i.stack), Ok(7));
-            if size < 1 << 20 {
-                // The slot stays ours: a second free is seen as such.
-                assert_eq!(free(a), Err(FreeError::DoubleFree));
-                assert_eq!(usable_size(a), None);
-            }
+            // The slot stays ours: a second free is seen as such.
+            assert_eq!(free(a), Err(FreeError::DoubleFree));
+            assert_eq!(usable_size(a), None);
             // The same size again, zeroed, whatever the slot held.
             let q = alloc(size, align, true, info(8)).expect("sampled block");
             // SAFETY: a live block of `size` bytes.
@@ -693,21 +619,8 @@ mod tests {
 
     #[test]
     fn resize_keeps_contents_and_the_header() {
-        // A single area growing (in place or moved) and shrinking, then a slot block.
-        let p = alloc(3 << 20, 16, false, info(1)).expect("sampled block");
-        // SAFETY: a live block of 3 MiB.
-        unsafe { p.as_ptr().write_bytes(0x5c, 3 << 20) };
-        let (q, old) = resize(p.as_ptr() as usize, 40 << 20, 16, info(2)).expect("grows");
-        assert_eq!(old.stack, 1);
-        let a = q.as_ptr() as usize;
-        assert!(usable_size(a).expect("live") >= 40 << 20);
-        // SAFETY: the first 3 MiB moved with the block.
-        assert!(unsafe { core::slice::from_raw_parts(q.as_ptr(), 3 << 20) }
-            .iter()
-            .all(|&b| b == 0x5c));
-        let (r, old) = resize(a, 2 << 20, 16, info(3)).expect("shrinks");
-        assert_eq!((old.stack, r.as_ptr() as usize), (2, a));
-        assert_eq!(free(a).map(|i| i.stack), Ok(3));
+        // Blocks that need a slot above 1 MiB are not served here.
+        assert!(alloc((1 << 20) - 32, 16, false, info(1)).is_none());
         let s = alloc(1000, 16, false, info(4)).expect("sampled block");
         let b = s.as_ptr() as usize;
         assert_eq!(
@@ -784,6 +697,36 @@ mod tests {
         let bytes = unsafe { core::slice::from_raw_parts(zeroed.as_ptr(), size) };
         assert!(bytes.iter().all(|&b| b == 0));
         assert!(free(zeroed.as_ptr() as usize).is_ok());
+        assert!(free(keep.as_ptr() as usize).is_ok());
+    }
+
+    #[test]
+    fn the_decay_gives_back_only_slots_unused_for_a_whole_delay() {
+        // 512 KiB slots (no other test uses them); a second block keeps the area mapped.
+        let size = 500_000;
+        let keep = alloc(size, 16, false, info(1)).expect("block");
+        let p = alloc(size, 16, false, info(2)).expect("block");
+        // SAFETY: a live block of `size` bytes.
+        unsafe { p.as_ptr().write_bytes(0xab, size) };
+        assert!(free(p.as_ptr() as usize).is_ok());
+        // Freed just now: a decay with a delay of an hour leaves it resident, as it was.
+        decay(3_600_000);
+        let q = alloc(size, 16, false, info(3)).expect("block");
+        assert_eq!(q, p, "the freed slot is reused");
+        // SAFETY: a live block of `size` bytes.
+        let bytes = unsafe { core::slice::from_raw_parts(q.as_ptr(), size) };
+        assert!(bytes.iter().all(|&b| b == 0xab), "not purged by a decay");
+        assert!(free(q.as_ptr() as usize).is_ok());
+        // With no delay, the decay purges it (all but its first OS page).
+        decay(0);
+        let r = alloc(size, 16, false, info(4)).expect("block");
+        assert_eq!(r, p);
+        // SAFETY: a live block of `size` bytes; the offset lies inside it.
+        let bytes = unsafe {
+            core::slice::from_raw_parts(r.as_ptr().add(OS_PAGE_BYTES), size - OS_PAGE_BYTES)
+        };
+        assert!(bytes.iter().all(|&b| b == 0), "purged by the decay");
+        assert!(free(r.as_ptr() as usize).is_ok());
         assert!(free(keep.as_ptr() as usize).is_ok());
     }
 

@@ -2,7 +2,7 @@
 //!
 //! About once per `OXMALLOC_PROF_INTERVAL` bytes allocated (512 KiB by default), an
 //! allocation is *sampled*: its stack is taken, counted in the stack table, and the block
-//! is served from memory of its own that remembers the stack until the block is freed.
+//! is served so that it remembers the stack until it is freed (below: where).
 //! Profiles (the raw format of `docs/prof-format.md`) are written at exit, on request
 //! (`ox_prof_dump`, [`prof_dump`]), on a signal, every N bytes allocated, and at new
 //! peaks of live memory.
@@ -13,12 +13,34 @@
 //!   stays near `isize::MAX`). No atomic, no call. The countdown is shared with guarded
 //!   sampling (`process::guard`): it is the nearer of the two points, and
 //!   [`countdown_ran_out`] charges both (see `HeapSampler::prof_extra`).
-//! - `free` fast path: nothing. Sampled blocks live in chunks marked `Kind::Sampled` in
-//!   the region map, which the fast path already sends to `free_big` with every non-slab
-//!   kind.
+//! - `free` fast path: nothing. Sampled blocks are never in slabs: small and medium ones
+//!   live in chunks marked `Kind::Sampled` in the region map, which the fast path already
+//!   sends to `free_big` with every non-slab kind; huge ones are huge blocks.
 //! - Other allocation paths (medium, huge, aligned, `calloc`, `realloc` past its fast
 //!   path) count their size against the same countdown in [`sample_point`]. A `realloc`
-//!   of a block in sampled memory resizes it where it can ([`resize_sampled`]).
+//!   of a block in a slot resizes it where it can ([`resize_sampled`]), one of a huge block
+//!   resizes it as the huge allocator does and replaces its record ([`resize_huge`]).
+//!
+//! Where a sampled block lives, and why:
+//! - **Huge** (more than 1 MiB with its header; any block a slot cannot hold): an ordinary
+//!   huge block, whose header (`block::large`, the OS page below the block) also holds the
+//!   profiler's record. It comes from the huge cache and goes back to it, is unmapped by
+//!   the same decay, and counts in the statistics as the huge block it is; `free` already
+//!   reads that header, so an unsampled huge free pays one load more. It used to get a
+//!   mapping of its own each time (with a small cache of freed mappings that fit within
+//!   2×): `large` (blocks of 64 KiB – 32 MiB, nearly all the big ones sampled) took 421k
+//!   page faults and 2.5 s against 44k and 0.34 s with profiling off; now 40k and 0.39 s.
+//! - **Up to 1 MiB**: slots of the profiler's own (`blocks`), marked `Kind::Sampled`. The
+//!   alternative, an ordinary slab block or buddy span with the record kept aside (a table
+//!   keyed by address, or a bit per slab), was rejected for small blocks: the owner's free
+//!   of a small block is the fast path (81 instructions per `malloc`/`free` pair), and
+//!   telling a sampled block from the others there costs a load and a branch on every free,
+//!   where the region-map kind costs nothing (the fast path tests for `Kind::Slab` anyway).
+//!   A medium block could have taken a buddy span with a header page in front, but the
+//!   thread's medium cache, usable size, resizing in place and the heap checker would all
+//!   have to know; slots reuse memory the same way (per-size free lists, purged by age at
+//!   the decay), so that was not done. The statistics count live slot blocks as the small
+//!   or medium blocks they would have been (`blocks::live_figures`).
 //!
 //! Parts: `sample` (the countdown and the weights), `capture` (stacks), `stacks` (the
 //! table), `blocks` (the memory of sampled blocks), `dump` (writing profiles).
@@ -42,6 +64,7 @@ mod timeline;
 use crate::fatal;
 use crate::heap::sampler::{self, HeapSampler};
 use crate::heap::{Heap, OwnedHeap};
+use crate::process::CTX;
 use crate::sync::{ForkLock, Mutex};
 use core::ffi::{c_int, CStr};
 use core::ptr::NonNull;
@@ -164,12 +187,14 @@ fn timeline_tick(force: bool) {
 }
 
 /// Adds the timeline point reserved at `now` (reads the resident bytes first, outside the
-/// profile lock).
+/// profile lock). The point is stamped when it is added, under the lock, with the live and
+/// allocated bytes of that moment (points are then added in time order even when two
+/// threads reserved theirs at once).
 fn push_point(now: u64) {
     let resident_bytes = resident_bytes();
     let mut profile = PROFILE.lock();
     let point = timeline::Point {
-        t_ns: now,
+        t_ns: now_ns().max(now),
         live_bytes: profile.triggers.live,
         resident_bytes,
         allocated_bytes: profile.triggers.allocated,
@@ -241,7 +266,12 @@ fn start() {
     blocks::init_secret(sampler::seed(seed ^ 0x5a5a_5a5a));
     capture::locate_own_code();
     let mut frames = [0usize; capture::MAX_DEPTH];
+    // glibc's `backtrace` first (it loads libgcc_s), then libunwind when it is installed:
+    // both are loaded and have set themselves up before any sample.
     capture::capture(&mut frames);
+    if capture::load_libunwind() {
+        capture::warm_libunwind();
+    }
     extern "C" fn at_exit() {
         timeline_tick(true);
         dump::write_or_warn(dump::Reason::Exit);
@@ -578,20 +608,78 @@ pub fn maybe_sample(size: usize, align_bytes: usize, zero: bool) -> Option<NonNu
 }
 
 /// A sampled block for `sample`, at `align_bytes`, zeroed if asked, counted in the table;
-/// `None` when there is no memory for it (the allocation is then served as usual).
+/// `None` when there is no memory for it (the allocation is then served as usual). Up to
+/// 1 MiB (with its header) it takes a slot; above, it is an ordinary huge block that
+/// carries its record in its header (see the module note).
 pub fn alloc_sampled(sample: &Sample, align_bytes: usize, zero: bool) -> Option<NonNull<u8>> {
     let _errno = KeepErrno::new();
-    let stack = PROFILE.lock().stacks.find_or_insert(sample.pcs());
-    let info = blocks::BlockInfo {
-        stack,
-        size: sample.size,
+    let info = record_of(sample, sample.size);
+    let block = match blocks::alloc(sample.size, align_bytes, zero, info) {
+        Some(block) => block,
+        None => {
+            let (block, zeroed) = CTX.alloc_huge_sampled(sample.size, align_bytes, info)?;
+            if zero && !zeroed {
+                // SAFETY: a fresh block of at least `size` bytes.
+                unsafe { block.as_ptr().write_bytes(0, sample.size) };
+            }
+            block
+        }
+    };
+    recount(None, Some(info), false);
+    poll();
+    Some(block)
+}
+
+/// The record of a block of `size` bytes that `sample` stands for (its stack counted in the
+/// table from now on).
+fn record_of(sample: &Sample, size: usize) -> blocks::BlockInfo {
+    blocks::BlockInfo {
+        stack: PROFILE.lock().stacks.find_or_insert(sample.pcs()),
+        size,
         objects_fixed: sample.weight.objects_fixed,
         bytes: sample.weight.bytes,
         born_ns: now_ns(),
-    };
-    let block = blocks::alloc(sample.size, align_bytes, zero, info)?;
-    recount(None, Some(info), false);
-    poll();
+    }
+}
+
+/// True when the profiler takes samples.
+#[inline]
+pub fn active() -> bool {
+    STATE.load(Ordering::Relaxed) == READY
+}
+
+/// `realloc` of the huge block at `ptr` (`Kind::Huge` or `HugeFar`) to `new_size` bytes,
+/// when it stays huge and can be resized without copying (in place, or its pages moved):
+/// the block's profiler record is replaced by `sample`'s (by none when this realloc was
+/// not sampled), and the counts follow. `None`: the block must move (or `ptr` is not a live
+/// huge block, which the caller's checks then report).
+pub fn resize_huge(
+    ptr: *mut u8,
+    new_size: usize,
+    align_bytes: usize,
+    sample: Option<&Sample>,
+) -> Option<NonNull<u8>> {
+    if new_size <= crate::block::buddy::MEDIUM_MAX_BYTES || ptr as usize & (align_bytes - 1) != 0 {
+        return None;
+    }
+    let _errno = KeepErrno::new();
+    let block = CTX
+        .large
+        .lock()
+        .resize(&CTX.os, ptr as usize, new_size)
+        .ok()??;
+    // The stack goes into the table outside the huge allocator's lock; the block is the
+    // caller's meanwhile.
+    let info = sample.map(|s| record_of(s, new_size));
+    let old = CTX
+        .large
+        .lock()
+        .replace_sample(block.as_ptr() as usize, info)
+        .ok()?;
+    if old.is_some() || info.is_some() {
+        recount(old, info, false);
+        poll();
+    }
     Some(block)
 }
 
@@ -608,13 +696,7 @@ pub fn resize_sampled(
 ) -> Option<NonNull<u8>> {
     let _errno = KeepErrno::new();
     let info = match sample {
-        Some(s) => blocks::BlockInfo {
-            stack: PROFILE.lock().stacks.find_or_insert(s.pcs()),
-            size: new_size,
-            objects_fixed: s.weight.objects_fixed,
-            bytes: s.weight.bytes,
-            born_ns: now_ns(),
-        },
+        Some(s) => record_of(s, new_size),
         None => blocks::BlockInfo {
             stack: stacks::UNCOUNTED,
             size: new_size,
@@ -624,8 +706,13 @@ pub fn resize_sampled(
         },
     };
     let (block, old) = blocks::resize(ptr as usize, new_size, align_bytes, info)?;
-    recount(Some(old), sample.map(|_| info), false);
-    poll();
+    // A block counted by no stack that stays so changes no count: a string grown a byte at
+    // a time in a slot (every realloc of it comes here, past the small-block fast path)
+    // then costs no profile lock per byte.
+    if sample.is_some() || old.stack != stacks::UNCOUNTED {
+        recount(Some(old), sample.map(|_| info), false);
+        poll();
+    }
     Some(block)
 }
 
@@ -712,6 +799,13 @@ fn poll() {
             dump::write_or_warn(reason);
         }
     }
+}
+
+/// A huge block that carried `record` was freed: its counts go. Call with no lock of ours
+/// held.
+pub fn huge_sampled_freed(record: blocks::BlockInfo) {
+    let _errno = KeepErrno::new();
+    recount(Some(record), None, true);
 }
 
 /// Frees the sampled block at `addr` (the region map says `Kind::Sampled`) for `call`;

@@ -73,8 +73,13 @@ impl Timeline {
         true
     }
 
-    /// Appends a point (merging pairs first when the array is full).
-    pub fn push(&mut self, point: Point) {
+    /// Appends a point (merging pairs first when the array is full). A point stamped
+    /// before the last one (two threads that reserved points at once, pushed in the other
+    /// order) takes the last one's time, so that the points stay in time order.
+    pub fn push(&mut self, mut point: Point) {
+        if let Some(last) = self.points().last() {
+            point.t_ns = point.t_ns.max(last.t_ns);
+        }
         if self.len == CAPACITY {
             self.halve();
         }
@@ -145,6 +150,22 @@ mod tests {
             "reserved by the first caller"
         );
         assert!(t.due(6 + FIRST_STEP_NS, true), "forced");
+    }
+
+    #[test]
+    fn points_pushed_out_of_order_stay_in_time_order() {
+        // Two threads reserve points at once; the later one reads the resident bytes
+        // faster and pushes first.
+        let mut t = Timeline::new();
+        assert!(t.due(FIRST_STEP_NS, false));
+        t.push(point(FIRST_STEP_NS, 1));
+        assert!(t.due(3 * FIRST_STEP_NS, false));
+        assert!(t.due(5 * FIRST_STEP_NS, false));
+        t.push(point(5 * FIRST_STEP_NS, 3));
+        t.push(point(3 * FIRST_STEP_NS, 2));
+        let times: Vec<u64> = t.points().iter().map(|p| p.t_ns).collect();
+        assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+        assert_eq!(t.points().len(), 3);
     }
 
     #[test]
