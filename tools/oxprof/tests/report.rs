@@ -1,8 +1,7 @@
 //! The report end to end: programs run with `scripts/oxrun --profile DIR` (the library
-//! built in release, profiling at the default interval unless a test says why not), the
-//! pages and files that `oxprof` writes from what the library recorded, and the pages
-//! opened in a headless Chromium (`chromium`, Debian's package), which runs the page's
-//! own self-test.
+//! built in release, profiling at the default interval), the pages and files that
+//! `oxprof` writes from what the library recorded, and the pages opened in a headless
+//! Chromium (`chromium`, Debian's package), which runs the page's own self-test.
 //!
 //! Each test says why it skips: no C compiler, no `python3`, no `chromium`.
 
@@ -224,12 +223,7 @@ fn three_functions_get_their_share_of_the_allocations() {
     let out = dir.join("profile");
     // Through a shell: `sh` and `true` are processes of the run too, too small to draw.
     let script = format!("{}; /bin/true", program.display());
-    // At a quarter of the default interval: see the tolerances below.
-    let output = oxrun_profile(
-        &out,
-        &["sh", "-c", &script],
-        &[("OXMALLOC_PROF_INTERVAL", "128k")],
-    );
+    let output = oxrun_profile(&out, &["sh", "-c", &script], &[]);
     let page = page_to_open(&output);
     assert!(
         page.to_str().unwrap().ends_with(".exit.html") && page.is_file(),
@@ -243,10 +237,10 @@ fn three_functions_get_their_share_of_the_allocations() {
         .collect();
     let total: f64 = shares.iter().sum();
     // The estimate of N bytes sampled every T bytes on average has a standard deviation
-    // near sqrt(N * T) (measured: 1.05% of the total over 40 runs at the default 512 KiB).
-    // At T = 128 KiB and N = 4 GB that is 0.57% of the total, and near 0.28 points for the
-    // 60% share: 3 points is more than 5 standard deviations for both (at the default
-    // interval, 3% of the total was under 3, and failed about once in 300 runs).
+    // near sqrt(N * T): at the default T = 512 KiB and N = 4 GB, 1.15% of the total
+    // (measured: 1.05% over 40 runs), and near 0.56 points for the 60% share. 3 points is
+    // more than 5 of those for the shares; the total gets 6% (at 3%, under 3 standard
+    // deviations, it failed about once in 300 runs).
     for (share, expected) in shares.iter().zip([60.0, 30.0, 10.0]) {
         let percent = share * 100.0 / total;
         assert!(
@@ -254,8 +248,8 @@ fn three_functions_get_their_share_of_the_allocations() {
             "{expected}% function estimated at {percent:.1}%: {lines:?}"
         );
     }
-    // The total is the 4 GB allocated, within 3%.
-    assert!((total / 4e9 - 1.0).abs() < 0.03, "{total}");
+    // The total is the 4 GB allocated, within 6%.
+    assert!((total / 4e9 - 1.0).abs() < 0.06, "{total}");
     // Every block was freed: no leaks; the page says so.
     assert!(folded(&page, "live").is_empty());
     let html = std::fs::read_to_string(&page).unwrap();
