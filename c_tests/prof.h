@@ -84,6 +84,22 @@ static inline void ox_prof_run_worker(const char *mode, const char *const *extra
     ox_child_exec("/proc/self/exe", argv, envp, timeout_s, r);
 }
 
+/*
+ * Runs the worker MODE with profiling on at INTERVAL (bytes, as the option takes them)
+ * into a new profile directory, written to `dir`; fails unless the worker exits 0.
+ */
+static inline void ox_prof_run_profiled(const char *mode, const char *interval, char *dir,
+                                        size_t dir_size, struct ox_child *r)
+{
+    char env_dir[128], env_interval[64];
+    ox_prof_dir_make(dir, dir_size);
+    snprintf(env_dir, sizeof env_dir, "OXMALLOC_PROF_DIR=%s", dir);
+    snprintf(env_interval, sizeof env_interval, "OXMALLOC_PROF_INTERVAL=%s", interval);
+    const char *env[] = {"OXMALLOC_PROF=1", env_interval, env_dir, NULL};
+    ox_prof_run_worker(mode, env, 50, r);
+    CHECK(r->exited && r->exit_code == 0, "worker %s: %s", ox_child_describe(r), r->err);
+}
+
 /* The value the worker said for KEY, as a number (the test fails if missing). */
 static inline double ox_prof_said(const struct ox_child *r, const char *key)
 {

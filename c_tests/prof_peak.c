@@ -97,13 +97,9 @@ int main(int argc, char **argv)
         return 0;
     }
     ox_require_active();
-    char dir[64], env_dir[128];
-    ox_prof_dir_make(dir, sizeof dir);
-    snprintf(env_dir, sizeof env_dir, "OXMALLOC_PROF_DIR=%s", dir);
-    const char *env[] = {"OXMALLOC_PROF=1", "OXMALLOC_PROF_INTERVAL=4096", env_dir, NULL};
+    char dir[64];
     struct ox_child r;
-    ox_prof_run_worker("peak", env, 50, &r);
-    CHECK(r.exited && r.exit_code == 0, "worker %s: %s", ox_child_describe(&r), r.err);
+    ox_prof_run_profiled("peak", "4096", dir, sizeof dir, &r);
 
     static struct ox_prof_file f;
     ox_prof_read_or_fail(dir, (long)ox_prof_said(&r, "PID"), "exit", &f);

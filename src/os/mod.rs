@@ -9,6 +9,7 @@
 
 #[cfg(test)]
 pub mod fake;
+pub mod raw;
 pub mod real;
 
 use core::ptr::NonNull;

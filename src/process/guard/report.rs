@@ -351,36 +351,21 @@ impl Module {
 /// Finds the mapping that holds `pc` in `/proc/self/maps` (raw system calls, stack buffers:
 /// async-signal-safe).
 fn find_module(pc: usize, out: &mut Module) -> bool {
-    // SAFETY: a path literal with its terminator; openat does not allocate.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat,
-            libc::AT_FDCWD,
-            c"/proc/self/maps".as_ptr(),
-            libc::O_RDONLY | libc::O_CLOEXEC,
-        )
-    };
-    if fd < 0 {
+    let Some(mut file) = crate::os::raw::ProcFile::open(c"/proc/self/maps") else {
         return false;
-    }
+    };
     let mut chunk = [0u8; 1024];
     let mut line = [0u8; 512];
     let mut len = 0;
-    let mut found = false;
-    'read: loop {
-        // SAFETY: reading at most `chunk.len()` bytes into our buffer.
-        let n = unsafe { libc::syscall(libc::SYS_read, fd, chunk.as_mut_ptr(), chunk.len()) };
-        let Ok(n) = usize::try_from(n) else {
-            break;
+    loop {
+        let n = match file.read(&mut chunk) {
+            Some(0) | None => return false,
+            Some(n) => n,
         };
-        if n == 0 {
-            break;
-        }
         for &b in chunk.get(..n).unwrap_or(&[]) {
             if b == b'\n' {
                 if parse_maps_line(line.get(..len).unwrap_or(&[]), pc, out) {
-                    found = true;
-                    break 'read;
+                    return true;
                 }
                 len = 0;
             } else if let Some(slot) = line.get_mut(len) {
@@ -389,9 +374,6 @@ fn find_module(pc: usize, out: &mut Module) -> bool {
             }
         }
     }
-    // SAFETY: closing the descriptor opened above.
-    unsafe { libc::syscall(libc::SYS_close, fd) };
-    found
 }
 
 /// Parses a hexadecimal number.

@@ -142,24 +142,12 @@ fn resident_bytes() -> u64 {
     // Raw system calls, not libc's wrappers: those are cancellation points, and this runs
     // from the decay, sometimes under an allocator lock that a cancelled thread would then
     // hold forever.
-    // SAFETY: a path literal with its terminator; openat does not allocate.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat,
-            libc::AT_FDCWD,
-            c"/proc/self/statm".as_ptr(),
-            libc::O_RDONLY | libc::O_CLOEXEC,
-        )
-    };
-    if fd < 0 {
+    let Some(mut file) = crate::os::raw::ProcFile::open(c"/proc/self/statm") else {
         return 0;
-    }
+    };
     let mut buf = [0u8; 128];
-    // SAFETY: reading at most `buf.len()` bytes into our buffer.
-    let n = unsafe { libc::syscall(libc::SYS_read, fd, buf.as_mut_ptr(), buf.len()) };
-    // SAFETY: closing the descriptor opened above.
-    unsafe { libc::syscall(libc::SYS_close, fd) };
-    let text = buf.get(..usize::try_from(n).unwrap_or(0)).unwrap_or(&[]);
+    let n = file.read(&mut buf).unwrap_or(0);
+    let text = buf.get(..n).unwrap_or(&[]);
     statm_resident_pages(text).saturating_mul(crate::os::OS_PAGE_BYTES as u64)
 }
 
