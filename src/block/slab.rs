@@ -606,6 +606,7 @@ mod tests {
         with_slab(48, |slab| {
             let mut seen = Vec::new();
             loop {
+                // SAFETY: the test's slab, owned by this thread alone (`with_slab`).
                 let p = unsafe { slab.pop() };
                 if p.is_null() {
                     break;
@@ -624,6 +625,7 @@ mod tests {
     #[test]
     fn extension_is_lazy() {
         with_slab(16, |slab| {
+            // SAFETY: the test's slab, owned by this thread alone (`with_slab`).
             let p = unsafe { slab.pop() };
             assert!(!p.is_null());
             assert_eq!(own(slab).built as usize, 4096 / 16);
@@ -633,8 +635,11 @@ mod tests {
     #[test]
     fn local_and_remote_frees_keep_counts() {
         with_slab(256, |slab| {
+            // SAFETY: the test's slab, owned by this thread alone (`with_slab`).
             let a = unsafe { slab.pop() };
+            // SAFETY: the test's slab, owned by this thread alone (`with_slab`).
             let b = unsafe { slab.pop() };
+            // SAFETY: the test's slab, owned by this thread alone (`with_slab`).
             let c = unsafe { slab.pop() };
             assert_eq!(slab.live_count(), 3);
             // SAFETY: a is a live block of this slab.
@@ -655,7 +660,9 @@ mod tests {
     #[test]
     fn notify_goes_to_the_first_remote_freer_only() {
         with_slab(1024, |slab| {
+            // SAFETY: the test's slab, owned by this thread alone (`with_slab`).
             let a = unsafe { slab.pop() };
+            // SAFETY: the test's slab, owned by this thread alone (`with_slab`).
             let b = unsafe { slab.pop() };
             assert!(slab.request_notify());
             // SAFETY: a and b are live blocks of this slab.
@@ -675,6 +682,7 @@ mod tests {
     #[test]
     fn block_start_check_rejects_interior_and_foreign_pointers() {
         with_slab(96, |slab| {
+            // SAFETY: the test's slab, owned by this thread alone (`with_slab`).
             let p = unsafe { slab.pop() } as usize;
             assert!(slab.is_block_start(p));
             assert!(!slab.is_block_start(p + 8));
