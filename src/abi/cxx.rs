@@ -24,32 +24,30 @@ core::arch::global_asm!(
     ".weak _ZSt15get_new_handlerv",
 );
 
+/// The address of the weak symbol `$sym` (declared above), or 0 when it is undefined.
+macro_rules! weak_symbol_address {
+    ($sym:literal) => {{
+        let address: usize;
+        // SAFETY: reads the GOT entry of a weak symbol (0 when undefined); no side effects.
+        unsafe {
+            core::arch::asm!(
+                concat!("mov {a}, qword ptr [rip + ", $sym, "@GOTPCREL]"),
+                a = out(reg) address,
+                options(nostack, preserves_flags, readonly, pure)
+            );
+        }
+        address
+    }};
+}
+
 /// The address of libstdc++'s `std::__throw_bad_alloc()`, or 0 without libstdc++.
 fn throw_bad_alloc_address() -> usize {
-    let address: usize;
-    // SAFETY: reads the GOT entry of a weak symbol (0 when undefined); no side effects.
-    unsafe {
-        core::arch::asm!(
-            "mov {a}, qword ptr [rip + _ZSt17__throw_bad_allocv@GOTPCREL]",
-            a = out(reg) address,
-            options(nostack, preserves_flags, readonly, pure)
-        );
-    }
-    address
+    weak_symbol_address!("_ZSt17__throw_bad_allocv")
 }
 
 /// The address of libstdc++'s `std::get_new_handler()`, or 0 without libstdc++.
 fn get_new_handler_address() -> usize {
-    let address: usize;
-    // SAFETY: reads the GOT entry of a weak symbol (0 when undefined); no side effects.
-    unsafe {
-        core::arch::asm!(
-            "mov {a}, qword ptr [rip + _ZSt15get_new_handlerv@GOTPCREL]",
-            a = out(reg) address,
-            options(nostack, preserves_flags, readonly, pure)
-        );
-    }
-    address
+    weak_symbol_address!("_ZSt15get_new_handlerv")
 }
 
 /// One try of a throwing `new`: the block, or null.

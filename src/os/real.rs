@@ -29,12 +29,17 @@ pub fn keep_errno<T>(f: impl FnOnce() -> T) -> T {
 
 /// Maps `bytes` of fresh anonymous memory anywhere.
 fn map_anywhere(bytes: usize) -> Option<NonNull<u8>> {
+    map_anonymous(bytes, libc::PROT_READ | libc::PROT_WRITE)
+}
+
+/// Maps `bytes` of fresh anonymous memory anywhere, with access rights `prot`.
+fn map_anonymous(bytes: usize, prot: libc::c_int) -> Option<NonNull<u8>> {
     // SAFETY: an anonymous private mapping with a null hint touches no existing memory.
     let ptr = unsafe {
         libc::mmap(
             core::ptr::null_mut(),
             bytes,
-            libc::PROT_READ | libc::PROT_WRITE,
+            prot,
             libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
             -1,
             0,
@@ -165,25 +170,7 @@ impl RealOs {
     /// Reserves `bytes` (a multiple of [`OS_PAGE_BYTES`]) of address space that faults on
     /// every access; no memory is committed. `None` when the OS refuses.
     pub fn reserve_inaccessible(&self, bytes: usize) -> Option<NonNull<u8>> {
-        keep_errno(|| {
-            // SAFETY: an anonymous private mapping with a null hint touches no existing
-            // memory.
-            let ptr = unsafe {
-                libc::mmap(
-                    core::ptr::null_mut(),
-                    bytes,
-                    libc::PROT_NONE,
-                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                    -1,
-                    0,
-                )
-            };
-            if ptr == libc::MAP_FAILED {
-                None
-            } else {
-                NonNull::new(ptr.cast())
-            }
-        })
+        keep_errno(|| map_anonymous(bytes, libc::PROT_NONE))
     }
 
     /// Reserves `bytes` of inaccessible address space aligned to `align_bytes` (both

@@ -3,7 +3,7 @@
 //! production rather than for debugging (per-thread, no global lock).
 //!
 //! ```text
-//! block:  [ user bytes (size) | canary bytes ... | trailer: seal(addr, size) ]
+//! block:  [ user bytes (size) | canary bytes ... | trailer: seal(key, size) ]
 //!                                                  └─ last 8 bytes of the usable block
 //! ```
 //! - The trailer holds the requested size sealed with a per-process secret and the block's
@@ -157,6 +157,23 @@ struct ThreadState {
     purge_ticks: u32,
 }
 
+impl ThreadState {
+    /// Takes the oldest big block out of the quarantine when it is over its bounds (`all`:
+    /// in any case): its address (untagged) and usable bytes; keeps the count of unpurged
+    /// bytes.
+    fn pop_big(&mut self, all: bool) -> Option<(usize, usize)> {
+        let (tagged, bytes) = if all {
+            self.big.take_oldest()?
+        } else {
+            self.big.evict(BIG_QUARANTINE_BYTES)?
+        };
+        if tagged & 1 == 0 {
+            self.big_unpurged -= protectable(tagged, bytes).1;
+        }
+        Some((tagged & !1, bytes))
+    }
+}
+
 const STATE_BYTES: usize = core::mem::size_of::<ThreadState>().next_multiple_of(OS_PAGE_BYTES);
 
 /// Process-wide state: spare thread states and the `malloc(0)` slots (taken before fork
@@ -220,16 +237,16 @@ fn block_key(addr: usize) -> usize {
     secret() ^ mix(addr)
 }
 
-/// The trailer word of the block at `addr` holding `size` bytes.
-fn seal(addr: usize, size: usize) -> usize {
-    size ^ block_key(addr)
+/// The trailer word of the block whose key is `key`, holding `size` bytes.
+fn seal(key: usize, size: usize) -> usize {
+    size ^ key
 }
 
 /// What a freed block's trailer holds: FREED sealed, with the generation of its slab (0
 /// for medium and huge blocks), so that a trailer left in the memory by an earlier
 /// assignment of the slab, to another size class, is not taken for one of this one.
-fn freed(addr: usize, generation: u32) -> usize {
-    seal(addr, FREED ^ generation as usize)
+fn freed_word(key: usize, generation: u32) -> usize {
+    seal(key, FREED ^ generation as usize)
 }
 
 /// The generation of the slab holding the small block at `addr`.
@@ -239,12 +256,7 @@ fn generation_of(addr: usize) -> u32 {
     unsafe { (*slab).generation.load(Ordering::Relaxed) }
 }
 
-/// The canary byte of the block at `addr` (never zero).
-fn canary(addr: usize) -> u8 {
-    canary_of(block_key(addr))
-}
-
-/// The canary byte of the block whose key is `key`.
+/// The canary byte of the block whose key is `key` (never zero).
 fn canary_of(key: usize) -> u8 {
     (key >> 40) as u8 | 1
 }
@@ -310,13 +322,19 @@ pub fn thread_heap() -> *mut Heap {
     unsafe { (*s).heap }
 }
 
-/// Runs `f` with the calling thread's heap, or with the global heap under its lock for a
-/// thread without one.
-fn with_heap<T>(st: *mut ThreadState, f: impl FnOnce(OwnedHeap) -> Option<T>) -> Option<T> {
-    if !st.is_null() {
-        // SAFETY: the thread's own state and heap; no other `OwnedHeap` of it is live
-        // (this module never holds one across a call that allocates).
-        return f(unsafe { OwnedHeap::claim((*st).heap) }?);
+/// The heap of the thread whose state is `st` (null for none).
+fn heap_of(st: *mut ThreadState) -> *mut Heap {
+    // SAFETY: `st` is null or the calling thread's own live state.
+    unsafe { st.as_ref() }.map_or(ptr::null_mut(), |st| st.heap)
+}
+
+/// Runs `f` with `heap`, the calling thread's, or with the global heap under its lock for
+/// a thread without one (`heap` null).
+fn with_heap<T>(heap: *mut Heap, f: impl FnOnce(OwnedHeap) -> Option<T>) -> Option<T> {
+    if !heap.is_null() {
+        // SAFETY: the thread's own heap; no other `OwnedHeap` of it is live (this module
+        // never holds one across a call that allocates).
+        return f(unsafe { OwnedHeap::claim(heap) }?);
     }
     let mut global = CTX.global_heap.lock();
     if global.0.is_null() {
@@ -387,7 +405,8 @@ fn alloc_general(size: usize, align_bytes: usize, zero: bool) -> *mut u8 {
         }
     }
     if let Some(class) = size_class::class_for_aligned(total, align_bytes) {
-        let p = with_heap(st, |h| Some(CTX.alloc_small(h, class))).unwrap_or(ptr::null_mut());
+        let p =
+            with_heap(heap_of(st), |h| Some(CTX.alloc_small(h, class))).unwrap_or(ptr::null_mut());
         if p.is_null() {
             return p;
         }
@@ -395,7 +414,8 @@ fn alloc_general(size: usize, align_bytes: usize, zero: bool) -> *mut u8 {
         unsafe { hand_out_small(p, size, class.block_bytes()) };
         return p;
     }
-    let Some((p, zeroed)) = with_heap(st, |h| CTX.alloc_big(Some(h), total, align_bytes)) else {
+    let Some((p, zeroed)) = with_heap(heap_of(st), |h| CTX.alloc_big(Some(h), total, align_bytes))
+    else {
         return ptr::null_mut();
     };
     let p = p.as_ptr();
@@ -429,7 +449,7 @@ unsafe fn hand_out_small(p: *mut u8, size: usize, usable: usize) {
     // the block (caller).
     unsafe {
         let trailer = p.add(usable - TRAILER_BYTES).cast::<usize>();
-        if trailer.read_unaligned() != key ^ FREED ^ generation_of(addr) as usize {
+        if trailer.read_unaligned() != freed_word(key, generation_of(addr)) {
             p.write_bytes(0, size);
         } else {
             // Words 0 and 1 are the free-list link and cookie (a 16-byte block has no
@@ -442,8 +462,7 @@ unsafe fn hand_out_small(p: *mut u8, size: usize, usable: usize) {
             }
             p.cast::<[usize; 2]>().write([0, 0]);
         }
-        write_canary(p.add(size), canary_bytes(size, usable), canary_of(key));
-        trailer.write_unaligned(size ^ key);
+        seal_with(p, size, usable, key);
     }
 }
 
@@ -469,13 +488,23 @@ unsafe fn zero_short(p: *mut u8, len: usize) {
 /// # Safety
 /// `p` must be a block of ours with `usable >= size + 8` bytes, used by the caller only.
 unsafe fn seal_block(p: *mut u8, size: usize, usable: usize) {
-    let addr = p as usize;
-    // SAFETY: both ranges lie inside the block (caller).
+    // SAFETY: forwarded contract.
+    unsafe { seal_with(p, size, usable, block_key(p as usize)) }
+}
+
+/// [`seal_block`] with the block's key already at hand.
+///
+/// # Safety
+/// As for [`seal_block`]; `key` must be the block's.
+#[inline(always)]
+unsafe fn seal_with(p: *mut u8, size: usize, usable: usize, key: usize) {
+    // SAFETY: the canary (rounded up to whole words, up to the trailer or into the unused
+    // rest of the block) and the trailer lie inside the block (caller).
     unsafe {
-        write_canary(p.add(size), canary_bytes(size, usable), canary(addr));
+        write_canary(p.add(size), canary_bytes(size, usable), canary_of(key));
         p.add(usable - TRAILER_BYTES)
             .cast::<usize>()
-            .write_unaligned(seal(addr, size));
+            .write_unaligned(seal(key, size));
     }
 }
 
@@ -489,72 +518,101 @@ fn canary_bytes(size: usize, usable: usize) -> usize {
     (usable - TRAILER_BYTES - size).min(CANARY_MAX_BYTES)
 }
 
-/// The usable bytes of the block at `addr` and, for a small block, its slab's generation
-/// (None for medium and huge blocks); reports a pointer that is not the start of a block
-/// of ours, and a small block already back in its slab.
-fn block_of(addr: usize, call: &str) -> (usize, Option<u32>) {
+/// The usable bytes of the medium or huge block at `addr`; reports a pointer that is not
+/// the start of one of ours.
+fn big_block_of(addr: usize, call: &str) -> usize {
     let found = match region_map::kind_of(addr) {
-        Kind::Slab => {
-            let slab = SegmentHeader::slab_of(SegmentHeader::of(addr), addr);
-            // SAFETY: the region map says the segment is live; `is_block_start`,
-            // `block_bytes` and `generation` are atomics.
-            let slab = unsafe { &*slab };
-            if !slab.is_block_start(addr) {
-                None
-            } else {
-                // SAFETY: a block start of an assigned slab has 16 readable bytes.
-                if unsafe { Slab::is_free_block(addr as *mut u8) } {
-                    fatal::bad_pointer(call, DOUBLE_FREE, addr);
-                }
-                Some((
-                    slab.block_bytes.load(Ordering::Relaxed) as usize,
-                    Some(slab.generation.load(Ordering::Relaxed)),
-                ))
-            }
-        }
-        Kind::Buddy => BuddyArena::usable_size(addr).map(|n| (n, None)),
-        Kind::Huge | Kind::HugeFar => Large::usable_size(addr).map(|n| (n, None)),
-        // No sampled or guarded blocks in this mode (the profiler and the guard are off).
-        Kind::Sampled | Kind::Guarded | Kind::None => None,
+        Kind::Buddy => BuddyArena::usable_size(addr),
+        Kind::Huge | Kind::HugeFar => Large::usable_size(addr),
+        // Small blocks are verified by `verify_small`; no sampled or guarded blocks in this
+        // mode (the profiler and the guard are off).
+        Kind::Slab | Kind::Sampled | Kind::Guarded | Kind::None => None,
     };
     match found {
-        Some((usable, generation)) if usable >= TRAILER_BYTES + 8 => (usable, generation),
+        Some(usable) if usable >= TRAILER_BYTES + 8 => usable,
         _ => fatal::bad_pointer(call, INVALID, addr),
     }
 }
 
-/// Verifies the live block at `addr`: returns its requested size, usable bytes and, for a
-/// small block, its slab's generation; reports a freed block, an overwritten trailer or
-/// canary.
-fn verify_live(addr: usize, call: &str, st: *mut ThreadState) -> (usize, usize, Option<u32>) {
-    let (usable, generation) = block_of(addr, call);
-    if generation.is_none() && !st.is_null() {
-        // SAFETY: the thread's own state.
-        if unsafe { (*st).big.contains(addr) || (*st).big.contains(addr | 1) } {
-            fatal::bad_pointer(call, DOUBLE_FREE, addr);
-        }
-    }
-    let p = addr as *mut u8;
+/// The requested size sealed in the trailer of the live block at `addr` (`usable` bytes,
+/// key `key`, `freed` the word its trailer takes when freed); reports a freed block, an
+/// overwritten trailer or canary.
+#[inline(always)]
+fn check_trailer(addr: usize, usable: usize, key: usize, freed: usize, call: &str) -> usize {
+    let p = addr as *const u8;
     // SAFETY: the trailer lies in the block's last OS page, never made inaccessible.
     let word = unsafe {
         p.add(usable - TRAILER_BYTES)
             .cast::<usize>()
             .read_unaligned()
     };
-    let key = secret() ^ mix(addr);
-    if word == key ^ FREED ^ generation.unwrap_or(0) as usize {
+    if word == freed {
         fatal::bad_pointer(call, DOUBLE_FREE, addr);
     }
     let size = word ^ key;
     if size > usable - TRAILER_BYTES {
         fatal::bad_pointer(call, OVERFLOW, addr);
     }
-    let canary = (key >> 40) as u8 | 1;
-    // SAFETY: the canary lies inside the live block.
-    if !unsafe { all_bytes_are(p.add(size), canary_bytes(size, usable), canary) } {
+    // SAFETY: the canary, rounded up to whole words, lies inside the live block.
+    if !unsafe { all_bytes_are(p.add(size), canary_bytes(size, usable), canary_of(key)) } {
         fatal::bad_pointer(call, OVERFLOW, addr);
     }
-    (size, usable, generation)
+    size
+}
+
+/// A live small block, verified.
+struct SmallBlock {
+    size: usize,
+    usable: usize,
+    /// What its trailer takes when it is freed.
+    freed: usize,
+}
+
+/// Verifies the live small block at `addr` (in a slab segment, says the region map) with
+/// one lookup of its slab; reports a pointer that is not a block start, a block already
+/// back in its slab or in the quarantine, an overwritten trailer or canary.
+#[inline(always)]
+fn verify_small(addr: usize, call: &str) -> SmallBlock {
+    // SAFETY: the region map says the segment is live; `block_bytes`, `is_block_start` and
+    // `generation` read atomics only.
+    let slab = unsafe { &*SegmentHeader::slab_of(SegmentHeader::of(addr), addr) };
+    let usable = slab.block_bytes.load(Ordering::Relaxed) as usize;
+    if !slab.is_block_start(addr) || usable < TRAILER_BYTES + 8 {
+        fatal::bad_pointer(call, INVALID, addr);
+    }
+    // SAFETY: a block start of an assigned slab has 16 readable bytes.
+    if unsafe { Slab::is_free_block(addr as *mut u8) } {
+        fatal::bad_pointer(call, DOUBLE_FREE, addr);
+    }
+    let key = block_key(addr);
+    let freed = freed_word(key, slab.generation.load(Ordering::Relaxed));
+    let size = check_trailer(addr, usable, key, freed, call);
+    SmallBlock {
+        size,
+        usable,
+        freed,
+    }
+}
+
+/// Verifies the live block at `addr`: returns its requested size and usable bytes;
+/// reports a bad pointer, a freed block, an overwritten trailer or canary.
+fn verify_live(addr: usize, call: &str, st: *mut ThreadState) -> (usize, usize) {
+    if region_map::kind_of(addr) == Kind::Slab {
+        let b = verify_small(addr, call);
+        return (b.size, b.usable);
+    }
+    let usable = big_block_of(addr, call);
+    // SAFETY: the thread's own state, if any.
+    if let Some(st) = unsafe { st.as_ref() } {
+        if st.big.contains(addr) || st.big.contains(addr | 1) {
+            fatal::bad_pointer(call, DOUBLE_FREE, addr);
+        }
+    }
+    let key = block_key(addr);
+    (
+        check_trailer(addr, usable, key, freed_word(key, 0), call),
+        usable,
+    )
 }
 
 /// True when the `len` bytes at `p` all hold `byte`, compared a word at a time: a last
@@ -618,77 +676,68 @@ pub unsafe fn free(ptr: *mut u8, call: &str, expected_size: Option<usize>) {
         return zero_free(addr, call);
     }
     let st = state();
-    if !st.is_null() && region_map::raw_kind_of(addr) == Kind::Slab as u8 {
-        // SAFETY: `st` is the thread's own state; `ptr` is in a live segment (region map).
+    if region_map::raw_kind_of(addr) == Kind::Slab as u8 {
+        // SAFETY: `st` is null or the thread's own state; `ptr` is in a live segment
+        // (region map).
         return unsafe { free_small(st, ptr, call, expected_size) };
     }
-    let (size, usable, generation) = verify_live(addr, call, st);
-    let small = generation.is_some();
+    let (size, usable) = verify_live(addr, call, st);
     if expected_size.is_some_and(|n| n != size) {
         fatal::bad_pointer(call, WRONG_SIZE, addr);
     }
-    // SAFETY: verified live above: the whole block is the program's to give back.
+    // SAFETY: verified live above: the block is the program's to give back; its trailer
+    // lies in its last OS page.
     unsafe {
-        if small {
-            ptr.write_bytes(0, usable - TRAILER_BYTES);
-        }
         ptr.add(usable - TRAILER_BYTES)
             .cast::<usize>()
-            .write_unaligned(freed(addr, generation.unwrap_or(0)));
-    }
-    if st.is_null() {
-        // No quarantine for a thread past its exit: checked, then freed at once.
-        return free_for_real(st, addr, if small { usable } else { 0 }, call);
+            .write_unaligned(freed_word(block_key(addr), 0));
     }
     // SAFETY: the thread's own state, reached by no one else.
-    let st_ref = unsafe { &mut *st };
-    if small {
-        st_ref.small.push(addr, usable, 0);
-        while let Some((old, bytes)) = st_ref.small.evict(SMALL_QUARANTINE_BYTES) {
-            free_for_real(st, old, bytes, call);
+    let Some(st_ref) = (unsafe { st.as_mut() }) else {
+        // No quarantine for a thread past its exit: checked, then freed at once.
+        return free_for_real(ptr::null_mut(), addr, 0, call);
+    };
+    let heap = st_ref.heap;
+    let (start, len) = protectable(addr, usable);
+    if len == 0
+        || usable > BIG_QUARANTINE_BYTES
+        // SAFETY: whole OS pages of a block the program gave back, not the last one.
+        || !unsafe { CTX.os.set_accessible(start, len, false) }
+    {
+        return free_for_real(heap, addr, 0, call);
+    }
+    // The quarantine holds the block's address space. Its pages stay resident, as a
+    // freed block's would outside the mode, for the purge delay (`purge_due`, from this
+    // mode's `malloc` and `free`: the time-based decay never sees quarantined blocks),
+    // a medium block's only up to UNPURGED_QUARANTINE_BYTES per thread: beyond that its
+    // pages go back to the OS at its free. Purging every block at its free made each
+    // reuse fault its pages in again (`tchurn-2`: 541k faults against 2.3k outside the
+    // mode; `large`: 1.18M against 44k); keeping all medium blocks resident kept a
+    // program that frees a burst and then recycles a few medium blocks (16 of them
+    // circulate through the quarantine, where one would outside the mode) at 20 MiB
+    // over its baseline (`c_tests/memory_return.c`). Huge blocks stay resident for the
+    // delay, as the huge cache keeps them outside the mode.
+    let now = CTX.os.now_ms();
+    let purge_now = usable <= crate::block::buddy::MEDIUM_MAX_BYTES
+        && st_ref.big_unpurged + len > UNPURGED_QUARANTINE_BYTES;
+    if purge_now {
+        if let Some(range) = NonNull::new(start as *mut u8) {
+            // SAFETY: whole OS pages inside the block's live mapping (`protectable`),
+            // whose contents the program gave up at this free; nothing of ours is in
+            // them.
+            unsafe { CTX.os.purge(range, len) };
         }
     } else {
-        let (start, len) = protectable(addr, usable);
-        if len == 0
-            || usable > BIG_QUARANTINE_BYTES
-            // SAFETY: whole OS pages of a block the program gave back, not the last one.
-            || !unsafe { CTX.os.set_accessible(start, len, false) }
-        {
-            return free_for_real(st, addr, 0, call);
+        st_ref.big_unpurged += len;
+        if st_ref.big_purge_at_ms == 0 {
+            st_ref.big_purge_at_ms = now.saturating_add(crate::config::purge_delay_ms());
         }
-        // The quarantine holds the block's address space. Its pages stay resident, as a
-        // freed block's would outside the mode, for the purge delay (`purge_due`, from this
-        // mode's `malloc` and `free`: the time-based decay never sees quarantined blocks),
-        // a medium block's only up to UNPURGED_QUARANTINE_BYTES per thread: beyond that its
-        // pages go back to the OS at its free. Purging every block at its free made each
-        // reuse fault its pages in again (`tchurn-2`: 541k faults against 2.3k outside the
-        // mode; `large`: 1.18M against 44k); keeping all medium blocks resident kept a
-        // program that frees a burst and then recycles a few medium blocks (16 of them
-        // circulate through the quarantine, where one would outside the mode) at 20 MiB
-        // over its baseline (`c_tests/memory_return.c`). Huge blocks stay resident for the
-        // delay, as the huge cache keeps them outside the mode.
-        let now = CTX.os.now_ms();
-        let purge_now = usable <= crate::block::buddy::MEDIUM_MAX_BYTES
-            && st_ref.big_unpurged + len > UNPURGED_QUARANTINE_BYTES;
-        if purge_now {
-            if let Some(range) = NonNull::new(start as *mut u8) {
-                // SAFETY: whole OS pages inside the block's live mapping (`protectable`),
-                // whose contents the program gave up at this free; nothing of ours is in
-                // them.
-                unsafe { CTX.os.purge(range, len) };
-            }
-        } else {
-            st_ref.big_unpurged += len;
-            if st_ref.big_purge_at_ms == 0 {
-                st_ref.big_purge_at_ms = now.saturating_add(crate::config::purge_delay_ms());
-            }
-        }
-        st_ref.big.push(addr | usize::from(purge_now), usable, now);
-        while let Some((old, bytes)) = st_ref.big.evict(BIG_QUARANTINE_BYTES) {
-            release_big(st, old, bytes, call);
-        }
-        purge_due(st_ref, now);
     }
+    st_ref.big.push(addr | usize::from(purge_now), usable, now);
+    while let Some((old, bytes)) = st_ref.pop_big(false) {
+        release_big(heap, old, bytes, call);
+    }
+    purge_due(st_ref, now);
 }
 
 /// Purges the pages of the quarantined big blocks that waited for the purge delay, when
@@ -724,81 +773,50 @@ fn purge_due(st: &mut ThreadState, now: u64) {
     st.big_purge_at_ms = next;
 }
 
-/// [`free`] of a small block by a thread with a state: the checks of [`verify_live`] with
-/// one lookup of the slab, the block zeroed, and into the quarantine.
+/// [`free`] of a small block: verified, zeroed, its trailer saying FREED, then into the
+/// thread's quarantine (or, for a thread past its exit, back to its slab at once).
 ///
 /// # Safety
-/// `st` must be the calling thread's own state, and `ptr` an address in a live segment
-/// (the region map says a slab segment); what it points to is verified before anything is
-/// written.
+/// `st` must be null or the calling thread's own state, and `ptr` an address in a live
+/// segment (the region map says a slab segment); what it points to is verified before
+/// anything is written.
 #[inline(always)]
 unsafe fn free_small(st: *mut ThreadState, ptr: *mut u8, call: &str, expected_size: Option<usize>) {
     let addr = ptr as usize;
-    // SAFETY: the segment is live (caller); `block_bytes`, `is_block_start` and
-    // `generation` read atomics only.
-    let slab = unsafe { &*SegmentHeader::slab_of(SegmentHeader::of(addr), addr) };
-    let usable = slab.block_bytes.load(Ordering::Relaxed) as usize;
-    if !slab.is_block_start(addr) || usable < TRAILER_BYTES + 8 {
-        fatal::bad_pointer(call, INVALID, addr);
-    }
-    // SAFETY: a block start of an assigned slab has 16 readable bytes.
-    if unsafe { Slab::is_free_block(ptr) } {
-        fatal::bad_pointer(call, DOUBLE_FREE, addr);
-    }
-    let freed_word = FREED ^ slab.generation.load(Ordering::Relaxed) as usize;
-    let key = block_key(addr);
-    // SAFETY: the trailer lies inside the block.
-    let trailer = unsafe { ptr.add(usable - TRAILER_BYTES).cast::<usize>() };
-    // SAFETY: as above.
-    let word = unsafe { trailer.read_unaligned() };
-    if word == key ^ freed_word {
-        fatal::bad_pointer(call, DOUBLE_FREE, addr);
-    }
-    let size = word ^ key;
-    if size > usable - TRAILER_BYTES {
-        fatal::bad_pointer(call, OVERFLOW, addr);
-    }
-    // SAFETY: the canary lies inside the live block.
-    if !unsafe { all_bytes_are(ptr.add(size), canary_bytes(size, usable), canary_of(key)) } {
-        fatal::bad_pointer(call, OVERFLOW, addr);
-    }
-    if expected_size.is_some_and(|n| n != size) {
+    let b = verify_small(addr, call);
+    if expected_size.is_some_and(|n| n != b.size) {
         fatal::bad_pointer(call, WRONG_SIZE, addr);
     }
+    let body = b.usable - TRAILER_BYTES;
     // SAFETY: verified live above: the whole block is the program's to give back.
     unsafe {
-        if usable - TRAILER_BYTES <= CANARY_MAX_BYTES {
-            zero_short(ptr, usable - TRAILER_BYTES);
+        if body <= CANARY_MAX_BYTES {
+            zero_short(ptr, body);
         } else {
-            ptr.write_bytes(0, usable - TRAILER_BYTES);
+            ptr.write_bytes(0, body);
         }
-        trailer.write_unaligned(key ^ freed_word);
+        ptr.add(body).cast::<usize>().write_unaligned(b.freed);
     }
     // SAFETY: the thread's own state (caller), reached by no one else.
-    let st_ref = unsafe { &mut *st };
-    st_ref.small.push(addr, usable, 0);
+    let Some(st_ref) = (unsafe { st.as_mut() }) else {
+        // No quarantine for a thread past its exit: checked, then freed at once.
+        return free_for_real(ptr::null_mut(), addr, b.usable, call);
+    };
+    st_ref.small.push(addr, b.usable, 0);
     while let Some((old, bytes)) = st_ref.small.evict(SMALL_QUARANTINE_BYTES) {
-        free_for_real(st, old, bytes, call);
+        free_for_real(st_ref.heap, old, bytes, call);
     }
 }
 
-/// Gives back a big block that leaves the quarantine (`tagged`: its address, plus 1 when
-/// its pages were purged while it waited): its pages become accessible again.
-fn release_big(st: *mut ThreadState, tagged: usize, bytes: usize, call: &str) {
-    let addr = tagged & !1;
+/// Gives back the big block at `addr` (`bytes` usable) that left the quarantine of the
+/// thread whose heap is `heap`: its pages become accessible again.
+fn release_big(heap: *mut Heap, addr: usize, bytes: usize, call: &str) {
     let (start, len) = protectable(addr, bytes);
-    if tagged & 1 == 0 {
-        // SAFETY: `st` is the calling thread's own state (blocks are only quarantined in
-        // one), reached by no one else.
-        if let Some(st) = unsafe { st.as_mut() } {
-            st.big_unpurged -= len;
-        }
-    }
     // SAFETY: the range this module made inaccessible at the block's free.
     if !unsafe { CTX.os.set_accessible(start, len, true) } {
         fatal::fatal("harden: cannot make a freed block accessible again");
     }
-    free_for_real(st, addr, 0, call);
+    free_for_real(heap, addr, 0, call);
 }
 
 /// The whole OS pages of the block at `addr` (`usable` bytes) that may be made
@@ -811,10 +829,12 @@ fn protectable(addr: usize, usable: usize) -> (usize, usize) {
 
 /// Gives a block that left the quarantine (or a thread without one) back to the heap.
 /// A small one goes back zeroed, its trailer saying FREED: it is checked when it is
-/// handed out again (`reuse_small`), but for its first 16 bytes, which the slab's free
+/// handed out again (`hand_out_small`), but for its first 16 bytes, which the slab's free
 /// list overwrites now: those are checked here (the line is written next anyway).
-/// `usable` is the small block's size, 0 for a medium or huge one.
-fn free_for_real(st: *mut ThreadState, addr: usize, usable: usize, call: &str) {
+/// `usable` is the small block's size, 0 for a medium or huge one; `heap` the calling
+/// thread's (null for a thread without one).
+#[inline(always)]
+fn free_for_real(heap: *mut Heap, addr: usize, usable: usize, call: &str) {
     if usable != 0 {
         // The zeroed words among the first two (a 16-byte block has one, then its trailer).
         let words = ((usable - TRAILER_BYTES) / 8).min(2);
@@ -824,7 +844,7 @@ fn free_for_real(st: *mut ThreadState, addr: usize, usable: usize, call: &str) {
             fatal::bad_pointer(call, AFTER_FREE, addr);
         }
     }
-    with_heap(st, |h| {
+    with_heap(heap, |h| {
         // SAFETY: the block was freed by the program and is held only by us.
         unsafe { CTX.free_with(Some(h), addr as *mut u8, call) };
         Some(())
@@ -858,7 +878,7 @@ pub unsafe fn realloc(ptr: *mut u8, new_size: usize, align_bytes: usize) -> *mut
         }
         return new;
     }
-    let (size, usable, _) = verify_live(addr, "realloc", state());
+    let (size, usable) = verify_live(addr, "realloc", state());
     if new_size
         .checked_add(TRAILER_BYTES)
         .is_some_and(|total| total <= usable && total * 2 > usable)
@@ -934,11 +954,12 @@ pub fn drain() {
 fn drain_state(st: *mut ThreadState) {
     // SAFETY: the calling thread's own state.
     let st_ref = unsafe { &mut *st };
+    let heap = st_ref.heap;
     while let Some((addr, bytes)) = st_ref.small.take_oldest() {
-        free_for_real(st, addr, bytes, "free");
+        free_for_real(heap, addr, bytes, "free");
     }
-    while let Some((tagged, bytes)) = st_ref.big.take_oldest() {
-        release_big(st, tagged, bytes, "free");
+    while let Some((addr, bytes)) = st_ref.pop_big(true) {
+        release_big(heap, addr, bytes, "free");
     }
 }
 
@@ -1089,12 +1110,13 @@ mod tests {
     #[test]
     fn seals_differ_by_size_address_and_generation() {
         let a = 0x7000_1000;
-        assert_ne!(seal(a, 100), seal(a, 101));
-        assert_ne!(seal(a, 100), seal(a + 16, 100));
-        assert_ne!(freed(a, 1), freed(a, 2));
-        assert_ne!(freed(a, 1), seal(a, 0));
+        let k = block_key(a);
+        assert_ne!(seal(k, 100), seal(k, 101));
+        assert_ne!(seal(k, 100), seal(block_key(a + 16), 100));
+        assert_ne!(freed_word(k, 1), freed_word(k, 2));
+        assert_ne!(freed_word(k, 1), seal(k, 0));
         // A live block's trailer decodes to its size.
-        assert_eq!(seal(a, 100) ^ secret() ^ mix(a), 100);
-        assert_ne!(canary(a), 0);
+        assert_eq!(seal(k, 100) ^ secret() ^ mix(a), 100);
+        assert_ne!(canary_of(k), 0);
     }
 }
