@@ -5,7 +5,8 @@
  * that every allocation of 16 bytes or more is sampled (the chance that one is
  * not is below e^-15), and checks on those blocks: free, realloc (growing and
  * shrinking across every size range, contents kept; a large block growing in
- * small steps is not copied each time), malloc_usable_size,
+ * small steps is not copied each time; strings grown a byte at a time and a
+ * vector grown by doubling keep their bytes), malloc_usable_size,
  * alignment (posix_memalign, aligned_alloc, memalign, valloc, pvalloc, up to
  * 1 MiB), calloc zeroing of reused memory, ox_owns, frees by another thread,
  * and that a double free, an interior pointer or a realloc of a freed block
@@ -107,6 +108,46 @@ static void check_realloc_growth(void)
     for (size_t at = 0; at < n; at += step)
         CHECK(p[at] == (unsigned char)(at / step), "realloc growth: byte %zu changed", at);
     free(p);
+}
+
+/*
+ * Two strings grown a byte at a time to 20,000 bytes, in turns (so that neither
+ * can always grow into free memory after it), and a vector grown by doubling to
+ * 1 MiB: every byte written is still there when the block moves or stays in its
+ * slot (a sampled small block stays where it is for as long as an unsampled one
+ * of its size would, and is not counted again then).
+ */
+static void check_realloc_steps(void)
+{
+    unsigned char *s[2] = {NULL, NULL};
+    for (size_t n = 1; n <= 20000; n++) {
+        for (int k = 0; k < 2; k++) {
+            unsigned char *q = realloc(s[k], n);
+            CHECK(q != NULL, "realloc to %zu", n);
+            q[n - 1] = (unsigned char)(n * 7 + (size_t)k);
+            s[k] = q;
+        }
+        if (n % 1999 == 0 || n == 20000)
+            for (int k = 0; k < 2; k++)
+                for (size_t i = 0; i < n; i++)
+                    CHECK(s[k][i] == (unsigned char)((i + 1) * 7 + (size_t)k),
+                          "byte-wise realloc: byte %zu of %zu lost", i, n);
+    }
+    free(s[0]);
+    free(s[1]);
+    size_t n = 16;
+    unsigned char *v = malloc(n);
+    CHECK(v != NULL, "malloc");
+    fill(v, n, 5);
+    while (n < (size_t)1 << 20) {
+        unsigned char *q = realloc(v, 2 * n);
+        CHECK(q != NULL, "realloc to %zu", 2 * n);
+        verify(q, n, 5, "doubling realloc");
+        fill(q, 2 * n, 5);
+        v = q;
+        n *= 2;
+    }
+    free(v);
 }
 
 static void check_alignment(void)
@@ -269,6 +310,7 @@ static void worker(const char *dump_path)
     check_malloc_free_usable();
     check_realloc();
     check_realloc_growth();
+    check_realloc_steps();
     check_alignment();
     check_calloc();
     check_cross_thread_free();

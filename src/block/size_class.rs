@@ -123,6 +123,15 @@ pub fn class_of(size: usize) -> SizeClass {
     SizeClass(index)
 }
 
+/// True when `realloc` of a small block of `block_bytes` (its class's block size) to
+/// `new_size` bytes keeps the block where it is: the new size fits and does not waste more
+/// than half of the block (or would get the same class anyway).
+#[inline(always)]
+pub fn realloc_keeps(block_bytes: usize, new_size: usize) -> bool {
+    new_size <= block_bytes
+        && (new_size * 2 >= block_bytes || class_of(new_size).block_bytes() == block_bytes)
+}
+
 /// The class serving `size` bytes at alignment `align_bytes` (a power of two), if slabs can:
 /// a power-of-two class is used, since slabs start 64 KiB-aligned and a power-of-two block
 /// size then keeps every block aligned to its size.

@@ -436,9 +436,7 @@ impl<O: Os> Context<O> {
         let slab = SegmentHeader::slab_of(SegmentHeader::of(addr), addr);
         // SAFETY: the region map says the segment is live; `block_bytes` is atomic.
         let block_bytes = unsafe { (*slab).block_bytes.load(Ordering::Relaxed) } as usize;
-        new_size <= block_bytes
-            && (new_size * 2 >= block_bytes
-                || size_class::class_of(new_size).block_bytes() == block_bytes)
+        size_class::realloc_keeps(block_bytes, new_size)
             // SAFETY: the region map says the segment is live, so the slab metadata is
             // readable (atomics only); a block start of an assigned slab has 16 readable bytes.
             && unsafe { (*slab).is_block_start(addr) && !Slab::is_free_block(ptr) }

@@ -454,12 +454,28 @@ pub unsafe fn realloc_aligned(ptr: *mut u8, new_size: usize, align_bytes: usize)
     if unsafe { CTX.small_block_fits(ptr, new_size) } {
         return ptr;
     }
+    // SAFETY: forwarded contract.
+    unsafe { realloc_leaving(ptr, new_size, align_bytes) }
+}
+
+/// [`realloc_aligned`] of a block that does not stay in its small block: out of line, so
+/// that the path that keeps the block stays short.
+///
+/// # Safety
+/// `ptr` must be a live block of ours, not null.
+#[inline(never)]
+unsafe fn realloc_leaving(ptr: *mut u8, new_size: usize, align_bytes: usize) -> *mut u8 {
     // The heap profiler: a realloc that leaves the fast path counts as an allocation of
     // `new_size` bytes. A block in a profiler slot is resized where it is when it can be,
     // a huge block (which may carry a profiler record) as the huge allocator does; a
     // sampled realloc of another block moves it into a sampled block.
-    let sample = prof::sample_point(new_size.max(1));
     let kind = region_map::raw_kind_of(ptr as usize);
+    if kind == Kind::Sampled as u8
+        && prof::blocks::stays_unmoved(ptr as usize, new_size, align_bytes.max(MIN_ALIGN))
+    {
+        return ptr;
+    }
+    let sample = prof::sample_point(new_size.max(1));
     let resized = if kind == Kind::Sampled as u8 {
         prof::resize_sampled(
             ptr,
@@ -481,18 +497,19 @@ pub unsafe fn realloc_aligned(ptr: *mut u8, new_size: usize, align_bytes: usize)
     if let Some(p) = resized {
         return p.as_ptr();
     }
-    if let Some(new) = sample
-        .as_ref()
-        .and_then(|s| prof::alloc_sampled(s, align_bytes.max(MIN_ALIGN), false))
-    {
+    if let Some(s) = sample.as_ref() {
         let old_usable = CTX.usable_size(ptr, "realloc");
-        // SAFETY: both blocks are live and distinct; `ptr` is live (caller) and no longer
-        // used once copied.
-        unsafe {
-            ptr::copy_nonoverlapping(ptr, new.as_ptr(), old_usable.min(new_size));
-            CTX.free_with(tls::owned_heap(), ptr, "realloc");
+        if let Some(new) =
+            prof::alloc_sampled_for_realloc(s, old_usable, align_bytes.max(MIN_ALIGN))
+        {
+            // SAFETY: both blocks are live and distinct; `ptr` is live (caller) and no
+            // longer used once copied.
+            unsafe {
+                ptr::copy_nonoverlapping(ptr, new.as_ptr(), old_usable.min(new_size));
+                CTX.free_with(tls::owned_heap(), ptr, "realloc");
+            }
+            return new.as_ptr();
         }
-        return new.as_ptr();
     }
     // SAFETY: `ptr` is a live block of ours (caller).
     with_heap(|heap| unsafe {

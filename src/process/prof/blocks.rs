@@ -35,6 +35,7 @@
 //! The statistics count the live blocks of the slots ([`live_figures`]) as the small or
 //! medium block each would have been: at its size class's block size, or in whole OS pages.
 
+use crate::block::size_class::{self, SMALL_MAX_BYTES};
 use crate::os::{Os, RealOs, OS_PAGE_BYTES};
 use crate::region_map::{self, Kind, CHUNK_BYTES};
 use crate::sync::Mutex;
@@ -416,20 +417,29 @@ fn give_back(min_age_ms: Option<u64>) -> usize {
 
 /// A sampled block of `size` bytes at `align_bytes` (a power of two), zeroed if asked,
 /// with `info` in its header; `None` when the OS refuses memory or the block with its
-/// header and alignment needs a slot larger than 1 MiB.
-pub fn alloc(size: usize, align_bytes: usize, zero: bool, info: BlockInfo) -> Option<NonNull<u8>> {
+/// header and alignment needs a slot larger than 1 MiB. Its slot also fits `room` bytes
+/// (at least `size`) when a slot of at most 1 MiB can, so that a block that `realloc`
+/// moved here while growing can grow again where it is (the slot's pages past what the
+/// program writes are not touched).
+pub fn alloc_with_room(
+    size: usize,
+    room: usize,
+    align_bytes: usize,
+    zero: bool,
+    info: BlockInfo,
+) -> Option<NonNull<u8>> {
     if align_bytes > MAX_ALIGN_BYTES || size > isize::MAX as usize / 2 {
         return None;
     }
     let offset = align_bytes.max(HEADER_BYTES);
-    let need = offset.checked_add(size)?;
-    let shift = need
-        .checked_next_power_of_two()?
-        .trailing_zeros()
-        .max(MIN_SLOT_SHIFT);
-    if shift > MAX_SLOT_SHIFT {
-        return None;
-    }
+    let slot_shift = |bytes: usize| {
+        offset
+            .checked_add(bytes)?
+            .checked_next_power_of_two()
+            .map(|p| p.trailing_zeros().max(MIN_SLOT_SHIFT))
+            .filter(|&shift| shift <= MAX_SLOT_SHIFT)
+    };
+    let shift = slot_shift(room.max(size)).or_else(|| slot_shift(size))?;
     let (slot, fill) = {
         let mut slots = SLOTS.lock();
         let found = slots.pop(shift)?;
@@ -542,6 +552,25 @@ pub fn resize(
     Some((NonNull::new(addr as *mut u8)?, old))
 }
 
+/// True when `realloc` of the live sampled block at `addr` to `new_size` bytes at
+/// `align_bytes` leaves it where it is as the realloc fast path would leave an unsampled
+/// block of its recorded size (a small block that stays in its size class's block), and
+/// its slot fits the new size. Such a realloc is no allocation, for the profiler as for
+/// an unsampled block: nothing is counted and the header stays as it is. (A string grown a
+/// byte at a time in a slot otherwise took the profiler's realloc path at every byte.)
+pub fn stays_unmoved(addr: usize, new_size: usize, align_bytes: usize) -> bool {
+    let Some(g) = geometry(addr) else {
+        return false;
+    };
+    if g.header.state.load(Ordering::Acquire) != live_state(addr) || addr & (align_bytes - 1) != 0 {
+        return false;
+    }
+    let recorded = g.header.info.size;
+    recorded <= SMALL_MAX_BYTES
+        && size_class::realloc_keeps(size_class::class_of(recorded).block_bytes(), new_size)
+        && new_size <= g.end - addr
+}
+
 /// Why a pointer handed to `free` is not a live sampled block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FreeError {
@@ -579,6 +608,10 @@ pub fn free(addr: usize) -> Result<BlockInfo, FreeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn alloc(size: usize, align: usize, zero: bool, info: BlockInfo) -> Option<NonNull<u8>> {
+        alloc_with_room(size, size, align, zero, info)
+    }
 
     fn info(stack: u32) -> BlockInfo {
         BlockInfo {
@@ -635,6 +668,48 @@ mod tests {
         assert!(resize(b + 16, 1000, 16, info(6)).is_none(), "not a block");
         assert_eq!(free(b).map(|i| i.stack), Ok(5));
         assert!(resize(b, 1000, 16, info(6)).is_none(), "freed");
+    }
+
+    #[test]
+    fn room_and_reallocs_that_stay_in_the_slot() {
+        // Room for twice the size: the block can grow to it where it is.
+        let s = alloc_with_room(3000, 6000, 16, false, info(2)).expect("sampled block");
+        let b = s.as_ptr() as usize;
+        assert!(usable_size(b).expect("live") >= 6000);
+        assert!(
+            resize(b, 6000, 16, info(3)).is_some(),
+            "grows into its room"
+        );
+        assert_eq!(free(b).map(|i| i.stack), Ok(3));
+        // Room past the largest slot: the slot fits the size alone.
+        let s = alloc_with_room(600_000, 1_200_000, 16, false, info(2)).expect("sampled block");
+        assert!(usable_size(s.as_ptr() as usize).expect("live") < 1 << 20);
+        assert!(free(s.as_ptr() as usize).is_ok());
+
+        // A realloc stays unmoved (and uncounted) as an unsampled block of the recorded
+        // size would stay in its size class's block, and only then.
+        let recorded = |stack, size| BlockInfo {
+            size,
+            ..info(stack)
+        };
+        let s = alloc_with_room(100, 100, 16, false, recorded(4, 100)).expect("sampled block");
+        let b = s.as_ptr() as usize;
+        let class = size_class::class_of(100).block_bytes();
+        assert!(stays_unmoved(b, class, 16), "up to its class's block");
+        assert!(!stays_unmoved(b, class + 1, 16), "past its class's block");
+        assert!(
+            !stays_unmoved(b, 10, 16),
+            "less than half of its class's block"
+        );
+        assert!(!stays_unmoved(b, 100, 64) || b % 64 == 0, "alignment kept");
+        assert!(!stays_unmoved(b + 16, 100, 16), "not a block start");
+        assert!(free(b).is_ok());
+        assert!(!stays_unmoved(b, 100, 16), "freed");
+        // Recorded sizes above the small classes always take the counted path.
+        let big = SMALL_MAX_BYTES + 1;
+        let s = alloc_with_room(big, 0, 16, false, recorded(5, big)).expect("block");
+        assert!(!stays_unmoved(s.as_ptr() as usize, big, 16));
+        assert!(free(s.as_ptr() as usize).is_ok());
     }
 
     #[test]

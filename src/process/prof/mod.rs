@@ -600,9 +600,34 @@ pub fn maybe_sample(size: usize, align_bytes: usize, zero: bool) -> Option<NonNu
 /// 1 MiB (with its header) it takes a slot; above, it is an ordinary huge block that
 /// carries its record in its header (see the module note).
 pub fn alloc_sampled(sample: &Sample, align_bytes: usize, zero: bool) -> Option<NonNull<u8>> {
+    alloc_sampled_with_room(sample, sample.size, align_bytes, zero)
+}
+
+/// [`alloc_sampled`] for a `realloc` that moves its block into a sampled one: a block that
+/// grows gets a slot with room for twice its new size (when a slot can have it), so that
+/// the next growth, sampled or not, stays where it is instead of copying the block again.
+pub fn alloc_sampled_for_realloc(
+    sample: &Sample,
+    old_size: usize,
+    align_bytes: usize,
+) -> Option<NonNull<u8>> {
+    let room = if sample.size > old_size {
+        sample.size.saturating_mul(2)
+    } else {
+        sample.size
+    };
+    alloc_sampled_with_room(sample, room, align_bytes, false)
+}
+
+fn alloc_sampled_with_room(
+    sample: &Sample,
+    room: usize,
+    align_bytes: usize,
+    zero: bool,
+) -> Option<NonNull<u8>> {
     let _errno = KeepErrno::new();
     let info = record_of(sample, sample.size);
-    let block = match blocks::alloc(sample.size, align_bytes, zero, info) {
+    let block = match blocks::alloc_with_room(sample.size, room, align_bytes, zero, info) {
         Some(block) => block,
         None => {
             let (block, zeroed) = CTX.alloc_huge_sampled(sample.size, align_bytes, info)?;
