@@ -242,6 +242,31 @@ fn spare_slabs_are_purged_by_age_oldest_first() {
 }
 
 #[test]
+fn spare_slabs_up_to_twice_those_in_use_wait_for_the_decay() {
+    let ctx = new_context();
+    let heap = new_heap(ctx);
+    let batch = |n: usize| -> Vec<*mut u8> { (0..n).map(|_| alloc(ctx, heap, 1024)).collect() };
+    // About 1,500 slabs in use, then a batch of about 1,400 more allocated and freed:
+    // more spares than the 1,024 kept in any case, fewer than twice the slabs in use.
+    let kept = batch(1500 * 64);
+    let freed = batch(1400 * 64);
+    for &p in &freed {
+        free(ctx, heap, p);
+    }
+    let spares = own(heap).local().dirty_spare.len();
+    assert!(spares > 1300, "the batch's slabs are spares: {spares}");
+    assert_eq!(ctx.os.purged_bytes(), 0, "nothing purged at a free");
+    // With nothing in use, a free that leaves more than 1,024 spares purges down to 512.
+    for &p in &kept {
+        free(ctx, heap, p);
+    }
+    let spares = own(heap).local().dirty_spare.len();
+    assert!(spares <= 1024, "spares beyond 64 MiB purged: {spares} left");
+    assert!(ctx.os.purged_bytes() > 0);
+    check(heap);
+}
+
+#[test]
 fn map_failure_gives_null_and_the_heap_keeps_working() {
     let ctx = new_context();
     let heap = new_heap(ctx);
