@@ -256,11 +256,16 @@ impl<O: Os> Context<O> {
         }
         let mut heap = heap;
         let ok = match region_map::kind_of(addr) {
-            Kind::Buddy => match heap.as_mut().map(|h| h.local().medium.push(addr)) {
-                Some(Ok(true)) => true,
-                Some(Err(_)) => false,
-                Some(Ok(false)) | None => self.buddy.lock().free(&self.os, addr).is_ok(),
-            },
+            Kind::Buddy => {
+                // A record kept on the side for the block (see `prof::keep_resized`) ends
+                // before the block can be handed out again.
+                crate::process::prof::resized_freed(addr);
+                match heap.as_mut().map(|h| h.local().medium.push(addr)) {
+                    Some(Ok(true)) => true,
+                    Some(Err(_)) => false,
+                    Some(Ok(false)) | None => self.buddy.lock().free(&self.os, addr).is_ok(),
+                }
+            }
             Kind::Huge | Kind::HugeFar => {
                 // The lock goes before the profiler is told.
                 let freed = self.large.lock().free(&self.os, addr);

@@ -200,8 +200,8 @@ extern "C" fn thread_exit(_value: *mut libc::c_void) {
 /// Every global lock, in the order code nests them (the global heap's lock is held while
 /// a heap is taken from the pool, and while slabs and spans come from the segment pool and
 /// the buddy arena). `fork_prepare` takes them in this order; the others release them.
-fn fork_locks() -> [&'static dyn ForkLock; 11] {
-    let [profile, slots, without_heap] = crate::process::prof::fork_locks();
+fn fork_locks() -> [&'static dyn ForkLock; 12] {
+    let [profile, slots, resized, without_heap] = crate::process::prof::fork_locks();
     [
         &crate::process::check::QUARANTINE,
         &harden::GLOBALS,
@@ -212,6 +212,7 @@ fn fork_locks() -> [&'static dyn ForkLock; 11] {
         &CTX.large,
         profile,
         slots,
+        resized,
         without_heap,
         &guard::POOL,
     ]
@@ -467,13 +468,20 @@ pub unsafe fn realloc_aligned(ptr: *mut u8, new_size: usize, align_bytes: usize)
 unsafe fn realloc_leaving(ptr: *mut u8, new_size: usize, align_bytes: usize) -> *mut u8 {
     // The heap profiler: a realloc that leaves the fast path counts as an allocation of
     // `new_size` bytes. A block in a profiler slot is resized where it is when it can be,
-    // a huge block (which may carry a profiler record) as the huge allocator does; a
-    // sampled realloc of another block moves it into a sampled block.
+    // a huge block (which may carry a profiler record) as the huge allocator does, a
+    // medium block that stays medium as the buddy arena does (its record, when this
+    // realloc is sampled, kept on the side); a sampled realloc of another block moves it
+    // into a sampled block.
+    let mut ptr = ptr;
     let kind = region_map::raw_kind_of(ptr as usize);
     if kind == Kind::Sampled as u8
         && prof::blocks::stays_unmoved(ptr as usize, new_size, align_bytes.max(MIN_ALIGN))
     {
         return ptr;
+    }
+    if kind == Kind::Buddy as u8 {
+        // A record kept on the side ends here, as a slot block's record at its realloc.
+        prof::forget_resized(ptr as usize);
     }
     let sample = prof::sample_point(new_size.max(1));
     let resized = if kind == Kind::Sampled as u8 {
@@ -498,6 +506,23 @@ unsafe fn realloc_leaving(ptr: *mut u8, new_size: usize, align_bytes: usize) -> 
         return p.as_ptr();
     }
     if let Some(s) = sample.as_ref() {
+        if kind == Kind::Buddy as u8
+            && new_size > SMALL_MAX_BYTES
+            && new_size <= crate::block::buddy::MEDIUM_MAX_BYTES
+        {
+            // SAFETY: `ptr` is a live block of ours (caller).
+            let p = with_heap(|heap| unsafe {
+                CTX.realloc_with(heap, ptr, new_size, align_bytes.max(MIN_ALIGN), "realloc")
+            });
+            if p.is_null()
+                || (region_map::raw_kind_of(p as usize) == Kind::Buddy as u8
+                    && prof::keep_resized(p, new_size, s))
+            {
+                return p;
+            }
+            // No room for the record: the block moves into a sampled one, as others do.
+            ptr = p;
+        }
         let old_usable = CTX.usable_size(ptr, "realloc");
         if let Some(new) =
             prof::alloc_sampled_for_realloc(s, old_usable, align_bytes.max(MIN_ALIGN))

@@ -41,9 +41,16 @@
 //!   have to know; slots reuse memory the same way (per-size free lists, purged by age at
 //!   the decay), so that was not done. The statistics count live slot blocks as the small
 //!   or medium blocks they would have been (`blocks::live_figures`).
+//! - **A medium block that a sampled `realloc` resized**: it stays in the buddy arena,
+//!   where the `realloc` left it (often in place), and its record goes in a table keyed by
+//!   address (`resized`), looked up by the `free` and `realloc` of medium blocks while it
+//!   holds records. Moving such a block into a slot cost a copy of it at every sample
+//!   where the arena would have grown it in place. The block is an ordinary medium block
+//!   for the statistics. When the table is full (768 records) the block moves into a slot.
 //!
 //! Parts: `sample` (the countdown and the weights), `capture` (stacks), `stacks` (the
-//! table), `blocks` (the memory of sampled blocks), `dump` (writing profiles).
+//! table), `blocks` (the memory of sampled blocks), `resized` (the records of resized
+//! medium blocks), `dump` (writing profiles).
 //!
 //! Start-up runs in the library's constructor (before `main`, after libc is up, on one
 //! thread, outside any lock of ours): it loads the stack unwinder by taking one stack,
@@ -51,13 +58,15 @@
 //! before it (the dynamic loader's, a few KiB) are not sampled. In check mode
 //! (`OXMALLOC_CHECK=1`) the profiler stays off.
 //!
-//! Locks: [`PROFILE`] (the table and the dump triggers), `blocks::SLOTS`, and
-//! [`WITHOUT_HEAP`]; none is held while another lock is taken, a stack is taken, or a
-//! block is served by the normal allocator. All three are in the fork lock list.
+//! Locks: [`PROFILE`] (the table and the dump triggers), `blocks::SLOTS`,
+//! `resized::TABLE` and [`WITHOUT_HEAP`]; none is held while another lock is taken, a
+//! stack is taken, or a block is served by the normal allocator. All four are in the fork
+//! lock list.
 
 pub mod blocks;
 pub(crate) mod capture;
 mod dump;
+mod resized;
 mod stacks;
 mod timeline;
 
@@ -209,8 +218,8 @@ static SEED_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// The profiler's locks, for the fork handlers (none nests another, and they are taken
 /// under the allocator's: they come last).
-pub fn fork_locks() -> [&'static dyn ForkLock; 3] {
-    [&PROFILE, &blocks::SLOTS, &WITHOUT_HEAP]
+pub fn fork_locks() -> [&'static dyn ForkLock; 4] {
+    [&PROFILE, &blocks::SLOTS, &resized::TABLE, &WITHOUT_HEAP]
 }
 
 fn enabled() -> bool {
@@ -819,6 +828,41 @@ fn poll() {
 pub fn huge_sampled_freed(record: blocks::BlockInfo) {
     let _errno = KeepErrno::new();
     recount(Some(record), None, true);
+}
+
+/// A sampled `realloc` that left its block in the buddy arena (`ptr`, of `size` bytes
+/// now): records `sample` for it on the side (see `resized`) and counts it. False when
+/// there is no room for the record: the caller then moves the block into a sampled one.
+pub fn keep_resized(ptr: *mut u8, size: usize, sample: &Sample) -> bool {
+    let _errno = KeepErrno::new();
+    let info = record_of(sample, size);
+    if !resized::insert(ptr as usize, info) {
+        return false;
+    }
+    recount(None, Some(info), false);
+    poll();
+    true
+}
+
+/// Before the medium block at `addr` is resized by a `realloc` (which counts as the
+/// block's end, as for a block in a slot): takes its side record out of the counts, if it
+/// has one.
+#[inline]
+pub fn forget_resized(addr: usize) {
+    if let Some(old) = resized::take(addr) {
+        let _errno = KeepErrno::new();
+        recount(Some(old), None, false);
+    }
+}
+
+/// Before the medium block at `addr` is freed: takes its side record out of the counts,
+/// as a free, if it has one.
+#[inline]
+pub fn resized_freed(addr: usize) {
+    if let Some(old) = resized::take(addr) {
+        let _errno = KeepErrno::new();
+        recount(Some(old), None, true);
+    }
 }
 
 /// Frees the sampled block at `addr` (the region map says `Kind::Sampled`) for `call`;
