@@ -6,17 +6,41 @@ use oxmalloc::OxMalloc;
 #[global_allocator]
 static GLOBAL: OxMalloc = OxMalloc;
 
-#[test]
-fn stats_follow_live_blocks() {
-    // One test in this binary: no other test thread allocates meanwhile.
+/// Allocates 1000 boxes of 200 bytes and returns the stats before, the boxes, the stats
+/// with them live, and how many small live blocks were added in between. (The boxes are the
+/// point: 1000 separate heap blocks.)
+#[allow(clippy::vec_box)]
+fn thousand_boxes() -> (
+    oxmalloc::OxStats,
+    Vec<Box<[u8; 200]>>,
+    oxmalloc::OxStats,
+    usize,
+) {
     let before = oxmalloc::stats();
     let boxes: Vec<Box<[u8; 200]>> = (0..1000).map(|i| Box::new([i as u8; 200])).collect();
     let during = oxmalloc::stats();
-    // 1000 blocks of 200 bytes (size class 208), plus the vector (one block).
     let grew = during.small_live_blocks - before.small_live_blocks;
+    (before, boxes, during, grew)
+}
+
+#[test]
+fn stats_follow_live_blocks() {
+    // One test in this binary, but the test harness's main thread lives beside it, and on
+    // a loaded machine it was once seen to hold 5 more small blocks during the window (1005
+    // in one run of hundreds). A miscount repeats at every try; such a neighbour does not:
+    // up to 5 tries, and the figures of the last one are checked.
+    let mut tries = 0;
+    let (before, boxes, during, grew) = loop {
+        tries += 1;
+        let t = thousand_boxes();
+        // 1000 blocks of 200 bytes (size class 208), plus the vector (one block).
+        if (1000..=1002).contains(&t.3) || tries == 5 {
+            break t;
+        }
+    };
     assert!(
         (1000..=1002).contains(&grew),
-        "small live blocks grew by {grew}"
+        "small live blocks grew by {grew} (in each of {tries} tries)"
     );
     assert!(
         during.small_live_bytes - before.small_live_bytes >= 1000 * 208,
