@@ -375,6 +375,27 @@ static inline void ox_prof_read_or_fail(const char *dir, long pid, const char *t
     CHECK(f->pid == pid, "%s: pid %ld", path, f->pid);
 }
 
+/*
+ * The start of a test's main whose worker runs profiled: in the worker process
+ * ("PROG worker MODE"), runs `worker` and returns 1 (main then returns 0); otherwise runs
+ * the worker MODE profiled at INTERVAL into a new directory (written to `dir`), reads the
+ * exit profile of the PID the worker said into `f`, and returns 0.
+ */
+static inline int ox_prof_worker_or_profile(int argc, char **argv, void (*worker)(void),
+                                            const char *mode, const char *interval, char *dir,
+                                            size_t dir_size, struct ox_child *r,
+                                            struct ox_prof_file *f)
+{
+    if (argc > 2 && strcmp(argv[1], "worker") == 0) {
+        worker();
+        return 1;
+    }
+    ox_require_active();
+    ox_prof_run_profiled(mode, interval, dir, dir_size, r);
+    ox_prof_read_or_fail(dir, (long)ox_prof_said(r, "PID"), "exit", f);
+    return 0;
+}
+
 /* 1 if `pc` lies in a mapping of `f` whose line mentions `name`. */
 static inline int ox_prof_pc_in_object(const struct ox_prof_file *f, uintptr_t pc, const char *name)
 {

@@ -92,17 +92,12 @@ static void worker(void)
 
 int main(int argc, char **argv)
 {
-    if (argc > 2 && strcmp(argv[1], "worker") == 0) {
-        worker();
-        return 0;
-    }
-    ox_require_active();
     char dir[64];
     struct ox_child r;
-    ox_prof_run_profiled("peak", "4096", dir, sizeof dir, &r);
-
     static struct ox_prof_file f;
-    ox_prof_read_or_fail(dir, (long)ox_prof_said(&r, "PID"), "exit", &f);
+    if (ox_prof_worker_or_profile(argc, argv, worker, "peak", "4096", dir, sizeof dir, &r,
+                                  &f))
+        return 0;
     uintptr_t lo[3], hi[3];
     ox_prof_range_of(&r, "BIG", &lo[0], &hi[0]);
     ox_prof_range_of(&r, "SMALL", &lo[1], &hi[1]);

@@ -137,18 +137,13 @@ static void worker(void)
 
 int main(int argc, char **argv)
 {
-    if (argc > 2 && strcmp(argv[1], "worker") == 0) {
-        worker();
-        return 0;
-    }
-    ox_require_active();
     char dir[64];
     struct ox_child r;
-    ox_prof_run_profiled("resized", "65536", dir, sizeof dir, &r);
-    CHECK(r.err[0] == '\0', "the profiled worker wrote to stderr: %s", r.err);
-
     struct ox_prof_file f;
-    ox_prof_read_or_fail(dir, (long)ox_prof_said(&r, "PID"), "exit", &f);
+    if (ox_prof_worker_or_profile(argc, argv, worker, "resized", "65536", dir, sizeof dir, &r,
+                                  &f))
+        return 0;
+    CHECK(r.err[0] == '\0', "the profiled worker wrote to stderr: %s", r.err);
     uintptr_t lo, hi;
     ox_prof_range_of(&r, "SITE", &lo, &hi);
     double alloc = 0, inuse = 0;

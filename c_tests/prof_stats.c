@@ -77,16 +77,12 @@ static void worker(void)
 
 int main(int argc, char **argv)
 {
-    if (argc > 2 && strcmp(argv[1], "worker") == 0) {
-        worker();
-        return 0;
-    }
-    ox_require_active();
     char dir[64];
     struct ox_child r;
-    ox_prof_run_profiled("stats", "1", dir, sizeof dir, &r);
     static struct ox_prof_file f;
-    ox_prof_read_or_fail(dir, (long)ox_prof_said(&r, "PID"), "exit", &f);
+    if (ox_prof_worker_or_profile(argc, argv, worker, "stats", "1", dir, sizeof dir, &r,
+                                  &f))
+        return 0;
     double allocated = (double)SMALL_COUNT * SMALL_SIZE + (double)MEDIUM_COUNT * MEDIUM_SIZE +
                        (double)HUGE_COUNT * (double)HUGE_SIZE;
     CHECK((double)f.total_alloc >= 0.99 * allocated,
