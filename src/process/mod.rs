@@ -472,80 +472,63 @@ unsafe fn realloc_leaving(ptr: *mut u8, new_size: usize, align_bytes: usize) -> 
     // medium block that stays medium as the buddy arena does (its record, when this
     // realloc is sampled, kept on the side); a sampled realloc of another block moves it
     // into a sampled block.
-    let mut ptr = ptr;
+    let size = new_size.max(1);
+    let align = align_bytes.max(MIN_ALIGN);
+    // SAFETY: called with a live block of ours: the caller's `ptr`, or the block the
+    // realloc of it returned.
+    let as_usual =
+        |ptr| with_heap(|heap| unsafe { CTX.realloc_with(heap, ptr, size, align, "realloc") });
     let kind = region_map::raw_kind_of(ptr as usize);
-    if kind == Kind::Sampled as u8
-        && prof::blocks::stays_unmoved(ptr as usize, new_size, align_bytes.max(MIN_ALIGN))
-    {
+    if kind == Kind::Sampled as u8 && prof::blocks::stays_unmoved(ptr as usize, size, align) {
         return ptr;
     }
     if kind == Kind::Buddy as u8 {
         // A record kept on the side ends here, as a slot block's record at its realloc.
         prof::forget_resized(ptr as usize);
     }
-    let sample = prof::sample_point(new_size.max(1));
+    let sample = prof::sample_point(size);
     let resized = if kind == Kind::Sampled as u8 {
-        prof::resize_sampled(
-            ptr,
-            new_size.max(1),
-            align_bytes.max(MIN_ALIGN),
-            sample.as_ref(),
-        )
+        prof::resize_sampled(ptr, size, align, sample.as_ref())
     } else if (kind == Kind::Huge as u8 || kind == Kind::HugeFar as u8) && prof::active() {
         // A huge block may carry a profiler record, which this realloc replaces.
-        prof::resize_huge(
-            ptr,
-            new_size.max(1),
-            align_bytes.max(MIN_ALIGN),
-            sample.as_ref(),
-        )
+        prof::resize_huge(ptr, size, align, sample.as_ref())
     } else {
         None
     };
     if let Some(p) = resized {
         return p.as_ptr();
     }
-    if let Some(s) = sample.as_ref() {
-        if kind == Kind::Buddy as u8
-            && new_size > SMALL_MAX_BYTES
-            && new_size <= crate::block::buddy::MEDIUM_MAX_BYTES
+    let Some(s) = sample.as_ref() else {
+        return as_usual(ptr);
+    };
+    let mut ptr = ptr;
+    if kind == Kind::Buddy as u8
+        && size > SMALL_MAX_BYTES
+        && size <= crate::block::buddy::MEDIUM_MAX_BYTES
+    {
+        let p = as_usual(ptr);
+        if p.is_null()
+            || (region_map::raw_kind_of(p as usize) == Kind::Buddy as u8
+                && prof::keep_resized(p, size, s))
         {
-            // SAFETY: `ptr` is a live block of ours (caller).
-            let p = with_heap(|heap| unsafe {
-                CTX.realloc_with(heap, ptr, new_size, align_bytes.max(MIN_ALIGN), "realloc")
-            });
-            if p.is_null()
-                || (region_map::raw_kind_of(p as usize) == Kind::Buddy as u8
-                    && prof::keep_resized(p, new_size, s))
-            {
-                return p;
-            }
-            // No room for the record: the block moves into a sampled one, as others do.
-            ptr = p;
+            return p;
         }
-        let old_usable = CTX.usable_size(ptr, "realloc");
-        if let Some(new) =
-            prof::alloc_sampled_for_realloc(s, old_usable, align_bytes.max(MIN_ALIGN))
-        {
-            // SAFETY: both blocks are live and distinct; `ptr` is live (caller) and no
+        // No room for the record: the block moves into a sampled one, as others do.
+        ptr = p;
+    }
+    let old_usable = CTX.usable_size(ptr, "realloc");
+    match prof::alloc_sampled_for_realloc(s, old_usable, align) {
+        Some(new) => {
+            // SAFETY: both blocks are live and distinct; `ptr` is live (see above) and no
             // longer used once copied.
             unsafe {
-                ptr::copy_nonoverlapping(ptr, new.as_ptr(), old_usable.min(new_size));
+                ptr::copy_nonoverlapping(ptr, new.as_ptr(), old_usable.min(size));
                 CTX.free_with(tls::owned_heap(), ptr, "realloc");
             }
-            return new.as_ptr();
+            new.as_ptr()
         }
+        None => as_usual(ptr),
     }
-    // SAFETY: `ptr` is a live block of ours (caller).
-    with_heap(|heap| unsafe {
-        CTX.realloc_with(
-            heap,
-            ptr,
-            new_size.max(1),
-            align_bytes.max(MIN_ALIGN),
-            "realloc",
-        )
-    })
 }
 
 /// Usable size of a live block (0 for null).
